@@ -1,0 +1,19 @@
+"""The policy: a Qwen2/Qwen3 decoder in flax.linen, sharded by logical axes, with HF interop.
+
+  cfg, params = models.load_hf(path, dtype=jnp.float32)
+  logits = models.logits(cfg, params, input_ids)     # int32 [B, T] -> fp32 [B, T, V]
+  models.save_hf(cfg, params, path)
+"""
+from rstar_jax.models.api import (extend, forward, hidden_states, init_params, logits, output_logits,
+                                  param_logical_axes, param_shapes, param_shardings)
+from rstar_jax.models.config import ModelConfig, from_hf_dict, qwen, read_hf_config, to_hf_dict
+from rstar_jax.models.hf_io import load_hf, save_hf
+from rstar_jax.models.kv_cache import KVCache, init_cache, reset_slots
+from rstar_jax.models.sharding import DEFAULT_RULES, LOGICAL_AXES, MESH_AXES, MeshRules, make_mesh
+
+__all__ = [
+    "DEFAULT_RULES", "KVCache", "LOGICAL_AXES", "MESH_AXES", "MeshRules", "ModelConfig", "extend", "forward",
+    "from_hf_dict", "hidden_states", "init_cache", "init_params", "load_hf", "logits", "make_mesh",
+    "output_logits", "param_logical_axes", "param_shapes", "param_shardings", "qwen", "read_hf_config",
+    "reset_slots", "save_hf", "to_hf_dict",
+]

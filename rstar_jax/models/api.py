@@ -1,0 +1,148 @@
+"""The functional policy API: parameters as a plain pytree, jitted forward passes keyed on the config.
+
+  params = init_params(cfg, key, mesh_rules)        # created directly in their shardings
+  logits(cfg, params, input_ids)                    # [B, T] int32 -> [B, T, V] fp32, causal
+  forward(cfg, params, input_ids, positions, segment_ids, mesh_rules)   # packed sequences
+  logits, cache = extend(cfg, params, cache, tokens, num_new)           # incremental decoding
+
+Every entry point is a module-level jitted function with the config (and mesh rules) static,
+so calls with equal shapes compile once.
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+from rstar_jax.models.config import ModelConfig
+from rstar_jax.models.kv_cache import KVCache
+from rstar_jax.models.qwen import Decoder
+from rstar_jax.models.sharding import MeshRules, check_divisible, constrain
+
+
+def _abstract_boxed_params(cfg: ModelConfig):
+  tokens = jax.ShapeDtypeStruct((1, 1), jnp.int32)
+  return jax.eval_shape(lambda t: Decoder(cfg).init(jax.random.key(0), t, _causal_ctx(t))["params"], tokens)
+
+
+@functools.lru_cache(maxsize=64)
+def param_logical_axes(cfg: ModelConfig):
+  """Pytree (same structure as params) of PartitionSpecs of logical axis names."""
+  return nn.get_partition_spec(_abstract_boxed_params(cfg))
+
+
+def param_shapes(cfg: ModelConfig):
+  """Pytree of jax.ShapeDtypeStruct of the parameters (no allocation)."""
+  return nn.meta.unbox(_abstract_boxed_params(cfg))
+
+
+def param_shardings(cfg: ModelConfig, mesh_rules: MeshRules):
+  """Pytree of NamedShardings of the parameters under `mesh_rules`; errors name a parameter
+  whose axis does not divide over its mesh axes."""
+  def sharding(path, spec, shape):
+    check_divisible(mesh_rules, shape.shape, tuple(spec), f"parameter {jax.tree_util.keystr(path)}")
+    return mesh_rules.sharding(tuple(spec))
+  return jax.tree_util.tree_map_with_path(sharding, param_logical_axes(cfg), param_shapes(cfg),
+                                          is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+
+
+def init_params(cfg: ModelConfig, key: jax.Array, mesh_rules: MeshRules | None = None):
+  """Random parameters (kernels ~ N(0, 0.02), norms 1, biases 0), created in their shardings."""
+  def init(key):
+    tokens = jnp.zeros((1, 1), jnp.int32)
+    return nn.meta.unbox(Decoder(cfg).init(key, tokens, _causal_ctx(tokens))["params"])
+  shardings = None if mesh_rules is None else param_shardings(cfg, mesh_rules)
+  return jax.jit(init, out_shardings=shardings)(key)
+
+
+def _causal_ctx(tokens, positions=None, segment_ids=None):
+  """Attention context of a cache-free pass: key s visible to query t iff s <= t (same segment)."""
+  b, t = tokens.shape
+  if positions is None:
+    positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+  index = jnp.arange(t)
+  mask = jnp.broadcast_to(index[None, :] <= index[:, None], (b, t, t))
+  if segment_ids is not None:
+    mask = mask & (segment_ids[:, :, None] == segment_ids[:, None, :])
+  return {"positions": positions, "mask": mask}
+
+
+def _check_tokens(cfg: ModelConfig, input_ids, what: str) -> None:
+  if getattr(input_ids, "ndim", None) != 2:
+    raise ValueError(f"{what} must be an int array [B, T], got shape {getattr(input_ids, 'shape', None)}")
+  if not jnp.issubdtype(input_ids.dtype, jnp.integer):
+    raise ValueError(f"{what} must have an integer dtype, got {input_ids.dtype}")
+  if isinstance(input_ids, np.ndarray) and input_ids.size:
+    low, high = int(input_ids.min()), int(input_ids.max())
+    if low < 0 or high >= cfg.vocab_size:
+      raise ValueError(f"{what} holds ids in [{low}, {high}], outside the vocabulary [0, {cfg.vocab_size})")
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "mesh_rules", "return_hidden"))
+def _forward(cfg, params, input_ids, positions, segment_ids, mesh_rules, return_hidden=False):
+  model = Decoder(cfg, mesh_rules)
+  input_ids = constrain(input_ids, ("batch", "length"), mesh_rules)
+  hidden, _ = model.apply({"params": params}, input_ids, _causal_ctx(input_ids, positions, segment_ids))
+  if return_hidden:
+    return hidden
+  return constrain(model.apply({"params": params}, hidden, method=Decoder.project),
+                   ("batch", "length", "vocab"), mesh_rules)
+
+
+def forward(cfg: ModelConfig, params, input_ids, positions=None, segment_ids=None,
+            mesh_rules: MeshRules | None = None):
+  """Logits fp32 [B, T, V] of a causal pass over input_ids int [B, T].
+
+  positions: int [B, T] RoPE positions (default 0..T-1 per row); segment_ids: int [B, T] for
+  packed rows (tokens attend only within their segment; restart positions per segment).
+  """
+  _check_tokens(cfg, input_ids, "input_ids")
+  return _forward(cfg, params, input_ids, positions, segment_ids, mesh_rules)
+
+
+def hidden_states(cfg: ModelConfig, params, input_ids, positions=None, segment_ids=None,
+                  mesh_rules: MeshRules | None = None):
+  """Final-norm hidden states [B, T, E] (compute dtype); `output_logits` maps them to logits."""
+  _check_tokens(cfg, input_ids, "input_ids")
+  return _forward(cfg, params, input_ids, positions, segment_ids, mesh_rules, return_hidden=True)
+
+
+def output_logits(cfg: ModelConfig, params, hidden):
+  """fp32 logits [..., V] of final hidden states [..., E] (traceable; for chunked log-probs)."""
+  return Decoder(cfg).apply({"params": params}, hidden, method=Decoder.project)
+
+
+def logits(cfg: ModelConfig, params, input_ids):
+  """Logits fp32 [B, T, V] of input_ids int32 [B, T]: causal, no padding, positions 0..T-1."""
+  return forward(cfg, params, input_ids)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "mesh_rules"), donate_argnames=("cache",))
+def _extend(cfg, params, cache, tokens, num_new, mesh_rules):
+  b, t = tokens.shape
+  start = cache.lengths
+  positions = start[:, None] + jnp.arange(t, dtype=jnp.int32)[None, :]
+  new_lengths = start + num_new
+  key_pos = jnp.arange(cache.max_length, dtype=jnp.int32)
+  mask = (key_pos[None, None, :] <= positions[:, :, None]) & (key_pos[None, None, :] < new_lengths[:, None, None])
+  rows = jnp.broadcast_to(jnp.arange(b, dtype=jnp.int32)[:, None], (b, t))
+  ctx = {"positions": positions, "mask": mask, "write_index": (rows, positions)}
+  model = Decoder(cfg, mesh_rules)
+  hidden, (k, v) = model.apply({"params": params}, tokens, ctx, (cache.k, cache.v))
+  last = jnp.clip(num_new - 1, 0, t - 1)
+  last_hidden = jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]
+  out = model.apply({"params": params}, last_hidden, method=Decoder.project)
+  return out, KVCache(k, v, new_lengths)
+
+
+def extend(cfg: ModelConfig, params, cache: KVCache, tokens, num_new, mesh_rules: MeshRules | None = None):
+  """Appends tokens to each cache slot; returns (logits fp32 [B, V] of each slot's last new token, cache).
+
+  tokens: int [B, T], right-padded; num_new: int32 [B], real tokens per slot (0: slot unchanged,
+  its logits meaningless). The cache is donated. See kv_cache.py for the padding convention.
+  """
+  _check_tokens(cfg, tokens, "tokens")
+  if tokens.shape[0] != cache.num_slots:
+    raise ValueError(f"tokens has {tokens.shape[0]} rows but the cache has {cache.num_slots} slots")
+  return _extend(cfg, params, cache, tokens, jnp.asarray(num_new, jnp.int32), mesh_rules)

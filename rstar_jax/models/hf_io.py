@@ -1,0 +1,236 @@
+"""Hugging Face checkpoint interop: config.json + safetensors (single file or sharded with an index).
+
+Tensor layout (transformers `nn.Linear.weight` is [out, in]; ours are [in, ...heads, ...out]):
+  model.embed_tokens.weight [V, E]             -> embed_tokens [V, E]
+  model.layers.{i}.self_attn.q_proj.weight [H*D, E] -> layers/self_attn/q_proj_kernel[i] [E, H, D]
+  ...k_proj / v_proj [K*D, E] -> [E, K, D];  biases [N*D] -> [N, D]
+  ...o_proj.weight [E, H*D]   -> o_proj_kernel[i] [H, D, E]
+  ...q_norm.weight / k_norm.weight [D], input_layernorm / post_attention_layernorm [E] -> scale
+  ...mlp.{gate,up}_proj.weight [F, E] -> kernel [E, F];  down_proj.weight [E, F] -> [F, E]
+  model.norm.weight [E] -> norm/scale;  lm_head.weight [V, E] -> lm_head [E, V] (absent if tied)
+Loading builds each parameter shard by shard with jax.make_array_from_callback, reading one
+layer's tensor at a time, so no device ever holds a full copy of a sharded parameter.
+"""
+import dataclasses
+import json
+import os
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from rstar_jax.models.api import param_shapes, param_shardings
+from rstar_jax.models.config import ModelConfig, read_hf_config, to_hf_dict
+from rstar_jax.models.sharding import MeshRules
+
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+# Buffers some exporters write that carry no parameters.
+_IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Tensor:
+  """One HF tensor family <-> one parameter leaf (stacked over layers when `per_layer`)."""
+  hf_name: str                 # with "{i}" for the layer index
+  path: tuple[str, ...]        # path in our params tree
+  hf_shape: tuple[int, ...]
+  to_ours: Callable[[np.ndarray], np.ndarray]
+  to_hf: Callable[[np.ndarray], np.ndarray]
+  per_layer: bool = True
+
+
+def _tensor_map(cfg: ModelConfig) -> list[_Tensor]:
+  e, f, v, d = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size, cfg.head_dim
+  same = lambda x: x  # noqa: E731
+  layer = "model.layers.{i}."
+  out = [
+      _Tensor("model.embed_tokens.weight", ("embed_tokens",), (v, e), same, same, per_layer=False),
+      _Tensor("model.norm.weight", ("norm", "scale"), (e,), same, same, per_layer=False),
+      _Tensor(layer + "input_layernorm.weight", ("layers", "input_layernorm", "scale"), (e,), same, same),
+      _Tensor(layer + "post_attention_layernorm.weight", ("layers", "post_attention_layernorm", "scale"),
+              (e,), same, same),
+      _Tensor(layer + "self_attn.o_proj.weight", ("layers", "self_attn", "o_proj_kernel"),
+              (e, cfg.num_heads * d), lambda w: w.T.reshape(cfg.num_heads, d, e),
+              lambda k: k.reshape(cfg.num_heads * d, e).T),
+  ]
+  for name, heads in (("q", cfg.num_heads), ("k", cfg.num_kv_heads), ("v", cfg.num_kv_heads)):
+    out.append(_Tensor(layer + f"self_attn.{name}_proj.weight", ("layers", "self_attn", f"{name}_proj_kernel"),
+                       (heads * d, e), lambda w, n=heads: w.T.reshape(e, n, d),
+                       lambda k, n=heads: k.reshape(e, n * d).T))
+    if cfg.qkv_bias:
+      out.append(_Tensor(layer + f"self_attn.{name}_proj.bias", ("layers", "self_attn", f"{name}_proj_bias"),
+                         (heads * d,), lambda b, n=heads: b.reshape(n, d), lambda b, n=heads: b.reshape(n * d)))
+  if cfg.o_bias:
+    out.append(_Tensor(layer + "self_attn.o_proj.bias", ("layers", "self_attn", "o_proj_bias"), (e,), same, same))
+  if cfg.qk_norm:
+    for name in ("q_norm", "k_norm"):
+      out.append(_Tensor(layer + f"self_attn.{name}.weight", ("layers", "self_attn", name, "scale"), (d,), same, same))
+  for name, shape in (("gate_proj", (f, e)), ("up_proj", (f, e)), ("down_proj", (e, f))):
+    out.append(_Tensor(layer + f"mlp.{name}.weight", ("layers", "mlp", f"{name}_kernel"), shape,
+                       lambda w: w.T, lambda k: k.T))
+  if not cfg.tie_word_embeddings:
+    out.append(_Tensor("lm_head.weight", ("lm_head",), (v, e), lambda w: w.T, lambda k: k.T, per_layer=False))
+  return out
+
+
+def _names(cfg: ModelConfig, spec: _Tensor) -> list[str]:
+  return [spec.hf_name.format(i=i) for i in range(cfg.num_layers)] if spec.per_layer else [spec.hf_name]
+
+
+class _Checkpoint:
+  """The tensors of a checkpoint directory, by name, opened lazily (memory-mapped)."""
+
+  def __init__(self, path: str):
+    index = os.path.join(path, INDEX_FILE)
+    if os.path.exists(index):
+      with open(index, encoding="utf-8") as f:
+        weight_map = json.load(f).get("weight_map")
+      if not isinstance(weight_map, dict):
+        raise ValueError(f"{index}: no weight_map")
+      self.file_of = {name: os.path.join(path, file) for name, file in weight_map.items()}
+    elif os.path.exists(os.path.join(path, SINGLE_FILE)):
+      single = os.path.join(path, SINGLE_FILE)
+      with safe_open(single, framework="numpy") as f:
+        self.file_of = {name: single for name in f.keys()}
+    else:
+      raise FileNotFoundError(f"{path} has neither {SINGLE_FILE} nor {INDEX_FILE}")
+    self._handles = {}
+
+  def _handle(self, name):
+    file = self.file_of[name]
+    if file not in self._handles:
+      if not os.path.exists(file):
+        raise FileNotFoundError(f"{file} (holding {name}) is missing")
+      self._handles[file] = safe_open(file, framework="numpy")
+    return self._handles[file]
+
+  def shape(self, name) -> tuple[int, ...]:
+    return tuple(self._handle(name).get_slice(name).get_shape())
+
+  def read(self, name) -> np.ndarray:
+    return self._handle(name).get_tensor(name)
+
+
+def _check_tensors(cfg: ModelConfig, ckpt: _Checkpoint, path: str) -> None:
+  """Errors naming missing, unexpected or wrongly shaped tensors."""
+  expected = {name: spec.hf_shape for spec in _tensor_map(cfg) for name in _names(cfg, spec)}
+  present = {n for n in ckpt.file_of if not n.endswith(_IGNORED_SUFFIXES)}
+  if cfg.tie_word_embeddings:
+    present.discard("lm_head.weight")  # some exporters also write the tied copy
+  missing = sorted(set(expected) - present)
+  if missing:
+    raise ValueError(f"{path}: checkpoint is missing tensor(s) {', '.join(missing[:8])}"
+                     + (f" and {len(missing) - 8} more" if len(missing) > 8 else ""))
+  unexpected = sorted(present - set(expected))
+  if unexpected:
+    raise ValueError(f"{path}: checkpoint has unexpected tensor(s) {', '.join(unexpected[:8])}"
+                     + (f" and {len(unexpected) - 8} more" if len(unexpected) > 8 else "")
+                     + f" for a {cfg.model_type} config")
+  for name, shape in expected.items():
+    got = ckpt.shape(name)
+    if got != shape:
+      raise ValueError(f"{path}: tensor {name} has shape {list(got)}, expected {list(shape)}")
+
+
+def _set(tree: dict, path: tuple[str, ...], value) -> None:
+  for key in path[:-1]:
+    tree = tree.setdefault(key, {})
+  tree[path[-1]] = value
+
+
+def _get(tree, path):
+  for key in path:
+    tree = tree[key]
+  return tree
+
+
+def load_hf(path: str, dtype=jnp.float32, compute_dtype=None, mesh_rules: MeshRules | None = None,
+            remat: str = "none"):
+  """(cfg, params) from a directory holding config.json and safetensors (qwen2 or qwen3).
+
+  dtype: parameter dtype; compute_dtype: matmul dtype (default: dtype). With mesh_rules each
+  parameter is built directly in its NamedSharding, one shard at a time.
+  """
+  param_dtype = jnp.dtype(dtype).name
+  cfg = read_hf_config(os.path.join(path, "config.json"), param_dtype=param_dtype,
+                       dtype=jnp.dtype(compute_dtype or dtype).name, remat=remat)
+  ckpt = _Checkpoint(path)
+  _check_tensors(cfg, ckpt, path)
+  shapes = param_shapes(cfg)
+  shardings = (param_shardings(cfg, mesh_rules) if mesh_rules is not None
+               else jax.tree.map(lambda _: jax.sharding.SingleDeviceSharding(jax.devices()[0]), shapes))
+  params = {}
+  for spec in _tensor_map(cfg):
+    names, shape = _names(cfg, spec), _get(shapes, spec.path).shape
+
+    def shard(index, names=names, spec=spec):
+      if spec.per_layer:
+        rows = [spec.to_ours(ckpt.read(n))[index[1:]] for n in names[index[0]]]
+        return np.stack(rows).astype(jnp.dtype(param_dtype))
+      return np.ascontiguousarray(spec.to_ours(ckpt.read(names[0]))[index]).astype(jnp.dtype(param_dtype))
+
+    _set(params, spec.path, jax.make_array_from_callback(shape, _get(shardings, spec.path), shard))
+  return cfg, params
+
+
+def _to_host(x: jax.Array) -> np.ndarray:
+  if getattr(x, "is_fully_addressable", True):
+    return np.asarray(jax.device_get(x))
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def save_hf(cfg: ModelConfig, params, path: str, max_shard_bytes: int = 5 * 2**30) -> None:
+  """Writes config.json and safetensors that transformers' from_pretrained loads.
+
+  One `model.safetensors` when the tensors fit in `max_shard_bytes`, else numbered shards plus
+  `model.safetensors.index.json`. Tensors keep the parameter dtype. Only process 0 writes;
+  each file is written under a temporary name and renamed, so a failed save leaves no partial file.
+  """
+  tensors: list[tuple[str, np.ndarray]] = []
+  for spec in _tensor_map(cfg):
+    leaf = _to_host(_get(params, spec.path))
+    if leaf.shape != _get(param_shapes(cfg), spec.path).shape:
+      raise ValueError(f"parameter {'/'.join(spec.path)} has shape {leaf.shape}, expected "
+                       f"{_get(param_shapes(cfg), spec.path).shape}")
+    rows = leaf if spec.per_layer else [leaf]
+    tensors.extend((name, np.ascontiguousarray(spec.to_hf(row))) for name, row in zip(_names(cfg, spec), rows))
+  if jax.process_index() != 0:
+    return
+  os.makedirs(path, exist_ok=True)
+  groups, size = [[]], 0
+  for name, array in tensors:
+    if groups[-1] and size + array.nbytes > max_shard_bytes:
+      groups.append([])
+      size = 0
+    groups[-1].append((name, array))
+    size += array.nbytes
+  files = ([SINGLE_FILE] if len(groups) == 1 else
+           [f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors" for i in range(len(groups))])
+  for file, group in zip(files, groups):
+    _atomic(os.path.join(path, file), lambda tmp, group=group: save_file(dict(group), tmp, metadata={"format": "pt"}))
+  stale = [os.path.join(path, INDEX_FILE)] if len(groups) == 1 else [os.path.join(path, SINGLE_FILE)]
+  if len(groups) > 1:
+    index = {"metadata": {"total_size": int(sum(a.nbytes for _, a in tensors))},
+             "weight_map": {name: file for file, group in zip(files, groups) for name, _ in group}}
+    _atomic(os.path.join(path, INDEX_FILE), lambda tmp: _write_json(index, tmp))
+  for file in stale:
+    if os.path.exists(file):
+      os.remove(file)
+  _atomic(os.path.join(path, "config.json"), lambda tmp: _write_json(to_hf_dict(cfg), tmp))
+
+
+def _write_json(obj, path):
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(obj, f, indent=2)
+    f.write("\n")
+
+
+def _atomic(path: str, write: Callable[[str], None]) -> None:
+  tmp = path + ".tmp"
+  write(tmp)
+  os.replace(tmp, path)

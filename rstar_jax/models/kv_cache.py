@@ -1,0 +1,60 @@
+"""A slot-based KV cache for incremental decoding and continuous batching.
+
+The cache holds B slots; slot b stores the keys and values of one sequence at positions
+0 .. lengths[b]-1 of its own row (k, v: [L, B, S, K, D]). Each slot advances independently:
+`models.extend` appends num_new[b] tokens to slot b (0 leaves it as it is), so prefill, one-token
+decode steps and multi-token tool outputs are the same operation, and a finished slot can be
+reset and refilled with a new request while the others keep decoding.
+
+Padding convention: a batch of new tokens [B, T] is right-padded; row b holds num_new[b] real
+tokens followed by any filler. The filler's keys/values are written at positions >= the new
+length, never attended (keys are valid iff position < lengths[b]), and overwritten by the next
+tokens of that slot. Positions (for RoPE) are per slot: the token written at cache row s of slot
+b has position s. Callers keep lengths[b] + num_new[b] <= S; writes past S are dropped.
+"""
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from rstar_jax.models.config import ModelConfig
+from rstar_jax.models.sharding import MeshRules
+
+CACHE_AXES = ("layers", "batch", "length", "heads", "kv")
+
+
+@struct.dataclass
+class KVCache:
+  """k, v: [L, B, S, K, D]; lengths: int32 [B], the number of valid positions of each slot."""
+  k: jax.Array
+  v: jax.Array
+  lengths: jax.Array
+
+  @property
+  def max_length(self) -> int:
+    return self.k.shape[2]
+
+  @property
+  def num_slots(self) -> int:
+    return self.k.shape[1]
+
+
+def init_cache(cfg: ModelConfig, num_slots: int, max_length: int, dtype=None,
+               mesh_rules: MeshRules | None = None) -> KVCache:
+  """An empty cache of `num_slots` slots of `max_length` positions, in `dtype` (default: compute)."""
+  if num_slots <= 0 or max_length <= 0:
+    raise ValueError(f"num_slots and max_length must be positive, got {num_slots}, {max_length}")
+  shape = (cfg.num_layers, num_slots, max_length, cfg.num_kv_heads, cfg.head_dim)
+  dtype = jnp.dtype(dtype or cfg.dtype)
+
+  def make():
+    return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((num_slots,), jnp.int32))
+
+  if mesh_rules is None:
+    return make()
+  kv = mesh_rules.sharding(CACHE_AXES)
+  return jax.jit(make, out_shardings=KVCache(kv, kv, mesh_rules.sharding(("batch",))))()
+
+
+def reset_slots(cache: KVCache, slots: jax.Array) -> KVCache:
+  """Empties the slots where `slots` (bool [B]) is true; their stale entries are never attended."""
+  return cache.replace(lengths=jnp.where(slots, 0, cache.lengths))

@@ -1,0 +1,179 @@
+"""The Qwen2/Qwen3 decoder as flax.linen modules, with scanned blocks and an optional KV cache.
+
+Shapes: B sequences, T new tokens, S attended positions (T without a cache, the cache length
+with one), E embed, H query heads, K kv heads, G = H / K, D head dim, F mlp width, V vocab.
+
+Block (pre-norm):  h = x + Attn(RMSNorm(x));  y = h + Down(silu(Gate(RMSNorm(h))) * Up(RMSNorm(h)))
+RMSNorm(x) = w * x / sqrt(mean(x^2) + eps), normalized in fp32.
+Attention: q = x Wq (+ bq), k, v likewise with K heads; Qwen3 applies RMSNorm to each q and k head;
+RoPE rotates (q, k) by position p: x' = x cos(p w) + rotate_half(x) sin(p w), w_i = theta^(-2i/D);
+softmax(q k^T / sqrt(D) + mask) v over the allowed keys, each kv head shared by G query heads.
+The mask allows key s for query t iff key_pos[s] <= query_pos[t], the key is valid, and both sit in
+the same segment (packed sequences).
+"""
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from rstar_jax.models.config import ModelConfig
+from rstar_jax.models.sharding import MeshRules, constrain
+
+_NEG_INF = -0.7 * float(jnp.finfo(jnp.float32).max)  # finite, so a row with no allowed key stays finite
+
+
+def _param(module: nn.Module, name: str, init, shape, axes, cfg: ModelConfig):
+  return module.param(name, nn.with_logical_partitioning(init, axes), shape, jnp.dtype(cfg.param_dtype))
+
+
+_normal = nn.initializers.normal(stddev=0.02)
+
+
+class RMSNorm(nn.Module):
+  """w * x / sqrt(mean(x^2) + eps) over the last axis, computed in fp32 (as transformers does)."""
+  cfg: ModelConfig
+  axis_name: str = "embed"
+
+  @nn.compact
+  def __call__(self, x):
+    scale = _param(self, "scale", nn.initializers.ones, (x.shape[-1],), (self.axis_name,), self.cfg)
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.cfg.rms_norm_eps)
+    dtype = jnp.dtype(self.cfg.dtype)
+    return scale.astype(dtype) * normed.astype(dtype)
+
+
+def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
+  """Rotary embedding, half-split convention. x: [B, T, N, D]; positions: [B, T] int."""
+  d = x.shape[-1]
+  inv_freq = 1.0 / (theta ** (jnp.arange(0, d, 2, dtype=jnp.float32) / d))
+  angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, T, D/2]
+  angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]
+  x1, x2 = jnp.split(x, 2, axis=-1)
+  rotated = jnp.concatenate([-x2, x1], axis=-1)
+  return (x * jnp.cos(angles).astype(x.dtype) + rotated * jnp.sin(angles).astype(x.dtype))
+
+
+class Attention(nn.Module):
+  """Grouped-query attention with RoPE, optional q/k norm and biases, optional KV cache."""
+  cfg: ModelConfig
+  mesh_rules: MeshRules | None = None
+
+  @nn.compact
+  def __call__(self, x, ctx, layer_cache):
+    cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
+    e, h, k, d = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+
+    def project(name, heads):
+      kernel = _param(self, f"{name}_kernel", _normal, (e, heads, d), ("embed", "heads", "kv"), cfg)
+      y = jnp.einsum("bte,ehd->bthd", x, kernel.astype(dtype))
+      if cfg.qkv_bias:
+        y = y + _param(self, f"{name}_bias", nn.initializers.zeros, (heads, d), ("heads", "kv"), cfg).astype(dtype)
+      return y
+
+    q, key, value = project("q_proj", h), project("k_proj", k), project("v_proj", k)
+    if cfg.qk_norm:
+      q = RMSNorm(cfg, "kv", name="q_norm")(q)
+      key = RMSNorm(cfg, "kv", name="k_norm")(key)
+    q = rope(q, ctx["positions"], cfg.rope_theta)
+    key = rope(key, ctx["positions"], cfg.rope_theta)
+    q = constrain(q, ("batch", "length", "heads", "kv"), self.mesh_rules)
+
+    new_cache = None
+    if layer_cache is not None:  # write the T new keys/values at each sequence's next positions
+      rows, cols = ctx["write_index"]
+      new_cache = (layer_cache[0].at[rows, cols].set(key.astype(layer_cache[0].dtype), mode="drop"),
+                   layer_cache[1].at[rows, cols].set(value.astype(layer_cache[1].dtype), mode="drop"))
+      key, value = new_cache[0].astype(dtype), new_cache[1].astype(dtype)
+
+    b, t = q.shape[:2]
+    q = q.reshape(b, t, k, h // k, d)
+    scores = jnp.einsum("btkgd,bskd->bkgts", q, key, preferred_element_type=jnp.float32) * d ** -0.5
+    scores = jnp.where(ctx["mask"][:, None, None, :, :], scores, _NEG_INF)
+    probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs, value).reshape(b, t, h, d)
+    o_kernel = _param(self, "o_proj_kernel", _normal, (h, d, e), ("heads", "kv", "embed"), cfg)
+    y = jnp.einsum("bthd,hde->bte", out, o_kernel.astype(dtype))
+    if cfg.o_bias:
+      y = y + _param(self, "o_proj_bias", nn.initializers.zeros, (e,), ("embed",), cfg).astype(dtype)
+    return y, new_cache
+
+
+class Mlp(nn.Module):
+  """SwiGLU: Down(silu(x Wgate) * (x Wup))."""
+  cfg: ModelConfig
+  mesh_rules: MeshRules | None = None
+
+  @nn.compact
+  def __call__(self, x):
+    cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
+    e, f = cfg.hidden_size, cfg.intermediate_size
+    gate = _param(self, "gate_proj_kernel", _normal, (e, f), ("embed", "mlp"), cfg).astype(dtype)
+    up = _param(self, "up_proj_kernel", _normal, (e, f), ("embed", "mlp"), cfg).astype(dtype)
+    down = _param(self, "down_proj_kernel", _normal, (f, e), ("mlp", "embed"), cfg).astype(dtype)
+    hidden = jax.nn.silu(x @ gate) * (x @ up)
+    hidden = constrain(hidden, ("batch", "length", "mlp"), self.mesh_rules)
+    return hidden @ down
+
+
+class Block(nn.Module):
+  """One pre-norm decoder block; scanned over layers (carry: the residual stream)."""
+  cfg: ModelConfig
+  mesh_rules: MeshRules | None = None
+
+  @nn.compact
+  def __call__(self, x, layer_cache, ctx):
+    attn_out, new_cache = Attention(self.cfg, self.mesh_rules, name="self_attn")(
+        RMSNorm(self.cfg, name="input_layernorm")(x), ctx, layer_cache)
+    x = x + attn_out
+    x = x + Mlp(self.cfg, self.mesh_rules, name="mlp")(RMSNorm(self.cfg, name="post_attention_layernorm")(x))
+    x = constrain(x, ("batch", "length", "embed"), self.mesh_rules)
+    return x, new_cache
+
+
+_REMAT_POLICIES = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
+class Decoder(nn.Module):
+  """Embedding, scanned blocks, final norm, output projection -> fp32 hidden states or logits.
+
+  __call__(tokens [B, T], ctx, cache) returns (final hidden states [B, T, E], new cache), where
+  ctx holds positions [B, T], mask [B, T, S] and, with a cache, write_index; cache is None or
+  (k, v) of shape [L, B, S, K, D]. `project` maps hidden states to fp32 logits [..., V].
+  """
+  cfg: ModelConfig
+  mesh_rules: MeshRules | None = None
+
+  def setup(self):
+    cfg = self.cfg
+    self.embed_tokens = self.param(
+        "embed_tokens", nn.with_logical_partitioning(_normal, ("vocab", "embed")),
+        (cfg.vocab_size, cfg.hidden_size), jnp.dtype(cfg.param_dtype))
+    block = Block
+    if cfg.remat != "none":
+      block = nn.remat(Block, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=False)
+    self.layers = nn.scan(
+        block, variable_axes={"params": 0}, split_rngs={"params": True},
+        in_axes=(0, nn.broadcast), length=cfg.num_layers,
+        metadata_params={nn.PARTITION_NAME: "layers"})(cfg, self.mesh_rules)
+    self.norm = RMSNorm(cfg)
+    if not cfg.tie_word_embeddings:
+      self.lm_head = self.param("lm_head", nn.with_logical_partitioning(_normal, ("embed", "vocab")),
+                                (cfg.hidden_size, cfg.vocab_size), jnp.dtype(cfg.param_dtype))
+
+  def __call__(self, tokens, ctx: dict[str, Any], cache=None):
+    x = jnp.take(self.embed_tokens, tokens, axis=0).astype(jnp.dtype(self.cfg.dtype))
+    x = constrain(x, ("batch", "length", "embed"), self.mesh_rules)
+    x, new_cache = self.layers(x, cache, ctx)
+    return self.norm(x), new_cache
+
+  def project(self, hidden):
+    dtype = jnp.dtype(self.cfg.dtype)
+    if self.cfg.tie_word_embeddings:
+      return jnp.einsum("...e,ve->...v", hidden, self.embed_tokens.astype(dtype),
+                        preferred_element_type=jnp.float32)
+    return jnp.einsum("...e,ev->...v", hidden, self.lm_head.astype(dtype), preferred_element_type=jnp.float32)

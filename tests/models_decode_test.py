@@ -1,0 +1,102 @@
+"""Incremental decoding with the KV cache equals the full forward; steady calls never recompile."""
+import jax
+import numpy as np
+
+from rstar_jax import models
+import compile_counter
+import tiny_models
+
+CFG = tiny_models.tiny_config("qwen3")
+
+
+def _params(seed=0):
+  return models.init_params(CFG, jax.random.key(seed))
+
+
+def test_prefill_then_one_token_steps_equal_full_forward():
+  params = _params()
+  ids = tiny_models.random_ids((2, 12), seed=1)
+  full = np.asarray(models.logits(CFG, params, ids))
+  cache = models.init_cache(CFG, 2, 16)
+  last, cache = models.extend(CFG, params, cache, ids[:, :5], np.array([5, 5]))
+  np.testing.assert_allclose(last, full[:, 4], atol=1e-5)
+  for t in range(5, 12):
+    last, cache = models.extend(CFG, params, cache, ids[:, t:t + 1], np.array([1, 1]))
+    np.testing.assert_allclose(last, full[:, t], atol=1e-5, err_msg=f"step {t}")
+  np.testing.assert_array_equal(cache.lengths, [12, 12])
+
+
+def test_padded_batch_of_different_lengths_decodes_like_each_alone():
+  params = _params(1)
+  lengths = [3, 9, 6]
+  seqs = [tiny_models.random_ids((1, n + 4), seed=10 + i)[0] for i, n in enumerate(lengths)]
+  prompt = np.zeros((3, max(lengths)), np.int32)  # right padding with id 0
+  for i, n in enumerate(lengths):
+    prompt[i, :n] = seqs[i][:n]
+  cache = models.init_cache(CFG, 3, 16)
+  last, cache = models.extend(CFG, params, cache, prompt, np.array(lengths))
+  alone = [np.asarray(models.logits(CFG, params, s[None]))[0] for s in seqs]
+  for i, n in enumerate(lengths):
+    np.testing.assert_allclose(last[i], alone[i][n - 1], atol=1e-5)
+  for step in range(4):
+    tokens = np.array([[s[n + step]] for s, n in zip(seqs, lengths)], np.int32)
+    last, cache = models.extend(CFG, params, cache, tokens, np.ones(3, np.int32))
+    for i, n in enumerate(lengths):
+      np.testing.assert_allclose(last[i], alone[i][n + step], atol=1e-5, err_msg=f"seq {i} step {step}")
+
+
+def test_multi_token_append_and_slot_refill_continue_correctly():
+  """A tool output of several tokens is one extend; a finished slot is reset and refilled while the
+  other slot keeps decoding (continuous batching)."""
+  params = _params(2)
+  a = tiny_models.random_ids((1, 14), seed=20)[0]
+  b = tiny_models.random_ids((1, 10), seed=21)[0]
+  c = tiny_models.random_ids((1, 6), seed=22)[0]
+  full = {name: np.asarray(models.logits(CFG, params, s[None]))[0] for name, s in (("a", a), ("b", b), ("c", c))}
+  cache = models.init_cache(CFG, 2, 16)
+  _, cache = models.extend(CFG, params, cache, np.stack([a[:4], b[:4]]), np.array([4, 4]))
+  # slot 0 appends 5 environment tokens at once; slot 1 appends 1 token (right-padded row).
+  chunk = np.zeros((2, 5), np.int32)
+  chunk[0], chunk[1, 0] = a[4:9], b[4]
+  last, cache = models.extend(CFG, params, cache, chunk, np.array([5, 1]))
+  np.testing.assert_allclose(last[0], full["a"][8], atol=1e-5)
+  np.testing.assert_allclose(last[1], full["b"][4], atol=1e-5)
+  # slot 1 finishes; it is reset and refilled with sequence c while slot 0 idles (num_new 0).
+  cache = models.reset_slots(cache, np.array([False, True]))
+  refill = np.zeros((2, 3), np.int32)
+  refill[1] = c[:3]
+  last, cache = models.extend(CFG, params, cache, refill, np.array([0, 3]))
+  np.testing.assert_allclose(last[1], full["c"][2], atol=1e-5)
+  for t in range(3):
+    last, cache = models.extend(CFG, params, cache, np.array([[a[9 + t]], [c[3 + t]]]), np.array([1, 1]))
+    np.testing.assert_allclose(last[0], full["a"][9 + t], atol=1e-5)
+    np.testing.assert_allclose(last[1], full["c"][3 + t], atol=1e-5)
+  np.testing.assert_array_equal(cache.lengths, [12, 6])
+
+
+def test_packed_segments_equal_separate_sequences():
+  params = _params(3)
+  a, b = tiny_models.random_ids((1, 5), seed=30)[0], tiny_models.random_ids((1, 7), seed=31)[0]
+  packed = np.concatenate([a, b])[None]
+  segments = np.array([[1] * 5 + [2] * 7])
+  positions = np.array([list(range(5)) + list(range(7))])
+  out = np.asarray(models.forward(CFG, params, packed, positions=positions, segment_ids=segments))[0]
+  np.testing.assert_allclose(out[:5], np.asarray(models.logits(CFG, params, a[None]))[0], atol=1e-5)
+  np.testing.assert_allclose(out[5:], np.asarray(models.logits(CFG, params, b[None]))[0], atol=1e-5)
+
+
+def test_repeated_calls_of_equal_shape_compile_once():
+  params = _params(4)
+  ids = tiny_models.random_ids((2, 6), seed=40)
+  models.logits(CFG, params, ids)  # warm: compiles
+  cache = models.init_cache(CFG, 2, 12)
+  _, cache = models.extend(CFG, params, cache, ids, np.array([6, 6]))
+  _, cache = models.extend(CFG, params, cache, ids[:, :1], np.array([1, 1]))
+  with compile_counter.count_compiles() as compiles:
+    for seed in range(3):
+      models.logits(CFG, params, tiny_models.random_ids((2, 6), seed=seed))
+      _, cache = models.extend(CFG, params, cache, ids[:, seed:seed + 1], np.array([1, 1]))
+  assert not compiles, f"{len(compiles)} recompilations"
+  with compile_counter.count_compiles() as compiles:
+    models.logits(CFG, params, tiny_models.random_ids((2, 7)))
+  assert len(compiles) == 1  # the counter does see a new shape

@@ -1,0 +1,87 @@
+"""Parity with Hugging Face transformers (torch, CPU, fp32) and checkpoint round trips."""
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import transformers
+
+from rstar_jax import models
+import tiny_models
+
+VARIANTS = [("qwen2", False, False), ("qwen2", True, False), ("qwen3", False, False), ("qwen3", True, False),
+            ("qwen3", False, True)]
+
+
+@pytest.mark.parametrize("model_type,tie,bias", VARIANTS,
+                         ids=[f"{m}-{'tied' if t else 'untied'}{'-bias' if b else ''}" for m, t, b in VARIANTS])
+def test_logits_match_transformers(tmp_path, model_type, tie, bias):
+  hf_model = tiny_models.save_random_hf(tmp_path, model_type, tie, seed=1, attention_bias=bias)
+  cfg, params = models.load_hf(str(tmp_path), dtype=jnp.float32)
+  assert (cfg.model_type, cfg.tie_word_embeddings, cfg.num_kv_heads) == (model_type, tie, 2)
+  ids = tiny_models.random_ids((2, 11), seed=2)
+  ours = np.asarray(models.logits(cfg, params, ids))
+  np.testing.assert_allclose(ours, tiny_models.hf_logits(hf_model, ids), atol=1e-4, rtol=0)
+
+
+def test_qwen3_head_dim_differs_from_hidden_over_heads(tmp_path):
+  tiny_models.save_random_hf(tmp_path, "qwen3", tie=False)
+  cfg, params = models.load_hf(str(tmp_path))
+  assert cfg.head_dim == 12 and cfg.hidden_size // cfg.num_heads == 8
+  assert params["layers"]["self_attn"]["q_proj_kernel"].shape == (2, 32, 4, 12)
+
+
+def test_load_hf_reads_sharded_checkpoint_with_index(tmp_path):
+  hf_model = tiny_models.save_random_hf(tmp_path, "qwen2", tie=False, max_shard_size="20KB")
+  assert os.path.exists(tmp_path / "model.safetensors.index.json")
+  assert len(list(tmp_path.glob("model-*.safetensors"))) > 1
+  cfg, params = models.load_hf(str(tmp_path))
+  ids = tiny_models.random_ids((1, 7))
+  np.testing.assert_allclose(models.logits(cfg, params, ids), tiny_models.hf_logits(hf_model, ids), atol=1e-4)
+
+
+@pytest.mark.parametrize("model_type,tie", [("qwen2", True), ("qwen3", False)])
+def test_save_hf_loads_in_transformers_with_same_logits(tmp_path, model_type, tie):
+  cfg = tiny_models.tiny_config(model_type, tie_word_embeddings=tie)
+  params = models.init_params(cfg, jax.random.key(3))
+  models.save_hf(cfg, params, str(tmp_path))
+  hf_model = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path)).eval()
+  ids = tiny_models.random_ids((2, 9), seed=4)
+  np.testing.assert_allclose(tiny_models.hf_logits(hf_model, ids), models.logits(cfg, params, ids), atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_load_hf_of_save_hf_is_exact(tmp_path, dtype):
+  cfg = tiny_models.tiny_config("qwen3", param_dtype=dtype, dtype=dtype)
+  params = models.init_params(cfg, jax.random.key(5))
+  models.save_hf(cfg, params, str(tmp_path))
+  cfg2, params2 = models.load_hf(str(tmp_path), dtype=jnp.dtype(dtype))
+  assert cfg2 == cfg
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(params2)):
+    assert a.dtype == b.dtype, path
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=str(path))
+
+
+def test_save_hf_sharded_writes_index_loadable_by_both(tmp_path):
+  cfg = tiny_models.tiny_config("qwen3")
+  params = models.init_params(cfg, jax.random.key(6))
+  models.save_hf(cfg, params, str(tmp_path), max_shard_bytes=16_000)
+  index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+  assert len(set(index["weight_map"].values())) > 1 and not (tmp_path / "model.safetensors").exists()
+  ids = tiny_models.random_ids((1, 5))
+  hf_model = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path)).eval()
+  cfg2, params2 = models.load_hf(str(tmp_path))
+  np.testing.assert_allclose(tiny_models.hf_logits(hf_model, ids), models.logits(cfg2, params2, ids), atol=1e-4)
+
+
+def test_both_config_layouts_parse_alike(tmp_path):
+  tiny_models.save_random_hf(tmp_path, "qwen3", tie=False)
+  v5 = json.loads((tmp_path / "config.json").read_text())
+  assert "rope_parameters" in v5 and "rope_theta" not in v5  # the transformers 5 layout
+  hub = {k: v for k, v in v5.items() if k != "rope_parameters"}
+  hub.update(rope_theta=v5["rope_parameters"]["rope_theta"], rope_scaling=None)
+  assert models.from_hf_dict(v5) == models.from_hf_dict(hub)
+  assert models.from_hf_dict(hub).rope_theta == 10000.0
+  assert models.from_hf_dict(models.to_hf_dict(models.from_hf_dict(hub))) == models.from_hf_dict(hub)
