@@ -1,0 +1,103 @@
+"""The stage-3 hard-problem filter with a seeded solver as the policy.
+
+  python -m pytest -q tests/data_hard_filter_test.py
+"""
+import json
+
+import numpy as np
+import pytest
+
+from rstar_jax import data
+
+# The solver's chance of a correct answer by synthetic difficulty level.
+SUCCESS = {1: 1.0, 2: 0.9, 3: 0.0}
+
+
+class SeededSolver:
+  """A deterministic stand-in policy: answers correctly with a per-problem probability.
+
+  Sample k of problem p is correct when Draw(seed, p.id, k) < SUCCESS[level]; the
+  reward is 1 when the boxed answer it writes equals the reference, else 0.
+  """
+
+  def __init__(self, seed=0):
+    self.seed = seed
+    self.calls = []
+
+  def response(self, problem, k):
+    correct = data.Draw(self.seed, problem.id, k).uniform() < SUCCESS[problem.meta["level"]]
+    return f"\\boxed{{{int(problem.answer) + (0 if correct else 1)}}}"
+
+  def __call__(self, problems, n):
+    self.calls.append([p.id for p in problems])
+    return [[float(self.response(p, k) == f"\\boxed{{{p.answer}}}") for k in range(n)]
+            for p in problems]
+
+
+def _problems():
+  return [item.problem for item in data.synthetic_problems(0, "train", 30)]
+
+
+def test_drops_problems_solved_n_of_n_and_writes_kept_set_with_stats(tmp_path):
+  problems, solver = _problems(), SeededSolver()
+  stats = data.filter_hard_problems(problems, solver, 8, tmp_path / "hard.jsonl", chunk_size=7)
+  rewards = np.asarray(SeededSolver()(problems, 8))
+  num_correct = rewards.sum(axis=1).astype(int)
+  expected = [p.id for p, c in zip(problems, num_correct) if c < 8]
+  levels = [p.meta["level"] for p in problems]
+  assert all(c == 8 for c, level in zip(num_correct, levels) if level == 1)
+  assert all(c == 0 for c, level in zip(num_correct, levels) if level == 3)
+  assert 0 < sum(c == 8 for c, level in zip(num_correct, levels) if level == 2) < 10
+
+  kept, _ = data.read_source(f"problems:{tmp_path / 'hard.jsonl'}", "f")
+  assert [p.id for p in kept] == expected
+  assert kept == [p for p in problems if p.id in expected]  # answers, meta kept verbatim
+  rows = [json.loads(line) for line in (tmp_path / "hard.jsonl").read_text().splitlines()]
+  assert [r["num_correct"] for r in rows] == [int(c) for c in num_correct if c < 8]
+
+  assert json.loads((tmp_path / "hard.stats.json").read_text()) == stats
+  assert stats["num_problems"] == 30 and stats["num_samples"] == 8
+  assert stats["num_kept"] == len(expected) == 30 - stats["num_dropped_solved"]
+  assert stats["num_correct_histogram"] == {str(c): int((num_correct == c).sum()) for c in range(9)}
+  assert stats["mean_reward"] == pytest.approx(rewards.mean())
+  assert stats["per_source"] == {"synthetic": {"problems": 30, "kept": len(expected),
+                                               "mean_reward": pytest.approx(rewards.mean())}}
+  assert [len(c) for c in solver.calls] == [7, 7, 7, 7, 2]
+  assert not (tmp_path / "hard.jsonl.progress.jsonl").exists()
+
+
+def test_an_interrupted_filter_resumes_where_it_stopped(tmp_path):
+  problems = _problems()
+  data.filter_hard_problems(problems, SeededSolver(), 8, tmp_path / "full/hard.jsonl", chunk_size=8)
+
+  def interrupted(chunk, n):
+    if chunk[0].id != problems[0].id:
+      raise KeyboardInterrupt
+    return SeededSolver()(chunk, n)
+
+  with pytest.raises(KeyboardInterrupt):
+    data.filter_hard_problems(problems, interrupted, 8, tmp_path / "run/hard.jsonl", chunk_size=8)
+  assert len((tmp_path / "run/hard.jsonl.progress.jsonl").read_text().splitlines()) == 8
+  solver = SeededSolver()
+  data.filter_hard_problems(problems, solver, 8, tmp_path / "run/hard.jsonl", chunk_size=8)
+  assert solver.calls[0][0] == problems[8].id
+  for name in ("hard.jsonl", "hard.stats.json"):
+    full = (tmp_path / "full" / name).read_text().replace("full", "run")
+    assert (tmp_path / "run" / name).read_text() == full
+
+
+def test_progress_of_another_run_is_rejected(tmp_path):
+  problems = _problems()
+  progress = tmp_path / "hard.jsonl.progress.jsonl"
+  progress.write_text(json.dumps({"id": "other", "num_samples": 8, "num_correct": 1,
+                                  "mean_reward": 0.1}) + "\n")
+  with pytest.raises(ValueError, match="another filter run"):
+    data.filter_hard_problems(problems, SeededSolver(), 8, tmp_path / "hard.jsonl")
+
+
+def test_rewards_of_the_wrong_shape_are_an_error(tmp_path):
+  with pytest.raises(ValueError, match=r"shape \(3, 4\), expected \(3, 8\)"):
+    data.filter_hard_problems(_problems()[:3], lambda p, n: np.zeros((3, 4)), 8,
+                              tmp_path / "hard.jsonl")
+  with pytest.raises(ValueError, match="num_samples must be a positive integer, got 0"):
+    data.filter_hard_problems(_problems(), SeededSolver(), 0, tmp_path / "hard.jsonl")
