@@ -34,6 +34,7 @@ def group_advantages(rewards: chex.Array, mask: chex.Array | None = None, *,
   Returns:
     [..., N] advantages, the dtype of `rewards`; broadcast them over each response's tokens.
   """
+  rewards = jnp.asarray(rewards)
   chex.assert_rank(rewards, {1, 2, 3})
   chex.assert_type(rewards, float)
   if mask is not None:
@@ -72,6 +73,7 @@ def equal_reward_mask(rewards: chex.Array, reference: chex.Array | float | None 
   Returns:
     [...] bool, True for a group to drop.
   """
+  rewards = jnp.asarray(rewards)
   chex.assert_rank(rewards, {1, 2, 3})
   chex.assert_type(rewards, float)
   ref = rewards[..., :1] if reference is None else jnp.asarray(reference, rewards.dtype)
