@@ -1,0 +1,16 @@
+"""Outcome reward: answer extraction and time-limited verification (PAPER.md §4, §11 rows 11-13).
+
+Level 0 (no JAX). `score(response, answer, truncated)` applies the defaults; `Scorer` takes the
+`reward.*` options. See `scorer` for the formula, `verifier` for the rules, `pool` for the limits.
+"""
+from rstar_jax.rewards.extract import (
+    answer_block, answer_tag_extract, last_boxed, parse_integer, prime_extract)
+from rstar_jax.rewards.pool import Outcome, VerifierPool
+from rstar_jax.rewards.scorer import RewardConfig, RewardResult, Scorer, default_scorer, score
+from rstar_jax.rewards.verifier import SCOPES, Verdict, verify
+
+__all__ = [
+    "answer_block", "answer_tag_extract", "last_boxed", "parse_integer", "prime_extract",
+    "Outcome", "VerifierPool", "RewardConfig", "RewardResult", "Scorer", "default_scorer",
+    "score", "SCOPES", "Verdict", "verify",
+]
