@@ -17,6 +17,7 @@ INSTALL_REQUIRES = [
     "safetensors>=0.4.3,<1",
     "tokenizers>=0.19,<1",
     "math-verify>=0.7,<1",
+    "pylatexenc>=2.10,<3",  # LaTeX-to-text of the PRIME answer grader (rewards/prime.py)
     "sympy>=1.12,<2",
     "pyarrow>=15,<30",
     "aiohttp>=3.9,<4",
