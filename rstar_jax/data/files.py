@@ -48,7 +48,8 @@ def parquet_columns(path: pathlib.Path) -> list[str]:
     raise ValueError(f"cannot read Parquet file '{path}': {e}") from e
 
 
-def iter_rows(path: pathlib.Path, columns: Sequence[str]) -> Iterator[tuple[str, dict[str, Any] | None]]:
+def iter_rows(path: pathlib.Path,
+              columns: Sequence[str]) -> Iterator[tuple[str, dict[str, Any] | None]]:
   """Yields `(location, row)` for every row of a data file.
 
   Args:
@@ -86,7 +87,8 @@ def iter_rows(path: pathlib.Path, columns: Sequence[str]) -> Iterator[tuple[str,
       yield f"{path}:{number}", row if isinstance(row, dict) else None
 
 
-def _parquet_rows(path: pathlib.Path, columns: Sequence[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+def _parquet_rows(path: pathlib.Path,
+                  columns: Sequence[str]) -> Iterator[tuple[str, dict[str, Any]]]:
   present = set(parquet_columns(path))
   wanted = [c for c in dict.fromkeys(columns) if c in present]
   index = 0

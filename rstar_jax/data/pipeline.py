@@ -1,8 +1,9 @@
 """The training prompt stream: a seeded, sharded, resumable Grain pipeline of prompt batches.
 
 Stream. Epoch e is a permutation of the N problems (Grain's index shuffle seeded
-with `seed + e`); epochs follow each other without end, so a step's batch may
-straddle two epochs. Global batch k is rows [kB, (k+1)B) of that stream, B the
+with `s + e`, where s is drawn from SHA-256 of `seed` so that nearby seeds, e.g.
+one per stage, do not share shifted epoch orders); epochs follow each other
+without end, so a step's batch may straddle two epochs. Global batch k is rows [kB, (k+1)B) of that stream, B the
 global batch size (prompts per step).
 
 Sharding. Process p of P takes the stream rows p, p+P, p+2P, ... in batches of
@@ -58,7 +59,8 @@ def encode_prompts(problems: Sequence[records.Problem], tokenizer: chat.Tokenize
     raise ValueError(f"max_prompt_tokens must be a positive integer, got {max_prompt_tokens!r}")
   encoded = []
   for problem in problems:
-    ids = np.asarray(tokenizer.encode(chat.prompt_text(problem.problem, prompt_format)), dtype=np.int32)
+    text = chat.prompt_text(problem.problem, prompt_format)
+    ids = np.asarray(tokenizer.encode(text), dtype=np.int32)
     if ids.shape[0] > max_prompt_tokens:
       stats.skip("prompt_too_long")
       stats.kept -= 1
@@ -77,6 +79,11 @@ def collate(items: Sequence[EncodedPrompt]) -> records.PromptBatch:
       prompt_ids=tuple(item.ids for item in items),
       prompt_lens=np.asarray([item.ids.shape[0] for item in items], dtype=np.int32),
   )
+
+
+def _shuffle_seed(seed: int) -> int:
+  digest = hashlib.sha256(f"rstar_jax.data.pipeline/{seed}".encode()).digest()
+  return int.from_bytes(digest[:4], "big")
 
 
 def _fingerprint(prompts: Sequence[EncodedPrompt], seed: int, global_batch_size: int) -> str:
@@ -118,11 +125,14 @@ class PromptIterator:
     self.global_batch_size = global_batch_size
     self.batch_size = global_batch_size // process_count
     self.fingerprint = _fingerprint(prompts, seed, global_batch_size)
-    dataset = grain.MapDataset.source(list(prompts)).shuffle(seed=seed).repeat()
+    dataset = grain.MapDataset.source(list(prompts)).shuffle(seed=_shuffle_seed(seed)).repeat()
     dataset = dataset[process_index::process_count].batch(self.batch_size, batch_fn=collate)
     # In-memory rows: no reader threads (Grain's advice for data already in memory).
     read_options = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
     self._iterator = iter(dataset.to_iter_dataset(read_options))
+    if global_batch_size > self.num_problems:
+      logging.warning("prompt stream: %d prompts per step exceed the %d problems; every batch "
+                      "repeats problems", global_batch_size, self.num_problems)
     logging.info("prompt stream: %d problems, %d prompts per step (%d on process %d of %d), "
                  "%.2f steps per epoch", self.num_problems, global_batch_size, self.batch_size,
                  process_index, process_count, self.num_problems / global_batch_size)

@@ -22,9 +22,9 @@ SKIP_REASONS = (
     "missing_problem",            # problem field absent, empty or not a string
     "missing_answer",             # answer field absent, null or empty
     "non_integer_answer",         # integer answers required (PAPER.md §8) and this one is not
-    "answer_too_long",            # an integer answer with more digits than allowed (§8, Project Euler)
+    "answer_too_long",            # integer answer with too many digits (§8, Project Euler)
     "duplicate",                  # same normalized problem text as an earlier row, same answer
-    "duplicate_answer_conflict",  # same normalized problem text, different answer: later row dropped
+    "duplicate_answer_conflict",  # same normalized text, different answer: later row dropped
     "contaminated",               # n-gram overlap with an evaluation problem (§8)
     "prompt_too_long",            # tokenized prompt longer than the prompt budget (§2.5)
 )

@@ -192,6 +192,10 @@ def read_source(spec: str, field: str, *, integer_answers: bool = True,
         problems.append(problem)
   stats.kept = len(problems)
   stats.log(f"{field} ({spec})")
+  if stats.rows_read and not problems:
+    logging.warning("%s: none of %d rows was kept; do the files match schema '%s' (problem "
+                    "field %r, answer field %r)?", field, stats.rows_read, schema.name,
+                    schema.problem, schema.answer)
   return problems, stats
 
 
