@@ -204,3 +204,20 @@ def test_policy_loss_rejects_mismatched_shapes():
     losses.policy_loss(logp, old, adv[:1], MASK)
   with pytest.raises(AssertionError):
     losses.policy_loss(logp, old, adv, MASK[:, :3])
+
+
+def test_empty_policy_loss_sums_is_identity_of_add():
+  sums = losses.policy_loss_sums(*_f32(LOGP, OLD_LOGP, ADV), MASK)
+  total = losses.add_policy_loss_sums(losses.empty_policy_loss_sums(), sums)
+  for name, a, b in zip(losses.PolicyLossSums._fields, total, sums):
+    np.testing.assert_allclose(a, b, rtol=1e-7, err_msg=name)
+
+
+def test_policy_loss_sums_bfloat16_inputs_in_float32():
+  logp, old, adv = (jnp.asarray(a, jnp.bfloat16) for a in (LOGP, OLD_LOGP, ADV))
+  sums = losses.policy_loss_sums(logp, old, adv, MASK)
+  assert all(x.dtype == jnp.float32 for x in sums)
+  reference = losses.policy_loss_sums(*_f32(logp, old, adv), MASK)
+  np.testing.assert_allclose(sums.loss, reference.loss, rtol=1e-6)
+  grad = jax.grad(lambda x: losses.policy_loss(x, old, adv, MASK)[0])(logp)
+  assert grad.dtype == jnp.bfloat16

@@ -17,6 +17,7 @@ from rstar_jax.rl.groups import rollout_penalties
 from rstar_jax.rl.groups import RolloutPenalties
 from rstar_jax.rl.groups import select_groups
 from rstar_jax.rl.losses import add_policy_loss_sums
+from rstar_jax.rl.losses import empty_policy_loss_sums
 from rstar_jax.rl.losses import policy_loss
 from rstar_jax.rl.losses import policy_loss_from_sums
 from rstar_jax.rl.losses import policy_loss_sums
@@ -43,6 +44,7 @@ __all__ = [
     "advantages",
     "answer_count",
     "class_counts",
+    "empty_policy_loss_sums",
     "equal_reward_mask",
     "error_penalty",
     "format_penalty",

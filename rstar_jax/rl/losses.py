@@ -15,7 +15,8 @@ eps_high = 0.28 and c = 3.0 (§6; the trainer passes c from its config).
 
 Gradient accumulation (STYLE.md rule 5): `policy_loss_sums` returns numerators and token
 counts for one micro-batch, `add_policy_loss_sums` sums them over micro-batches, and
-`policy_loss_from_sums` divides once. `policy_loss` does all three for a single batch.
+`policy_loss_from_sums` divides once (`empty_policy_loss_sums` starts an accumulator).
+`policy_loss` does it all for a single batch.
 Gradients flow through logp only; old_logp and advantages are constants.
 """
 from typing import NamedTuple
@@ -87,8 +88,10 @@ def _token_terms(logp, old_logp, advantages, eps_low, eps_high, dual_clip) -> _T
     advantages = advantages[:, None]
   else:
     chex.assert_equal_shape([advantages, logp])
-  adv = jax.lax.stop_gradient(advantages).astype(logp.dtype)
-  log_ratio = jnp.clip(logp - jax.lax.stop_gradient(old_logp),
+  # At least float32, so that bfloat16 log-probs are not summed over many tokens in bf16.
+  dtype = jnp.promote_types(logp.dtype, jnp.float32)
+  adv = jax.lax.stop_gradient(advantages).astype(dtype)
+  log_ratio = jnp.clip(logp.astype(dtype) - jax.lax.stop_gradient(old_logp).astype(dtype),
                        -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
   ratio = jnp.exp(log_ratio)
   unclipped = -adv * ratio
@@ -121,7 +124,7 @@ def token_policy_loss(logp: chex.Array, old_logp: chex.Array, advantages: chex.A
     dual_clip: None (off) or c > 1, applied where A < 0; a static Python number.
 
   Returns:
-    [B, T] l_t, the dtype of `logp`.
+    [B, T] l_t in float32, or float64 for float64 inputs.
   """
   return _token_terms(logp, old_logp, advantages, eps_low, eps_high, dual_clip).loss
 
@@ -137,15 +140,16 @@ def policy_loss_sums(logp: chex.Array, old_logp: chex.Array, advantages: chex.Ar
       and padding, PAPER.md §2.6). Masked positions must hold finite log-probs.
 
   Returns:
-    A PolicyLossSums of float scalars in the dtype of `logp`.
+    A PolicyLossSums of float32 scalars (float64 for float64 inputs).
   """
   chex.assert_equal_shape([logp, mask])
   terms = _token_terms(logp, old_logp, advantages, eps_low, eps_high, dual_clip)
-  m = jnp.asarray(mask).astype(logp.dtype)
+  dtype = terms.loss.dtype
+  m = jnp.asarray(mask).astype(dtype)
   present = m > 0
 
   def masked_sum(x):
-    return jnp.sum(m * x.astype(logp.dtype))
+    return jnp.sum(m * x.astype(dtype))
 
   return PolicyLossSums(
       loss=masked_sum(terms.loss),
@@ -160,6 +164,13 @@ def policy_loss_sums(logp: chex.Array, old_logp: chex.Array, advantages: chex.Ar
       ratio_max=jnp.max(jnp.where(present, terms.ratio, -jnp.inf)),
       ratio_min=jnp.min(jnp.where(present, terms.ratio, jnp.inf)),
   )
+
+
+def empty_policy_loss_sums(dtype=jnp.float32) -> PolicyLossSums:
+  """The sums of no token: zeros, ratio_max = -inf, ratio_min = +inf (accumulator start)."""
+  zero = jnp.zeros((), dtype)
+  return PolicyLossSums(*([zero] * 9), ratio_max=jnp.full((), -jnp.inf, dtype),
+                        ratio_min=jnp.full((), jnp.inf, dtype))
 
 
 def add_policy_loss_sums(a: PolicyLossSums, b: PolicyLossSums) -> PolicyLossSums:
