@@ -216,6 +216,9 @@ def test_presets_set_the_documented_pieces():
   code = roc.RoCConfig.preset("code", neg_select="uniform")
   assert (code.err_detect, code.format_turns, code.neg_select) == (
       "substring", "response", "uniform")
+  assert roc.RoCConfig.preset(code) == code
+  assert roc.RoCConfig.preset(code, eps=0.1) == roc.RoCConfig(**{
+      **code.__dict__, "eps": 0.1})
 
 
 @pytest.mark.parametrize("call, message", [

@@ -78,7 +78,7 @@ def rollout_penalties(records: Sequence[Sequence[penalties.RolloutRecord]],
   Returns:
     RolloutPenalties of [P, N] arrays.
   """
-  config = config if isinstance(config, roc.RoCConfig) else roc.RoCConfig.preset(config)
+  config = roc.RoCConfig.preset(config)
   sizes = {len(group) for group in records}
   if len(sizes) > 1:
     raise ValueError(f"`records` must hold the same number of rollouts per group, got sizes "
@@ -133,7 +133,7 @@ def select_groups(rewards, rollout_pens: RolloutPenalties, keep: int,
   Returns:
     A GroupSelection.
   """
-  config = config if isinstance(config, roc.RoCConfig) else roc.RoCConfig.preset(config)
+  config = roc.RoCConfig.preset(config)
   rewards = np.asarray(rewards)
   if rewards.ndim != 2 or not np.issubdtype(rewards.dtype, np.floating):
     raise ValueError(f"`rewards` must be a [P, N] float array, got dtype {rewards.dtype} "

@@ -93,25 +93,28 @@ class RoCConfig:
       raise ValueError(f"RoCConfig.eps must be a finite number > 0, got {self.eps!r}")
 
   @classmethod
-  def preset(cls, mode: str | None = None, **overrides) -> "RoCConfig":
-    """A preset with some fields overridden.
+  def preset(cls, mode: "str | RoCConfig | None" = None, **overrides) -> "RoCConfig":
+    """A preset (or a given config) with some fields overridden.
 
     Args:
       mode: None (PAPER.md §11 defaults), "paper" (§5.2: floor count, inverse-weight
-        positives, uniform negatives, structured errors, all turns, open tags) or "code"
+        positives, uniform negatives, structured errors, all turns, open tags), "code"
         (§5.3, rStar@ecbfb94 exactly: rounded counts with minimums, sorted positives, first
-        negatives, substring errors, response turns, balanced tags).
-      **overrides: field values replacing the preset's, e.g. `neg_select="first"`.
+        negatives, substring errors, response turns, balanced tags), or a RoCConfig.
+      **overrides: field values replacing the preset's, e.g. `neg_select="first"`; a
+        config's keys such as `**config.rl.roc`.
 
     Returns:
       A validated RoCConfig.
     """
-    if mode not in MODES:
-      raise ValueError(f"`mode` must be one of {MODES}, got {mode!r}")
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
       raise ValueError(f"unknown RoCConfig field(s) {unknown}; known: {sorted(fields)}")
+    if isinstance(mode, RoCConfig):
+      return dataclasses.replace(mode, **overrides)
+    if mode not in MODES:
+      raise ValueError(f"`mode` must be one of {MODES} or a RoCConfig, got {mode!r}")
     return cls(**{**_PRESETS[mode], **overrides})
 
 
@@ -122,10 +125,6 @@ _PRESETS = {
     "code": dict(count_rule="code", pos_select="sort", neg_select="first",
                  err_detect="substring", format_turns="response", format_tags="balanced"),
 }
-
-
-def _as_config(mode: "str | RoCConfig | None") -> RoCConfig:
-  return mode if isinstance(mode, RoCConfig) else RoCConfig.preset(mode)
 
 
 def class_counts(num_neg: int, num_pos: int, keep: int,
@@ -149,7 +148,7 @@ def class_counts(num_neg: int, num_pos: int, keep: int,
       release asserts it) or either exceeds keep, and when its counts do not add up to keep
       (the release's assertion; possible for odd keep, never for n = 2·keep, keep even).
   """
-  config = _as_config(config)
+  config = RoCConfig.preset(config)
   for name, value, low in (("num_neg", num_neg, 0), ("num_pos", num_pos, 0), ("keep", keep, 1)):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
       raise ValueError(f"`{name}` must be an int >= {low}, got {value!r}")
@@ -183,14 +182,15 @@ def class_counts(num_neg: int, num_pos: int, keep: int,
   return k_neg, k_pos
 
 
-def _check_vector(name: str, value, size: int | None = None) -> np.ndarray:
+def _check_vector(name: str, value, like: tuple[str, int] | None = None) -> np.ndarray:
   array = np.asarray(value)
   if array.ndim != 1 or not (np.issubdtype(array.dtype, np.floating) or
                              np.issubdtype(array.dtype, np.integer)):
     raise ValueError(f"`{name}` must be a 1-D float array, got dtype {array.dtype} "
                      f"shape {array.shape}")
-  if size is not None and array.shape[0] != size:
-    raise ValueError(f"`{name}` must have shape ({size},) like `rewards`, got {array.shape}")
+  if like is not None and array.shape[0] != like[1]:
+    raise ValueError(f"`{name}` must have shape ({like[1]},) like `{like[0]}`, "
+                     f"got {array.shape}")
   if not np.all(np.isfinite(array)):
     raise ValueError(f"`{name}` must be finite, got {array.tolist()}")
   return array.astype(np.float64)
@@ -222,10 +222,22 @@ def group_seed(seed: int | Sequence[int], group_index: int) -> list[int]:
 
 
 def total_penalty(p_err, p_format, config: "str | RoCConfig | None" = None) -> np.ndarray:
-  """p_total = [use_error_penalty]·p_err + [use_format_penalty]·p_format, float64 [N]."""
-  config = _as_config(config)
+  """p_total = [use_error_penalty]·p_err + [use_format_penalty]·p_format, float64 [N].
+
+  Args:
+    p_err: [N] float >= 0.
+    p_format: [N] float >= 0.
+    config: a RoCConfig or a preset name (None, "paper", "code").
+
+  Returns:
+    [N] float64 p_total.
+  """
+  config = RoCConfig.preset(config)
   p_err = _check_vector("p_err", p_err)
-  p_format = _check_vector("p_format", p_format, p_err.shape[0])
+  p_format = _check_vector("p_format", p_format, ("p_err", p_err.shape[0]))
+  for name, array in (("p_err", p_err), ("p_format", p_format)):
+    if np.any(array < 0):
+      raise ValueError(f"`{name}` must be >= 0, got {array.tolist()}")
   return config.use_error_penalty * p_err + config.use_format_penalty * p_format
 
 
@@ -249,14 +261,10 @@ def resample_on_correct(rewards, p_err, p_format, keep: int,
     The kept indices, a sorted int64 array: empty when N < keep, all N when N = keep, else
     `keep` of them.
   """
-  config = _as_config(mode)
+  config = RoCConfig.preset(mode)
   rewards = _check_vector("rewards", rewards)
+  _check_vector("p_err", p_err, ("rewards", rewards.shape[0]))
   p_total = total_penalty(p_err, p_format, config)
-  if p_total.shape[0] != rewards.shape[0]:
-    raise ValueError(f"`p_err` must have shape {rewards.shape} like `rewards`, "
-                     f"got {p_total.shape}")
-  if np.any(p_total < 0):
-    raise ValueError(f"`p_err` and `p_format` must be >= 0, got p_total {p_total.tolist()}")
   entropy = _seed_entropy(seed)
   is_pos = rewards > 0
   pos_idx, neg_idx = np.flatnonzero(is_pos), np.flatnonzero(~is_pos)
