@@ -141,17 +141,20 @@ def test_policy_loss_clamps_log_ratio_at_20():
   assert grad[0, 0] == 0.0 and grad[0, 1] == pytest.approx(0.5)
 
 
-def test_policy_loss_sums_added_over_microbatches_equal_full_batch():
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_policy_loss_sums_added_over_microbatches_equal_full_batch(variant):
   rng = np.random.default_rng(1)
   logp, old = _f32(rng.normal(-1, 0.5, (6, 8)), rng.normal(-1, 0.5, (6, 8)))
   adv = jnp.asarray(rng.normal(size=6), jnp.float32)
   mask = (rng.random((6, 8)) < 0.7).astype(np.float32)
   kwargs = dict(eps_low=0.2, eps_high=0.28, dual_clip=3.0)
   full_loss, full_metrics = losses.policy_loss(logp, old, adv, mask, **kwargs)
-  parts = [losses.policy_loss_sums(logp[s], old[s], adv[s], mask[s], **kwargs)
+  sums_fn = variant(functools.partial(losses.policy_loss_sums, **kwargs))
+  parts = [sums_fn(logp[s], old[s], adv[s], mask[s])
            for s in (slice(0, 1), slice(1, 4), slice(4, 6))]
-  total = functools.reduce(losses.add_policy_loss_sums, parts)
-  acc_loss, acc_metrics = losses.policy_loss_from_sums(total)
+  total = functools.reduce(variant(losses.add_policy_loss_sums), parts,
+                           losses.empty_policy_loss_sums())
+  acc_loss, acc_metrics = variant(losses.policy_loss_from_sums)(total)
   np.testing.assert_allclose(acc_loss, full_loss, rtol=1e-5)
   for name in full_metrics:
     np.testing.assert_allclose(acc_metrics[name], full_metrics[name], rtol=1e-5, atol=1e-7,
