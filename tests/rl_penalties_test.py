@@ -14,7 +14,8 @@ TIMEOUT = "Tool call failure\nreason: worker_timeout\nstdout: start\n\nexecution
 EXCEPTION = ("Tool call failure\nreason: \nstdout: hi\n\nstderr: ZeroDivisionError: division by "
              "zero\n\nexecution time: 0.03s")
 PARSE_FAILURE = "Failed to decode tool call: Expecting ',' delimiter: line 1 column 50 (char 49)"
-CALL = '<tool_call>\n{"name": "python_code_with_standard_io", "arguments": {"code": "x"}}\n</tool_call>'
+CALL = ('<tool_call>\n{"name": "python_code_with_standard_io", "arguments": {"code": "x"}}\n'
+        '</tool_call>')
 
 
 def _response(tool_texts, final):
