@@ -68,7 +68,8 @@ def test_char_token_to_id_unknown_raises():
 
 def test_hf_round_trip_and_special_ids(tmp_path):
   tok = chat.HFTokenizer.from_dir(_write_hf_tokenizer(tmp_path / "ckpt"))
-  text = chat.prompt_text("What is 6*7? π ≤ 4") + "</reason>\n<answer>\\boxed{42}</answer><|im_end|>"
+  text = (chat.prompt_text("What is 6*7? π ≤ 4") +
+          "</reason>\n<answer>\\boxed{42}</answer><|im_end|>")
   ids = tok.encode(text)
   assert tok.decode(ids) == text
   assert tok.eos_id == tok.token_to_id("<|im_end|>") == ids[-1]

@@ -29,7 +29,8 @@ def test_parse_without_complete_block_gives_no_calls(text):
 
 
 def test_parse_whitespace_inside_tags_is_free():
-  text = '<tool_call>  {"arguments": {"code": "1"}, "name": "python_code_with_standard_io"}</tool_call>'
+  text = ('<tool_call>  {"arguments": {"code": "1"}, "name": "python_code_with_standard_io"}'
+          "</tool_call>")
   assert chat.parse_tool_calls(text) == [
       chat.ToolCall("python_code_with_standard_io", '{"code": "1"}')]
 

@@ -168,9 +168,9 @@ def test_reward_config_from_config_and_keyword_options():
   assert rewards.RewardConfig.from_config(config) == rewards.RewardConfig(
       scope="answer_tag", strict_integer=True, zero_on_truncation=False)
   assert rewards.RewardConfig.from_config({}) == rewards.RewardConfig()
-  scorer = rewards.Scorer.from_config(config)
-  assert scorer.config.scope == "answer_tag" and scorer._pool.worker_pids() == []  # pylint: disable=protected-access
-  scorer.close()
+  with rewards.Scorer.from_config(config) as scorer:
+    assert scorer.config.scope == "answer_tag"
+    assert scorer._pool.worker_pids() == []  # pylint: disable=protected-access  # lazy start
 
 
 @pytest.mark.parametrize("options, field", [

@@ -98,7 +98,7 @@ def answer_block(response: str) -> str | None:
 
 
 def answer_tag_extract(response: str) -> str | None:
-  """The paper's scope [P §2.2.1]: the last `\\boxed{}` content inside the last `<answer>` block."""
+  """The paper's scope [P §2.2.1]: the last `\\boxed{}` content in the last `<answer>` block."""
   block = answer_block(response)
   return None if block is None else last_boxed(block)
 

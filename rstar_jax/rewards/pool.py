@@ -9,7 +9,7 @@ deadline.
 What it guarantees:
   * A call returns within `timeout_s` after its worker took the request: on expiry the worker is
     killed (SIGKILL) and reaped, and the call reports `timed_out`; the next call on that slot
-    starts a fresh worker. The worker's start-up (~1-2 s of imports) is not counted.
+    starts a fresh worker. The worker's start-up (imports, ~0.3 s) is not counted.
   * No thread is started: the calling thread itself waits (`select` on the worker's pipe), so
     nothing is left behind, whether called from a thread pool or via `asyncio.to_thread`.
   * Up to `num_workers` calls run at once; more callers wait for a free worker.
