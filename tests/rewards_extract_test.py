@@ -4,6 +4,8 @@ Run: python -m pytest -q tests/rewards_extract_test.py
 Expected values follow the released rules (rStar@ecbfb94 `fused_compute_score/prime_math`),
 derived by hand in the comments.
 """
+import threading
+
 import pytest
 from sympy.parsing import sympy_parser
 
@@ -158,6 +160,17 @@ def test_eval_arithmetic(text, expected):
 def test_eval_arithmetic_refuses(text):
   with pytest.raises(ValueError):
     safe_sympy.eval_arithmetic(text)
+
+
+def test_verify_in_a_thread_still_uses_math_verify():
+  # PRIME refuses "84/2" for an integer truth; only math-verify accepts it, and its SIGALRM
+  # timeouts cannot be set outside the main thread.
+  response = "<answer>\\boxed{\\dfrac{84}{2}}</answer>"
+  verdicts = []
+  thread = threading.Thread(target=lambda: verdicts.append(verifier.verify(response, "42")))
+  thread.start()
+  thread.join()
+  assert verdicts == [verifier.Verdict(True, "\\dfrac{84}{2}")]
 
 
 def test_verify_bad_options_raise():

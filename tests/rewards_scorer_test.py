@@ -133,6 +133,14 @@ def test_worker_has_the_memory_limit():
   assert line.split()[3:5] == [str(1536 * 2**20)] * 2
 
 
+def test_memory_limit_fails_the_verification_not_the_caller():
+  # A limit far below the worker's own size: the next large allocation fails.
+  with rewards.VerifierPool(num_workers=1, memory_limit_mb=1) as pool:
+    outcome = pool.verify(CORRECT + " pad" * 250_000, "42")
+    assert not outcome.correct and not outcome.timed_out and outcome.error
+    assert pool.verify(CORRECT, "42").correct  # the caller goes on; a dead worker is replaced
+
+
 def test_close_stops_workers_and_refuses_calls():
   pool = rewards.VerifierPool(num_workers=2)
   pool.start()

@@ -13,9 +13,10 @@ What it guarantees:
   * No thread is started: the calling thread itself waits (`select` on the worker's pipe), so
     nothing is left behind, whether called from a thread pool or via `asyncio.to_thread`.
   * Up to `num_workers` calls run at once; more callers wait for a free worker.
-  * A worker gets an address-space limit (`memory_limit_mb`, RLIMIT_AS); reaching it is a failed
-    (wrong) verification, not a crash of the caller.
-  * Workers exit when the pool is closed, and on their own if the parent dies (end of input).
+  * A worker gets an address-space limit (`memory_limit_mb`, RLIMIT_AS); reaching it fails that
+    verification (reported as an error, or the worker dies and is replaced), never the caller.
+  * Workers exit when the pool is closed, and on their own if the parent dies (end of input, or
+    the worker's watchdog within about a second while it is busy).
 What it does not do: isolate the worker from the file system or network (it runs no user code:
 graders only parse maths, see `safe_sympy`); bound CPU use other than by the time limit.
 """
@@ -65,6 +66,10 @@ def check_limits(num_workers: int, timeout_s: float, memory_limit_mb: int,
                      f"{memory_limit_mb!r}")
 
 
+class _WorkerExited(Exception):
+  """The worker process closed its output."""
+
+
 class _Worker:
   """One worker process; used by one thread at a time (the pool hands it out)."""
 
@@ -96,7 +101,10 @@ class _Worker:
     """Waits for the worker's imports (not counted in any verification's time limit)."""
     if self._ready:
       return
-    ready = self._read_line(time.monotonic() + _START_TIMEOUT_S)
+    try:
+      ready = self._read_line(time.monotonic() + _START_TIMEOUT_S)
+    except _WorkerExited:
+      ready = "end of output"
     self._ready = ready == {"ready": True}
     if not self._ready:
       self.stop()
@@ -104,7 +112,11 @@ class _Worker:
                          "`python -m rstar_jax.rewards.worker` to see its error")
 
   def _read_line(self, deadline: float):
-    """The next JSON line from the worker; None if the deadline passes or the worker exits."""
+    """The next JSON line from the worker; None if the deadline passes.
+
+    Raises:
+      _WorkerExited: the worker closed its output (it died) before a full line.
+    """
     fd = self._process.stdout.fileno()
     while b"\n" not in self._buffer:
       remaining = deadline - time.monotonic()
@@ -112,7 +124,7 @@ class _Worker:
         return None
       chunk = os.read(fd, 65536)
       if not chunk:
-        return None
+        raise _WorkerExited()
       self._buffer += chunk
     line, self._buffer = self._buffer.split(b"\n", 1)
     return json.loads(line)
@@ -125,13 +137,15 @@ class _Worker:
       self._process.stdin.flush()
     except (BrokenPipeError, OSError):
       self.stop()
-      return Outcome(False, error="worker exited before taking the request")
-    reply = self._read_line(time.monotonic() + timeout_s)
-    if reply is None:
-      timed_out = self._process.poll() is None
+      return Outcome(False, error="worker exited while receiving the request")
+    try:
+      reply = self._read_line(time.monotonic() + timeout_s)
+    except _WorkerExited:
       self.stop()
-      return Outcome(False, timed_out=timed_out,
-                     error=None if timed_out else "worker exited during the verification")
+      return Outcome(False, error="worker exited during the verification")
+    if reply is None:
+      self.stop()
+      return Outcome(False, timed_out=True)
     if "error" in reply:
       return Outcome(False, error=reply["error"])
     return Outcome(bool(reply["correct"]), candidate=reply["candidate"])

@@ -14,6 +14,7 @@ Call it through `pool.VerifierPool` (or `scorer.Scorer`), which bounds its time.
 import dataclasses
 import functools
 import logging
+import threading
 
 from math_verify import grader as mv_grader
 from math_verify import parser as mv_parser
@@ -24,6 +25,7 @@ SCOPES = ("full_response", "answer_tag")
 
 _GOLD_TARGETS = (mv_parser.LatexExtractionConfig(),)
 _PRED_TARGETS = (mv_parser.ExprExtractionConfig(), mv_parser.LatexExtractionConfig())
+_MATH_VERIFY_TIMEOUT_S = 5  # math-verify's defaults for parse and verify
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +51,7 @@ def check_options(scope: str, strict_integer: bool) -> None:
 @functools.lru_cache(maxsize=4096)
 def _parse_gold(answer: str) -> list:
   # The same truth is checked against every rollout of its prompt.
-  return mv_parser.parse("\\boxed{" + answer + "}", _GOLD_TARGETS)
+  return mv_parser.parse("\\boxed{" + answer + "}", _GOLD_TARGETS, parsing_timeout=None)
 
 
 def math_verify_correct(prediction_text: str, answer: str) -> bool:
@@ -57,14 +59,17 @@ def math_verify_correct(prediction_text: str, answer: str) -> bool:
 
   Gold `LatexExtractionConfig` on `\\boxed{answer}`, prediction `ExprExtractionConfig` +
   `LatexExtractionConfig` on `prediction_text`; an error or an unparsable gold counts as wrong.
-  math-verify's own timeouts use SIGALRM, so they only act in the main thread (the worker's).
+  math-verify's own 5 s timeouts use SIGALRM and raise outside the main thread, so there they
+  are switched off (the worker calls from its main thread and is bounded from outside anyway).
   """
+  timeout_s = (_MATH_VERIFY_TIMEOUT_S if threading.current_thread() is threading.main_thread()
+               else None)
   try:
     gold = _parse_gold(answer)
     if not gold:
       return False
-    prediction = mv_parser.parse(prediction_text, _PRED_TARGETS)
-    return bool(prediction) and mv_grader.verify(gold, prediction)
+    prediction = mv_parser.parse(prediction_text, _PRED_TARGETS, parsing_timeout=timeout_s)
+    return bool(prediction) and mv_grader.verify(gold, prediction, timeout_seconds=timeout_s)
   except Exception:  # pylint: disable=broad-except  # the released scorer counts errors as 0
     return False
 

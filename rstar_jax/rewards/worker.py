@@ -34,10 +34,11 @@ def _exit_with_parent(parent_pid: int) -> None:
   os._exit(1)  # pylint: disable=protected-access  # no cleanup: the parent is gone
 
 
-def _answer(request: dict) -> dict:
+def _answer(line: str) -> dict:
   try:
+    request = json.loads(line)
     verdict = verifier.verify(request["response"], request["answer"], request["scope"],
-                            request["strict_integer"])
+                              request["strict_integer"])
     return {"correct": verdict.correct, "candidate": verdict.candidate}
   except MemoryError:
     return {"error": "memory limit reached"}
@@ -58,7 +59,7 @@ def main(argv=None) -> None:
   protocol.write(json.dumps({"ready": True}) + "\n")
   protocol.flush()
   for line in sys.stdin:
-    protocol.write(json.dumps(_answer(json.loads(line))) + "\n")
+    protocol.write(json.dumps(_answer(line)) + "\n")
     protocol.flush()
 
 
