@@ -154,18 +154,21 @@ def system_text(fmt: ChatFormat = DEFAULT_FORMAT, system: str | None = None,
 def prompt_text(problem: str, fmt: ChatFormat = DEFAULT_FORMAT) -> str:
   """The first-turn prompt for a problem, ending with the generation prompt (PAPER.md §2.2).
 
-  Equal to `render_messages([{"role": "user", "content": problem}], fmt,
-  add_generation_prompt=True)`; with the default format it is the §2.2 text byte for byte.
+  The rendering of the one-message conversation `[{"role": "user", "content": problem}]`; with
+  the default format it is the §2.2 text byte for byte.
   """
   if not isinstance(problem, str):
     raise ValueError(f"problem must be a str, got {type(problem).__name__}")
-  return (system_text(fmt) + IM_START + "user\n" + USER_PREFIX + problem + IM_END + "\n" +
-          GENERATION_PROMPT)
+  return render_messages([{"role": "user", "content": problem}], fmt, add_generation_prompt=True)
 
 
 def _tool_call_block(name: str, arguments: Any) -> str:
   return ("<tool_call>\n{\"name\": \"" + name + "\", \"arguments\": " + _tojson(arguments) +
           "}\n</tool_call>")
+
+
+def _tool_response_block(text: str) -> str:
+  return "\n<tool_response>\n" + text + "\n</tool_response>"
 
 
 def tool_call_text(code: str, input: str = "", fmt: ChatFormat = DEFAULT_FORMAT) -> str:
@@ -191,7 +194,7 @@ def tool_response_text(tool_texts: Sequence[str]) -> str:
   for i, text in enumerate(tool_texts):
     if not isinstance(text, str):
       raise ValueError(f"tool_texts[{i}] must be a str, got {type(text).__name__}")
-  blocks = "".join("\n<tool_response>\n" + text + "\n</tool_response>" for text in tool_texts)
+  blocks = "".join(_tool_response_block(text) for text in tool_texts)
   return IM_START + "user" + blocks + IM_END + "\n" + GENERATION_PROMPT
 
 
@@ -254,7 +257,7 @@ def render_messages(messages: Sequence[Mapping[str, Any]], fmt: ChatFormat = DEF
     elif role == "tool":
       if i == 0 or messages[i - 1]["role"] != "tool":
         parts.append(IM_START + "user")
-      parts.append("\n<tool_response>\n" + content + "\n</tool_response>")
+      parts.append(_tool_response_block(content))
       if i == len(messages) - 1 or messages[i + 1]["role"] != "tool":
         parts.append(IM_END + "\n")
   if add_generation_prompt:
