@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from rstar_jax import data
+from rstar_jax import rewards
 
 # The solver's chance of a correct answer by synthetic difficulty level.
 SUCCESS = {1: 1.0, 2: 0.9, 3: 0.0}
@@ -16,8 +17,8 @@ SUCCESS = {1: 1.0, 2: 0.9, 3: 0.0}
 class SeededSolver:
   """A deterministic stand-in policy: answers correctly with a per-problem probability.
 
-  Sample k of problem p is correct when Draw(seed, p.id, k) < SUCCESS[level]; the
-  reward is 1 when the boxed answer it writes equals the reference, else 0.
+  Sample k of problem p answers right when Draw(seed, p.id, k) < SUCCESS[level], else
+  writes 2a+1 for the answer a; the project's reward function scores the response.
   """
 
   def __init__(self, seed=0):
@@ -26,12 +27,12 @@ class SeededSolver:
 
   def response(self, problem, k):
     correct = data.Draw(self.seed, problem.id, k).uniform() < SUCCESS[problem.meta["level"]]
-    return f"\\boxed{{{int(problem.answer) + (0 if correct else 1)}}}"
+    value = int(problem.answer) if correct else 2 * int(problem.answer) + 1
+    return f"I solved it.</reason>\n<answer>\\boxed{{{value}}}</answer><|im_end|>"
 
   def __call__(self, problems, n):
     self.calls.append([p.id for p in problems])
-    return [[float(self.response(p, k) == f"\\boxed{{{p.answer}}}") for k in range(n)]
-            for p in problems]
+    return [[rewards.score(self.response(p, k), p.answer) for k in range(n)] for p in problems]
 
 
 def _problems():

@@ -6,7 +6,7 @@ Five families at three difficulty levels (the numbers grow with the level):
 |---------------|----------------------------|----------------------------------|--------------------------------|
 | product       | 3-digit x 3-digit          | 5-digit x 4-digit                | three 4-6 digit factors        |
 | modular       | a^e mod m, e <= 40         | e <= 2000, m <= 2000             | e <= 10^6, m <= 10^6           |
-| digit_sum     | digit sum of a^e, e <= 20  | a^e, e <= 120                    | n!, n <= 200                   |
+| digit_sum     | digit sum of a^e, e <= 9   | a^e, e <= 120                    | n!, n <= 1000, or e <= 1000    |
 | counting      | 1..N divisible by a or b   | by a or b but not c, N <= 10^4   | 1..N with digit sum s, N<=10^5 |
 | number_theory | gcd(a, b)                  | sum of divisors of n <= 20000    | number of primes below N<=5e4  |
 
@@ -24,8 +24,8 @@ split is generated first and train (or any other split) redraws an item whose te
 is already taken, so no problem text is in two splits. (The templates are shared,
 so n-gram decontamination does not apply to this task.)
 
-Sizes: problem texts are 30-80 characters; the PAPER.md §2.2 prompt around them
-adds about 1,600 characters (one token each with `chat.CharTokenizer`).
+Sizes: problem texts are 18-73 characters; the PAPER.md §2.2 prompt around them
+adds 1,862 tokens with `chat.CharTokenizer` (one per character or special token).
 """
 import bisect
 import dataclasses
@@ -88,8 +88,10 @@ def _product(draw: Draw, level: int):
   factors = [draw.integer(10**(d - 1) + 1, 10**d - 1) for d in digits[level]]
   expr = " * ".join(map(str, factors))
   first = str(factors[0])
-  # The buggy snippet swaps two adjacent digits of the first factor (never making a leading 0).
-  swap = next((i for i in reversed(range(len(first) - 1))
+  # The buggy snippet swaps the leading-most pair of unequal adjacent digits of the first
+  # factor (never making a leading 0): a change of about 1% or more, so even the lenient
+  # released grader (rel_tol 1e-4, PAPER.md §4) scores the result wrong.
+  swap = next((i for i in range(len(first) - 1)
                if first[i] != first[i + 1] and (i or first[1] != "0")), None)
   typo = (first[:swap] + first[swap + 1] + first[swap] + first[swap + 2:] if swap is not None
           else first[:-1] + str((int(first[-1]) + 1) % 10))
@@ -106,15 +108,16 @@ def _modular(draw: Draw, level: int):
 
 
 def _digit_sum(draw: Draw, level: int):
-  if level == 3:
-    n = draw.integer(30, 200)
+  if level == 3 and draw.uniform() < 0.5:
+    n = draw.integer(30, 1000)
     value = sum(int(d) for d in str(math.factorial(n)))
     code = f"import math\nprint(sum(int(d) for d in str(math.factorial({n}))))"
     return (f"What is the sum of the digits of {n}!?", value, code,
             f"print(sum(int(d) for d in str(factorial({n}))))",
             f"import math\nprint(len(str(math.factorial({n}))))")
-  base = draw.integer(2, 9 if level == 1 else 19)
-  exp = draw.integer(5, 20) if level == 1 else draw.integer(30, 120)
+  base = draw.integer(2, 999 if level != 2 else 99)
+  exp = {1: (2, 9), 2: (30, 120), 3: (200, 1000)}[level]  # at most 3000 digits
+  exp = draw.integer(*exp)
   value = sum(int(d) for d in str(base**exp))
   return (f"What is the sum of the digits of {base}^{exp}?", value,
           f"print(sum(int(d) for d in str({base}**{exp})))", f"print(sum(str({base}**{exp})))",
