@@ -1,0 +1,88 @@
+"""Checkpoints with orbax: the train state plus a JSON record, last N kept, saved asynchronously.
+
+Layout: `workdir/checkpoints/<step>/{state,meta}`. `state` is the TrainState pytree (params,
+optimizer state, step, run key) restored directly into its shardings; `meta` is JSON: the stage,
+the data iterator's state, the config and anything else the loop needs to continue exactly.
+
+Guarantees:
+- A save is atomic: orbax writes into a temporary directory and renames it when complete, so a
+  run killed mid-save leaves the previous checkpoints as they were (the partial one is ignored).
+- Old checkpoints are removed only after a newer one is complete (max_to_keep); a save that fails
+  deletes nothing.
+- Restore takes the newest readable checkpoint. One that cannot be read (corrupt or partial) is
+  reported, moved aside to `workdir/checkpoints_unreadable/<step>` (kept, not deleted) and the
+  previous one is used.
+"""
+import os
+import shutil
+import time
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from absl import logging
+
+from rstar_jax.train.optim import TrainState
+
+UNREADABLE_DIR = "checkpoints_unreadable"
+
+
+class Checkpointer:
+  """Saves and restores (TrainState, meta dict) under `directory`.
+
+  Args:
+    directory: where step directories live (created if missing).
+    max_to_keep: newest checkpoints kept; older ones are deleted after a newer save completes.
+    async_save: write in a background thread (the step loop continues meanwhile).
+  """
+
+  def __init__(self, directory: str, max_to_keep: int = 3, async_save: bool = True):
+    if max_to_keep < 1:
+      raise ValueError(f"max_to_keep must be >= 1, got {max_to_keep}")
+    self.directory = os.path.abspath(directory)
+    self._options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                                 enable_async_checkpointing=async_save)
+    self._manager = self._open()
+
+  def _open(self) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(self.directory, options=self._options, item_names=("state", "meta"))
+
+  def steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
+  def save(self, step: int, state: TrainState, meta: dict[str, Any]) -> None:
+    """Starts saving `state` and `meta` (JSON-able) as checkpoint `step`."""
+    self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                     meta=ocp.args.JsonSave(meta)))
+
+  def wait(self) -> None:
+    """Blocks until pending saves are complete; raises if one failed."""
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+  def restore_latest(self, like: TrainState) -> tuple[TrainState, dict[str, Any]] | None:
+    """The newest readable checkpoint as (state placed like `like`, meta), or None if there is none."""
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), like)
+    for step in reversed(self.steps()):
+      try:
+        restored = self._manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        return restored.state, dict(restored.meta)
+      except Exception as e:  # pylint: disable=broad-except
+        self._set_aside(step, e)
+    return None
+
+  def _set_aside(self, step: int, error: Exception) -> None:
+    """Moves an unreadable checkpoint out of the way (never deletes it) and reopens the manager."""
+    target_dir = os.path.join(os.path.dirname(self.directory), UNREADABLE_DIR)
+    target = os.path.join(target_dir, f"{step}-{int(time.time())}")
+    logging.error("checkpoint %d in %s is unreadable (%s: %s); moving it to %s and trying the "
+                  "previous one", step, self.directory, type(error).__name__, error, target)
+    self._manager.close()
+    if jax.process_index() == 0:
+      os.makedirs(target_dir, exist_ok=True)
+      shutil.move(os.path.join(self.directory, str(step)), target)
+    self._manager = self._open()
