@@ -168,7 +168,8 @@ def score(response: str, answer: str, truncated: bool = False) -> float:
   """The reward with the default options (released scope and leniency, truncation scores 0).
 
   Args:
-    response: the model's text after the generation prompt (all turns, tool responses included).
+    response: the model's text after the generation prompt (all turns, tool responses included;
+      the released reward manager decodes it with `skip_special_tokens=True`).
     answer: the ground-truth answer.
     truncated: the response was cut by the length budget.
 

@@ -49,9 +49,9 @@ def check_options(scope: str, strict_integer: bool) -> None:
 
 
 @functools.lru_cache(maxsize=4096)
-def _parse_gold(answer: str) -> list:
+def _parse_gold(answer: str, timeout_s: int | None) -> list:
   # The same truth is checked against every rollout of its prompt.
-  return mv_parser.parse("\\boxed{" + answer + "}", _GOLD_TARGETS, parsing_timeout=None)
+  return mv_parser.parse("\\boxed{" + answer + "}", _GOLD_TARGETS, parsing_timeout=timeout_s)
 
 
 def math_verify_correct(prediction_text: str, answer: str) -> bool:
@@ -65,7 +65,7 @@ def math_verify_correct(prediction_text: str, answer: str) -> bool:
   timeout_s = (_MATH_VERIFY_TIMEOUT_S if threading.current_thread() is threading.main_thread()
                else None)
   try:
-    gold = _parse_gold(answer)
+    gold = _parse_gold(answer, timeout_s)
     if not gold:
       return False
     prediction = mv_parser.parse(prediction_text, _PRED_TARGETS, parsing_timeout=timeout_s)
