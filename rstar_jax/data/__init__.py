@@ -3,7 +3,8 @@
 Sources and filters (`sources`, `filters`, `decontam`), the seeded, sharded,
 resumable Grain prompt stream (`pipeline`, built from config by `builders`),
 curriculum stages (`curriculum`), the stage-3 hard-problem filter (`hard_filter`),
-and the synthetic task of the tiny default (`synthetic`).
+and the synthetic task of the tiny default (`synthetic` problems, `sft_traces`,
+written together by `synthetic_task`).
 """
 from rstar_jax.data.builders import decontam_index, prompt_iterator, train_problems
 from rstar_jax.data.curriculum import Curriculum, Stage, curriculum_from_config
@@ -15,8 +16,12 @@ from rstar_jax.data.pipeline import EncodedPrompt, PromptIterator, collate, enco
 from rstar_jax.data.records import (
     SKIP_REASONS, DataStats, Problem, PromptBatch, write_json_atomic, write_jsonl_atomic,
     write_problems)
+from rstar_jax.data.sft_traces import (
+    TRACE_KINDS, SftTrace, TraceMix, make_sft_traces, read_sft_traces, run_snippet, trace_stats,
+    write_sft_traces)
 from rstar_jax.data.sources import SCHEMAS, Schema, load_problems, parse_spec, read_source
 from rstar_jax.data.synthetic import FAMILIES, LEVELS, Draw, SyntheticItem, synthetic_problems
+from rstar_jax.data.synthetic_task import write_synthetic_task
 
 __all__ = [
     "decontam_index", "prompt_iterator", "train_problems",
@@ -28,6 +33,9 @@ __all__ = [
     "EncodedPrompt", "PromptIterator", "collate", "encode_prompts",
     "SKIP_REASONS", "DataStats", "Problem", "PromptBatch", "write_json_atomic",
     "write_jsonl_atomic", "write_problems",
+    "TRACE_KINDS", "SftTrace", "TraceMix", "make_sft_traces", "read_sft_traces", "run_snippet",
+    "trace_stats", "write_sft_traces",
     "SCHEMAS", "Schema", "load_problems", "parse_spec", "read_source",
     "FAMILIES", "LEVELS", "Draw", "SyntheticItem", "synthetic_problems",
+    "write_synthetic_task",
 ]

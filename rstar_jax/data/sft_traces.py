@@ -1,0 +1,281 @@
+"""SFT tool-use traces for the synthetic task, in the exact rollout format, deliberately imperfect.
+
+A trace is the segment list a rollout produces (PAPER.md §2.2-§2.6): the prompt
+`chat.prompt_text(problem)` (ends with `<|im_start|>assistant\\n<reason>`), then
+model turns (loss mask 1) alternating with environment segments
+`chat.tool_response_text([text])` (mask 0), so `chat.encode_segments(tokenizer,
+trace.segments)` gives the training `Trajectory`. Model turns:
+
+  call turn    "{plan}</reason>\\n" + chat.tool_call_text(code) + "<|im_end|>"
+  answer turn  "{note}</reason>\\n<answer>\\boxed{N}</answer><|im_end|>"
+
+Kinds (fractions set by `TraceMix`):
+
+  clean  one call of the correct snippet, its output, the answer (correct)
+  fix    a snippet that raises a real error, the error text, a second call with the
+         correct snippet, its output, the answer (correct; one tool error)
+  guess  no tool: an answer guessed outright (right with probability
+         `guess_accuracy`, otherwise 2-20% off)
+  wrong  one call of a snippet that runs but computes something else, and its
+         output given as the answer (wrong unless the slip happens not to matter)
+
+Tool texts are truthful: each snippet is run in a fresh Python process through
+`sandbox.wrap_code` (the §3.1 notebook-cell wrapper), and `sandbox.tool_output_text`
+formats what it really printed, real error messages included, with the execution
+time fixed (`exec_time_s`) so the bytes are deterministic.
+
+Lengths with `chat.CharTokenizer` (one token per character, one per special token),
+measured on 300 traces of seed 0: the prompt is 1,862 tokens plus the problem text
+(1,880-1,935 in all); responses (everything after the prompt) are 85-99 tokens for
+a guess, 334-409 clean, 345-405 wrong and 688-904 for a fix (`trace_stats` reports
+the figures of a generated set).
+"""
+import concurrent.futures
+import dataclasses
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+from typing import Any, Sequence
+
+from rstar_jax import chat
+from rstar_jax import sandbox
+from rstar_jax.data import records
+from rstar_jax.data import synthetic
+
+TRACE_KINDS = ("clean", "fix", "guess", "wrong")
+
+_PLANS = {
+    "product": "Multiply the numbers with Python.",
+    "modular": "Use Python's three-argument pow.",
+    "digit_sum": "Compute the number in Python and add its digits.",
+    "counting": "Count them with a loop in Python.",
+    "number_theory": "Compute it in Python.",
+}
+_FIX_NOTE = "The code failed. Let me fix it."
+_GUESS_NOTE = "I will estimate the answer without running code."
+_SNIPPET_TIMEOUT_S = 60
+
+
+@dataclasses.dataclass(frozen=True)
+class TraceMix:
+  """Fractions of each trace kind (summing to 1) and the accuracy of guesses."""
+  clean: float = 0.55
+  fix: float = 0.2
+  guess: float = 0.15
+  wrong: float = 0.1
+  guess_accuracy: float = 0.25
+
+  def __post_init__(self):
+    fractions = [getattr(self, kind) for kind in TRACE_KINDS]
+    if any(not 0 <= f <= 1 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
+      raise ValueError(f"TraceMix fractions {dict(zip(TRACE_KINDS, fractions))} must lie in "
+                       "[0, 1] and sum to 1")
+    if not 0 <= self.guess_accuracy <= 1:
+      raise ValueError(f"guess_accuracy must be in [0, 1], got {self.guess_accuracy!r}")
+
+  def counts(self, total: int) -> dict[str, int]:
+    """Exact counts per kind for `total` traces (largest remainder, ties in TRACE_KINDS order)."""
+    exact = {kind: getattr(self, kind) * total for kind in TRACE_KINDS}
+    counts = {kind: int(value) for kind, value in exact.items()}
+    by_remainder = sorted(TRACE_KINDS,
+                          key=lambda k: (-(exact[k] - counts[k]), TRACE_KINDS.index(k)))
+    for kind in by_remainder[:total - sum(counts.values())]:
+      counts[kind] += 1
+    return counts
+
+
+@dataclasses.dataclass(frozen=True)
+class SftTrace:
+  """One trace: its segments and what it did.
+
+  Attributes:
+    segments: `(text, written_by_model)` pairs, the prompt first.
+    final_answer: the integer written in `\\boxed{}`.
+    correct: final_answer equals the problem's answer.
+    num_tool_calls / num_tool_errors: calls made and calls that failed.
+  """
+  id: str
+  problem_id: str
+  kind: str
+  answer: str
+  final_answer: str
+  correct: bool
+  num_tool_calls: int
+  num_tool_errors: int
+  segments: tuple[tuple[str, bool], ...]
+
+  def to_json(self) -> dict[str, Any]:
+    row = dataclasses.asdict(self)
+    row["segments"] = [{"text": text, "model": model} for text, model in self.segments]
+    return row
+
+  @classmethod
+  def from_json(cls, row: dict[str, Any]) -> "SftTrace":
+    fields = {f.name for f in dataclasses.fields(cls)}
+    if set(row) != fields or row["kind"] not in TRACE_KINDS:
+      raise ValueError(f"not an SFT trace row: keys {sorted(row)}")
+    segments = tuple((s["text"], s["model"]) for s in row["segments"])
+    if not all(isinstance(t, str) and isinstance(m, bool) for t, m in segments):
+      raise ValueError("segments must be {text: str, model: bool} objects")
+    return cls(**(row | {"segments": segments}))
+
+
+def run_snippet(code: str, exec_time_s: float) -> sandbox.ExecutionResult:
+  """Runs `sandbox.wrap_code(code)` in a fresh Python process with empty stdin.
+
+  Returns the result with `wall_time_s=exec_time_s` (fixed, for deterministic text).
+  Only for the generator's own snippets: this is not a sandbox.
+  """
+  with tempfile.TemporaryDirectory() as workdir:
+    try:
+      # -I -S: isolated, no site packages (3x faster start-up); -u: unbuffered streams.
+      proc = subprocess.run([sys.executable, "-I", "-S", "-u", "-c", sandbox.wrap_code(code)],
+                            input="", capture_output=True, text=True, cwd=workdir,
+                            timeout=_SNIPPET_TIMEOUT_S, env={"PATH": os.environ.get("PATH", "")})
+    except subprocess.TimeoutExpired as e:
+      raise ValueError(f"snippet ran past {_SNIPPET_TIMEOUT_S}s: {code!r}") from e
+  status = "ok" if proc.returncode == 0 else "runtime_error"
+  return sandbox.ExecutionResult(status=status, stdout=proc.stdout, stderr=proc.stderr,
+                                 exit_code=proc.returncode, wall_time_s=exec_time_s)
+
+
+def _call_turn(plan: str, code: str) -> str:
+  return f"{plan}</reason>\n{chat.tool_call_text(code)}{chat.IM_END}"
+
+
+def _answer_turn(note: str, value: str) -> str:
+  return f"{note}</reason>\n<answer>\\boxed{{{value}}}</answer>{chat.IM_END}"
+
+
+def _printed(result: sandbox.ExecutionResult) -> str:
+  lines = result.stdout.strip().splitlines()
+  return lines[-1].strip() if lines else ""
+
+
+def _guess(item: synthetic.SyntheticItem, draw: synthetic.Draw, accuracy: float) -> str:
+  """The answer with probability `accuracy`, else one 2-20% (at least 1) away from it.
+
+  The relative miss keeps a wrong guess wrong under the released grader's leniency
+  (numbers within rel_tol 1e-4 count as equal, PAPER.md §4).
+  """
+  answer = int(item.problem.answer)
+  if draw.uniform() < accuracy:
+    return str(answer)
+  miss = max(1, answer * draw.integer(2, 20) // 100)
+  return str(answer + miss if draw.uniform() < 0.5 or answer - miss < 0 else answer - miss)
+
+
+def _trace(index: int, item: synthetic.SyntheticItem, kind: str, results: dict[str, Any],
+           seed: int, mix: TraceMix, prompt_format: chat.ChatFormat) -> SftTrace:
+  problem = item.problem
+  plan = _PLANS[problem.meta["family"]]
+  segments: list[tuple[str, bool]] = [(chat.prompt_text(problem.problem, prompt_format), False)]
+  calls = errors = 0
+  codes = {"clean": [item.code], "fix": [item.broken_code, item.code], "wrong": [item.buggy_code],
+           "guess": []}[kind]
+  for code in codes:
+    result = results[code]
+    segments.append((_call_turn(plan if calls == 0 else _FIX_NOTE, code), True))
+    segments.append((chat.tool_response_text([sandbox.tool_output_text(result)]), False))
+    calls += 1
+    errors += result.status != "ok"
+  if kind == "guess":
+    value = _guess(item, synthetic.Draw(seed, "guess", index), mix.guess_accuracy)
+    segments.append((_answer_turn(_GUESS_NOTE, value), True))
+  else:
+    value = _printed(results[codes[-1]])
+    segments.append((_answer_turn(f"The code printed {value}.", value), True))
+  return SftTrace(id=f"sft/{index:06d}", problem_id=problem.id, kind=kind, answer=problem.answer,
+                  final_answer=value, correct=value == problem.answer, num_tool_calls=calls,
+                  num_tool_errors=errors, segments=tuple(segments))
+
+
+def make_sft_traces(items: Sequence[synthetic.SyntheticItem], seed: int,
+                    mix: TraceMix = TraceMix(), *, exec_time_s: float = 0.01,
+                    prompt_format: chat.ChatFormat = chat.DEFAULT_FORMAT,
+                    max_workers: int | None = None) -> list[SftTrace]:
+  """One trace per item, kinds in the exact proportions of `mix`, deterministically.
+
+  Args:
+    items: synthetic problems (e.g. `synthetic_problems(seed, "sft", n)`).
+    seed: decides which item gets which kind, and the guesses.
+    mix: kind fractions and guess accuracy.
+    exec_time_s: the execution time written in every tool text.
+    prompt_format: the chat format of the prompt segment.
+    max_workers: parallel snippet runs (default: the CPU count).
+
+  Returns:
+    Traces in item order; the same arguments give the same traces byte for byte.
+  """
+  counts = mix.counts(len(items))
+  ranked = sorted(range(len(items)), key=lambda i: synthetic.Draw(seed, "kind", i).uniform())
+  kinds = [""] * len(items)
+  position = 0
+  for kind in TRACE_KINDS:
+    for i in ranked[position:position + counts[kind]]:
+      kinds[i] = kind
+    position += counts[kind]
+  needed = {"clean": ("code",), "fix": ("broken_code", "code"), "wrong": ("buggy_code",),
+            "guess": ()}
+  snippets = sorted({getattr(item, name) for item, kind in zip(items, kinds)
+                     for name in needed[kind]})
+  with concurrent.futures.ThreadPoolExecutor(max_workers or os.cpu_count() or 1) as pool:
+    results = dict(zip(snippets, pool.map(lambda c: run_snippet(c, exec_time_s), snippets)))
+  return [_trace(i, item, kind, results, seed, mix, prompt_format)
+          for i, (item, kind) in enumerate(zip(items, kinds))]
+
+
+def write_sft_traces(path: str | os.PathLike, traces: Sequence[SftTrace]) -> None:
+  """Writes traces as JSONL (one `SftTrace.to_json()` object per line), atomically."""
+  records.write_jsonl_atomic(path, [trace.to_json() for trace in traces])
+
+
+def read_sft_traces(path: str | os.PathLike) -> tuple[list[SftTrace], records.DataStats]:
+  """Reads a traces file; lines that are not valid traces are skipped as "broken_json"."""
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise ValueError(f"no SFT traces file at '{path}'")
+  stats, traces = records.DataStats(), []
+  for line in path.read_text(encoding="utf-8").splitlines():
+    if not line.strip():
+      continue
+    stats.rows_read += 1
+    try:
+      traces.append(SftTrace.from_json(json.loads(line)))
+    except (ValueError, KeyError, TypeError):
+      stats.skip("broken_json")
+  stats.kept = len(traces)
+  stats.log(f"SFT traces {path}")
+  return traces, stats
+
+
+def trace_stats(traces: Sequence[SftTrace]) -> dict[str, Any]:
+  """Counts, accuracy, tool-error ratios and lengths (CharTokenizer tokens) of a trace set.
+
+  `tool_error_ratio` is failed calls / calls over all traces; `correct_tool_error_ratio`
+  the same over correct traces only (the quantity RoC drives down, PAPER.md §10 Fig. 4).
+  """
+  if not traces:
+    return {"num_traces": 0}
+  tokenizer = chat.CharTokenizer()
+
+  def ratio(subset):
+    calls = sum(t.num_tool_calls for t in subset)
+    return sum(t.num_tool_errors for t in subset) / calls if calls else 0.0
+
+  prompt = [len(tokenizer.encode(t.segments[0][0])) for t in traces]
+  response = [sum(len(tokenizer.encode(text)) for text, _ in t.segments[1:]) for t in traces]
+  return {
+      "num_traces": len(traces),
+      "kinds": {kind: sum(t.kind == kind for t in traces) for kind in TRACE_KINDS},
+      "accuracy": sum(t.correct for t in traces) / len(traces),
+      "tool_calls_per_trace": sum(t.num_tool_calls for t in traces) / len(traces),
+      "tool_error_ratio": ratio(traces),
+      "correct_tool_error_ratio": ratio([t for t in traces if t.correct]),
+      "prompt_tokens_char": {"mean": sum(prompt) / len(prompt), "max": max(prompt)},
+      "response_tokens_char": {"mean": sum(response) / len(response), "max": max(response),
+                               "min": min(response)},
+  }
