@@ -105,6 +105,13 @@ def test_state_restores_across_a_change_of_process_count():
   assert _ids(one, 3) == expected
 
 
+def test_process_arguments_default_to_jax():
+  default = data.PromptIterator(_prompts(10), 4, seed=9)
+  explicit = data.PromptIterator(_prompts(10), 4, seed=9, process_index=0, process_count=1)
+  assert default.batch_size == 4  # one process in tests
+  assert _ids(default, 3) == _ids(explicit, 3)
+
+
 def test_state_from_another_stream_is_rejected():
   iterator = data.PromptIterator(_prompts(10), 4, seed=3, process_index=0, process_count=1)
   state = iterator.get_state()
