@@ -58,10 +58,13 @@ def test_restored_state_gives_the_same_following_batches():
   iterator = data.PromptIterator(prompts, 4, seed=3, process_index=0, process_count=1)
   _ids(iterator, 3)  # 12 rows: the stream is already in its second epoch
   state = json.loads(json.dumps(iterator.get_state()))  # as saved in a checkpoint
+  state_np = dict(state, step=np.int64(state["step"]), version=np.int64(1))
   expected = _ids(iterator, 5)
   assert state["step"] == 3 and iterator.step == 8
   resumed = data.PromptIterator(prompts, 4, seed=3, process_index=0, process_count=1)
   resumed.set_state(state)
+  assert _ids(resumed, 5) == expected
+  resumed.set_state(state_np)  # numbers restored as numpy scalars
   assert _ids(resumed, 5) == expected
   assert resumed.epoch == pytest.approx(8 * 4 / 10)
 
@@ -135,7 +138,7 @@ def test_over_long_prompts_are_counted_and_dropped():
 @pytest.mark.parametrize("kwargs, message", [
     (dict(global_batch_size=5, process_count=2, process_index=0), "multiple of process_count=2"),
     (dict(global_batch_size=4, process_count=2, process_index=2), r"process_index must be in \[0, 2\)"),
-    (dict(global_batch_size=4, process_count=1, process_index=0, seed=-1), "seed must be"),
+    (dict(global_batch_size=4, process_count=1, process_index=0, seed="0"), "seed must be"),
 ])
 def test_bad_arguments_name_themselves(kwargs, message):
   kwargs = {"seed": 0} | kwargs

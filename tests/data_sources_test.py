@@ -157,8 +157,8 @@ def test_canonical_integer_accepts_only_integers(raw, expected):
     (32, "32"), (32.0, "32"), (2.5, "2.5"), (" 7 ", "7"), ("", None), (None, None),
     (True, None), ([1], None), (float("nan"), None),
 ])
-def test_answer_text_normalizes_row_values(value, expected):
-  assert data.answer_text(value) == expected
+def test_field_text_normalizes_row_values(value, expected):
+  assert data.field_text(value) == expected
 
 
 def test_dedup_counts_conflicting_answers_separately():

@@ -14,7 +14,7 @@ Fields read from the data section (`config.data`; the stage list is read by
   deduplicate        bool (default True), drop repeated problem texts
   max_prompt_tokens  int (default 2048), the prompt budget (§2.5)
   prompts_per_step   int, prompts per RL step over all processes (§7: 512)
-  seed               int in [0, 2**32), the shuffle seed
+  seed               int, the shuffle seed
 """
 from typing import Any, Sequence
 

@@ -20,12 +20,12 @@ _INTEGER = re.compile(r"[+-]?\d+(?:\.0+)?")
 _GROUPED = re.compile(r"[+-]?\d{1,3}(?:[, ]\d{3})+")
 
 
-def answer_text(value: Any) -> str | None:
-  """The answer of a row as a stripped string, or None when absent or empty.
+def field_text(value: Any) -> str | None:
+  """A scalar row field (answer, id, source) as a stripped string; None when absent or empty.
 
   Integral numbers (int, or a float with no fractional part, as Parquet exports
-  often store answers) become their decimal digits; booleans and containers are
-  not answers.
+  often store answers) become their decimal digits; booleans, NaN and containers
+  give None.
   """
   if value is None or isinstance(value, (bool, list, tuple, dict)):
     return None

@@ -3,8 +3,8 @@
 Stream. Epoch e is a permutation of the N problems (Grain's index shuffle seeded
 with `s + e`, where s is drawn from SHA-256 of `seed` so that nearby seeds, e.g.
 one per stage, do not share shifted epoch orders); epochs follow each other
-without end, so a step's batch may straddle two epochs. Global batch k is rows [kB, (k+1)B) of that stream, B the
-global batch size (prompts per step).
+without end, so a step's batch may straddle two epochs. Global batch k is rows
+[kB, (k+1)B) of that stream, B the global batch size (prompts per step).
 
 Sharding. Process p of P takes the stream rows p, p+P, p+2P, ... in batches of
 b = B/P, so process p's k-th batch holds global rows kB + jP + p (j < b): the P
@@ -20,7 +20,7 @@ Prompts are tokenized once, up front (`encode_prompts`), so over-long prompts ar
 counted and dropped before sharding and every process sees the same stream.
 """
 import hashlib
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 from absl import logging
 import grain
@@ -113,7 +113,7 @@ class PromptIterator:
   Args:
     prompts: the encoded problems (`encode_prompts`), identical on every process.
     global_batch_size: B, prompts per step over all processes (PAPER.md §7: 512).
-    seed: shuffle seed in [0, 2**32).
+    seed: the shuffle seed (any integer).
     process_index: this process's index p; default `jax.process_index()`.
     process_count: the number of processes P; default `jax.process_count()`.
       B must be a multiple of P.
@@ -125,8 +125,8 @@ class PromptIterator:
     process_count = jax.process_count() if process_count is None else process_count
     if not prompts:
       raise ValueError("no problems left to iterate over (every row was skipped; see the log)")
-    if not isinstance(seed, int) or not 0 <= seed < 2**32:
-      raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+      raise ValueError(f"seed must be an integer, got {seed!r}")
     if not isinstance(process_count, int) or process_count < 1:
       raise ValueError(f"process_count must be a positive integer, got {process_count!r}")
     if not isinstance(process_index, int) or not 0 <= process_index < process_count:
@@ -173,14 +173,16 @@ class PromptIterator:
     return {"version": _STATE_VERSION, "step": self.step, "fingerprint": self.fingerprint,
             "num_problems": self.num_problems, "global_batch_size": self.global_batch_size}
 
-  def set_state(self, state: dict[str, Any]) -> None:
+  def set_state(self, state: Mapping[str, Any]) -> None:
     """Continues from a `get_state()` dict of an iterator over the same stream.
+
+    The dict may come back from a checkpoint with numpy integers for its numbers.
 
     Raises:
       ValueError: the state is malformed, or comes from other problems, another
         seed or another global batch size (the continuation would not be exact).
     """
-    if not isinstance(state, dict) or state.get("version") != _STATE_VERSION:
+    if not isinstance(state, Mapping) or state.get("version") != _STATE_VERSION:
       raise ValueError(f"data iterator state: expected a dict with version {_STATE_VERSION}, "
                        f"got {state!r}")
     if state.get("fingerprint") != self.fingerprint:
@@ -191,6 +193,6 @@ class PromptIterator:
           f"(num_problems={self.num_problems}, global_batch_size={self.global_batch_size}); "
           "the problems, seed or prompts per step changed since it was saved")
     step = state.get("step")
-    if not isinstance(step, int) or step < 0:
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
       raise ValueError(f"data iterator state: step must be a non-negative integer, got {step!r}")
-    self._iterator.set_state({"next_index": step})
+    self._iterator.set_state({"next_index": int(step)})

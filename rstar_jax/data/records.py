@@ -27,6 +27,7 @@ SKIP_REASONS = (
     "duplicate_answer_conflict",  # same normalized text, different answer: later row dropped
     "contaminated",               # n-gram overlap with an evaluation problem (§8)
     "prompt_too_long",            # tokenized prompt longer than the prompt budget (§2.5)
+    "trajectory_too_long",        # an SFT trajectory longer than a training row
 )
 
 

@@ -126,7 +126,7 @@ def _row_to_problem(row: dict[str, Any] | None, schema: Schema, location: str,
   if not isinstance(text, str) or not text.strip():
     skip("missing_problem", location)
     return None
-  answer = filters.answer_text(_get(row, schema.answer))
+  answer = filters.field_text(_get(row, schema.answer))
   if answer is None:
     skip("missing_answer", location)
     return None
@@ -139,9 +139,9 @@ def _row_to_problem(row: dict[str, Any] | None, schema: Schema, location: str,
       skip("answer_too_long", location)
       return None
     answer = integer
-  row_id = filters.answer_text(_get(row, schema.id)) if schema.id else None
+  row_id = filters.field_text(_get(row, schema.id)) if schema.id else None
   if schema.verbatim:
-    source = filters.answer_text(row.get("source")) or schema.name
+    source = filters.field_text(row.get("source")) or schema.name
     meta = row.get("meta") if isinstance(row.get("meta"), dict) else {}
     if row_id is None:
       row_id = f"{source}/{hashlib.sha1(text.encode()).hexdigest()[:16]}"
