@@ -22,7 +22,8 @@ Kinds (fractions set by `TraceMix`):
 Tool texts are truthful: each snippet is run in a fresh Python process through
 `sandbox.wrap_code` (the §3.1 notebook-cell wrapper), and `sandbox.tool_output_text`
 formats what it really printed, real error messages included, with the execution
-time fixed (`exec_time_s`) so the bytes are deterministic.
+time fixed (`exec_time_s`) so the bytes are deterministic; texts longer than the
+rollout's limit are cut as the rollout cuts them (`chat.truncate_tool_response`).
 
 Lengths with `chat.CharTokenizer` (one token per character, one per special token),
 measured on 300 traces of seed 0: the prompt is 1,862 tokens plus the problem text
@@ -142,8 +143,8 @@ def run_snippet(code: str, exec_time_s: float) -> sandbox.ExecutionResult:
                                  exit_code=proc.returncode, wall_time_s=exec_time_s)
 
 
-def _call_turn(plan: str, code: str) -> str:
-  return f"{plan}</reason>\n{chat.tool_call_text(code)}{chat.IM_END}"
+def _call_turn(plan: str, code: str, prompt_format: chat.ChatFormat) -> str:
+  return f"{plan}</reason>\n{chat.tool_call_text(code, fmt=prompt_format)}{chat.IM_END}"
 
 
 def _answer_turn(note: str, value: str) -> str:
@@ -169,7 +170,8 @@ def _guess(item: synthetic.SyntheticItem, draw: synthetic.Draw, accuracy: float)
 
 
 def _trace(index: int, item: synthetic.SyntheticItem, kind: str, results: dict[str, Any],
-           seed: int, mix: TraceMix, prompt_format: chat.ChatFormat) -> SftTrace:
+           seed: int, mix: TraceMix, prompt_format: chat.ChatFormat,
+           max_tool_response_chars: int | None) -> SftTrace:
   problem = item.problem
   plan = _PLANS[problem.meta["family"]]
   segments: list[tuple[str, bool]] = [(chat.prompt_text(problem.problem, prompt_format), False)]
@@ -178,8 +180,9 @@ def _trace(index: int, item: synthetic.SyntheticItem, kind: str, results: dict[s
            "guess": []}[kind]
   for code in codes:
     result = results[code]
-    segments.append((_call_turn(plan if calls == 0 else _FIX_NOTE, code), True))
-    segments.append((chat.tool_response_text([sandbox.tool_output_text(result)]), False))
+    text = chat.truncate_tool_response(sandbox.tool_output_text(result), max_tool_response_chars)
+    segments.append((_call_turn(plan if calls == 0 else _FIX_NOTE, code, prompt_format), True))
+    segments.append((chat.tool_response_text([text]), False))
     calls += 1
     errors += result.status != "ok"
   if kind == "guess":
@@ -196,6 +199,7 @@ def _trace(index: int, item: synthetic.SyntheticItem, kind: str, results: dict[s
 def make_sft_traces(items: Sequence[synthetic.SyntheticItem], seed: int,
                     mix: TraceMix = TraceMix(), *, exec_time_s: float = 0.01,
                     prompt_format: chat.ChatFormat = chat.DEFAULT_FORMAT,
+                    max_tool_response_chars: int | None = chat.DEFAULT_MAX_TOOL_RESPONSE_CHARS,
                     max_workers: int | None = None) -> list[SftTrace]:
   """One trace per item, kinds in the exact proportions of `mix`, deterministically.
 
@@ -204,7 +208,9 @@ def make_sft_traces(items: Sequence[synthetic.SyntheticItem], seed: int,
     seed: decides which item gets which kind, and the guesses.
     mix: kind fractions and guess accuracy.
     exec_time_s: the execution time written in every tool text.
-    prompt_format: the chat format of the prompt segment.
+    prompt_format: the chat format of the prompt and of the tool calls.
+    max_tool_response_chars: the rollout's cut of long tool texts (PAPER.md §3.4 layer
+      2, `chat.truncate_tool_response`; None: no cut), so traces read as rollouts do.
     max_workers: parallel snippet runs (default: the CPU count).
 
   Returns:
@@ -224,7 +230,7 @@ def make_sft_traces(items: Sequence[synthetic.SyntheticItem], seed: int,
                      for name in needed[kind]})
   with concurrent.futures.ThreadPoolExecutor(max_workers or os.cpu_count() or 1) as pool:
     results = dict(zip(snippets, pool.map(lambda c: run_snippet(c, exec_time_s), snippets)))
-  return [_trace(i, item, kind, results, seed, mix, prompt_format)
+  return [_trace(i, item, kind, results, seed, mix, prompt_format, max_tool_response_chars)
           for i, (item, kind) in enumerate(zip(items, kinds))]
 
 
