@@ -131,14 +131,16 @@ def test_bad_spec_and_missing_column_name_the_field(tmp_path):
     data.load_problems("problems:x.jsonl", "config.data.train_files")
 
 
-def test_glob_directory_and_json_array_files_are_read_in_sorted_order(tmp_path):
+def test_glob_directory_and_json_array_files_are_read_in_sorted_order_without_metadata(tmp_path):
   _jsonl(tmp_path / "d/b.jsonl", [json.dumps({"problem": "B", "answer": "2"})])
   _jsonl(tmp_path / "d/a.jsonl", [json.dumps({"problem": "A", "answer": "1"})])
   (tmp_path / "d/c.json").write_text(json.dumps([{"problem": "C", "answer": "3"}, "junk"]))
   (tmp_path / "d/README.md").write_text("not data")
+  (tmp_path / "d/dataset_info.json").write_text('{"features": {}}')
+  _jsonl(tmp_path / "d/.cache/huggingface/x.jsonl", [json.dumps({"problem": "D", "answer": "4"})])
   problems, stats = data.read_source(f"problems:{tmp_path / 'd'}", "f")
   assert [p.problem for p in problems] == ["A", "B", "C"]
-  assert stats.skipped["broken_json"] == 1
+  assert stats.to_dict() == {"rows_read": 4, "kept": 3, "skipped": {"broken_json": 1}}
   problems, _ = data.read_source(f"problems:{tmp_path / 'd'}/*.jsonl", "f")
   assert [p.problem for p in problems] == ["A", "B"]
 

@@ -3,7 +3,8 @@
 Supported: JSON Lines (`.jsonl`, or `.json` written by `Dataset.to_json`), a JSON
 array (`.json` starting with `[`), and Parquet (`.parquet`, as in the Hub's
 `data/train-00000-of-00001.parquet`). A path may be a file, a directory (every
-data file below it, recursively, sorted) or a glob (`data/cot-*.parquet`).
+data file below it, recursively, sorted, skipping `datasets` metadata files and
+hidden directories) or a glob (`data/cot-*.parquet`).
 """
 import glob
 import json
@@ -13,6 +14,9 @@ from typing import Any, Iterator, Sequence
 import pyarrow.parquet as pq
 
 DATA_SUFFIXES = (".jsonl", ".json", ".parquet")
+# Metadata a directory scan skips: `datasets` save/cache files and hidden directories
+# (a Hub snapshot's `.cache/huggingface/`).
+_METADATA_NAMES = ("dataset_info.json", "dataset_infos.json", "state.json")
 
 
 def resolve(pattern: str, field: str) -> list[pathlib.Path]:
@@ -29,7 +33,8 @@ def resolve(pattern: str, field: str) -> list[pathlib.Path]:
   if glob.has_magic(pattern):
     found = [pathlib.Path(p) for p in glob.glob(str(path), recursive=True)]
   elif path.is_dir():
-    found = list(path.rglob("*"))
+    found = [p for p in path.rglob("*") if p.name not in _METADATA_NAMES
+             and not any(part.startswith(".") for part in p.relative_to(path).parts)]
   else:
     found = [path] if path.is_file() else []
   found = sorted(p for p in found if p.is_file() and p.suffix in DATA_SUFFIXES)
