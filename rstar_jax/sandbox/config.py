@@ -1,0 +1,123 @@
+"""Limits of one run and the shape of an executor pool, with their validation.
+
+Defaults are the rStar2 launch values (PAPER.md §3.2): 4 s of wall time and 384 MiB of
+address space (Code Judge's 256 MiB plus its 128 MiB interpreter allowance), the CPU-time
+limit equal to the wall limit, no core files. The other limits have no released value; ours
+keep a snippet from exhausting the host: 64 MiB per written file and for the whole working
+directory, 256 open files, 64 processes/threads, 1 MiB kept per output stream.
+"""
+import dataclasses
+import json
+import math
+import os
+
+MIB = 1 << 20
+# uids handed to snippets: pools on one host take disjoint blocks of this size from UID_BASE.
+UID_BASE = 2_000_000
+UID_BLOCK = 1 << 16
+
+
+def _positive(owner: str, name: str, value, kind=int) -> None:
+  if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
+    raise ValueError(f"{owner}.{name} must be a {kind.__name__}, got {value!r}")
+  if not value > 0:
+    raise ValueError(f"{owner}.{name} must be > 0, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+  """Per-run limits (module docstring).
+
+  Attributes:
+    timeout_s: wall-clock seconds from fork to kill (enforced by the parent).
+    memory_bytes: RLIMIT_AS, the address space of each process.
+    cpu_s: RLIMIT_CPU seconds per process; None means ceil(timeout_s).
+    file_size_bytes: RLIMIT_FSIZE; a longer write fails with EFBIG ("File too large").
+    open_files: RLIMIT_NOFILE.
+    processes: RLIMIT_NPROC, processes and threads of the run's uid (its own uid).
+    output_bytes: bytes kept per stream; more kills the run (status output_limit).
+    workdir_bytes: size of the run's tmpfs (its /tmp and working directory).
+  """
+  timeout_s: float = 4.0
+  memory_bytes: int = 384 * MIB
+  cpu_s: int | None = None
+  file_size_bytes: int = 64 * MIB
+  open_files: int = 256
+  processes: int = 64
+  output_bytes: int = 1 * MIB
+  workdir_bytes: int = 64 * MIB
+
+  def __post_init__(self):
+    _positive("Limits", "timeout_s", self.timeout_s, float)
+    for field in dataclasses.fields(self):
+      if field.name not in ("timeout_s", "cpu_s"):
+        _positive("Limits", field.name, getattr(self, field.name))
+    if self.cpu_s is not None:
+      _positive("Limits", "cpu_s", self.cpu_s)
+    if self.open_files < 16:
+      raise ValueError(f"Limits.open_files must be >= 16 (the interpreter needs some), "
+                       f"got {self.open_files}")
+
+  @property
+  def cpu_seconds(self) -> int:
+    """The RLIMIT_CPU soft limit in whole seconds."""
+    return self.cpu_s if self.cpu_s is not None else math.ceil(self.timeout_s)
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolConfig:
+  """An executor pool: zygote processes, each running up to `jobs_per_worker` snippets.
+
+  Attributes:
+    workers: number of zygotes (None: one per CPU core).
+    jobs_per_worker: snippets one zygote runs at the same time.
+    preload: modules each zygote imports once, so snippets import them for free.
+    limits: per-run Limits.
+    uid_base: first uid of the blocks pools take (UID_BLOCK uids each); no other process on
+      the host may use these uids.
+    writable_dirs: world-writable directories besides /tmp that each run sees as its own
+      fresh tmpfs (those that exist on the host).
+    max_attempts: runs of one job when its zygote dies under it; then sandbox_error.
+  """
+  workers: int | None = None
+  jobs_per_worker: int = 16
+  preload: tuple[str, ...] = ("numpy", "sympy")
+  limits: Limits = Limits()
+  uid_base: int = UID_BASE
+  writable_dirs: tuple[str, ...] = ("/var/tmp", "/dev/shm", "/run/lock")
+  max_attempts: int = 2
+
+  def __post_init__(self):
+    if self.workers is not None:
+      _positive("PoolConfig", "workers", self.workers)
+    _positive("PoolConfig", "jobs_per_worker", self.jobs_per_worker)
+    _positive("PoolConfig", "max_attempts", self.max_attempts)
+    _positive("PoolConfig", "uid_base", self.uid_base)
+    if self.num_workers * self.jobs_per_worker > UID_BLOCK:
+      raise ValueError(f"PoolConfig: workers ({self.num_workers}) x jobs_per_worker "
+                       f"({self.jobs_per_worker}) exceeds the uid block ({UID_BLOCK})")
+    for name in self.preload:
+      if not isinstance(name, str) or not all(part.isidentifier() for part in name.split(".")):
+        raise ValueError(f"PoolConfig.preload: {name!r} is not a module name")
+    for path in self.writable_dirs:
+      if not isinstance(path, str) or not os.path.isabs(path) or path.rstrip("/") == "/tmp":
+        raise ValueError(f"PoolConfig.writable_dirs: {path!r} must be an absolute path "
+                         f"other than /tmp")
+
+  @property
+  def num_workers(self) -> int:
+    """The number of zygotes."""
+    return self.workers if self.workers is not None else (os.cpu_count() or 1)
+
+  def to_json(self) -> str:
+    """The config as JSON (what a zygote receives on its command line)."""
+    return json.dumps(dataclasses.asdict(self))
+
+  @classmethod
+  def from_json(cls, text: str) -> "PoolConfig":
+    """Inverse of to_json."""
+    fields = json.loads(text)
+    fields["limits"] = Limits(**fields["limits"])
+    fields["preload"] = tuple(fields["preload"])
+    fields["writable_dirs"] = tuple(fields["writable_dirs"])
+    return cls(**fields)

@@ -1,0 +1,254 @@
+"""The executor pool: zygote processes behind one asyncio queue, answering every job once.
+
+`Pool.run(source, stdin)` queues a job and returns its ExecutionResult. Jobs go, in arrival
+order, to the zygote with the most free slots; a zygote never holds more than
+`jobs_per_worker` of them, so the queue (not the zygotes) absorbs bursts and no job ever times
+out while waiting. Zygotes are started as fresh interpreters (`python -m
+rstar_jax.sandbox.zygote`), so nothing of the service (aiohttp, redis, the event loop) is in
+the image they fork from. When a zygote dies (its socket closes), each job it held is queued
+again at the front, up to `max_attempts` runs, then answered sandbox_error; the zygote is
+replaced, with a growing delay if replacements keep failing.
+
+The pool needs root (it gives each snippet its own uid and namespaces). It takes a block of
+`config.UID_BLOCK` uids from `uid_base`, held by an flock so that two pools on one host never
+share uids. Zygotes die with the thread that started them (PR_SET_PDEATHSIG): start the pool
+in the thread that runs its event loop.
+"""
+import asyncio
+import collections
+import dataclasses
+import fcntl
+import logging
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+from rstar_jax.sandbox import config as config_lib
+from rstar_jax.sandbox import result as result_lib
+from rstar_jax.sandbox import zygote
+
+_MAX_RESTART_DELAY_S = 5.0
+_MAX_UID_BLOCKS = 256
+
+
+def _lock_uid_block(uid_base: int) -> tuple[int, int]:
+  """Takes the first free uid block; returns (lock fd, first uid of the block)."""
+  lock_dir = os.path.join(tempfile.gettempdir(), "rstar-sandbox-uids")
+  os.makedirs(lock_dir, mode=0o700, exist_ok=True)
+  info = os.lstat(lock_dir)
+  if info.st_uid != os.geteuid() or not os.path.isdir(lock_dir) or os.path.islink(lock_dir):
+    raise PermissionError(f"{lock_dir} must be a directory owned by uid {os.geteuid()}")
+  for k in range(_MAX_UID_BLOCKS):
+    start = uid_base + k * config_lib.UID_BLOCK
+    fd = os.open(os.path.join(lock_dir, f"{start}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                 0o600)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      return fd, start
+    except BlockingIOError:
+      os.close(fd)
+  raise RuntimeError(f"all {_MAX_UID_BLOCKS} uid blocks from {uid_base} are taken")
+
+
+@dataclasses.dataclass
+class _Job:
+  job_id: int
+  source: str
+  stdin: bytes
+  future: asyncio.Future
+  attempts: int = 0
+
+
+class _Zygote:
+  """The pool's handle on one zygote process."""
+
+  def __init__(self, index: int):
+    self.index = index
+    self.process: subprocess.Popen | None = None
+    self.writer: asyncio.StreamWriter | None = None
+    self.reader_task: asyncio.Task | None = None
+    self.ready = False
+    self.jobs: dict[int, _Job] = {}
+
+
+class Pool:
+  """Runs programs in sandboxed children of warm zygotes (module docstring)."""
+
+  def __init__(self, config: config_lib.PoolConfig = config_lib.PoolConfig()):
+    self.config = config
+    self._zygotes = [_Zygote(i) for i in range(config.num_workers)]
+    self._queue: collections.deque[_Job] = collections.deque()
+    self._next_id = 0
+    self._uid_lock_fd = None
+    self._uid_start = 0
+    self._closed = False
+    self._restart_failures = [0] * config.num_workers
+    self._tasks: set[asyncio.Task] = set()
+    self.counters = collections.Counter()
+
+  async def __aenter__(self) -> "Pool":
+    await self.start()
+    return self
+
+  async def __aexit__(self, *exc) -> None:
+    await self.close()
+
+  async def start(self) -> None:
+    """Starts every zygote; raises RuntimeError with the reason if one cannot start."""
+    if os.geteuid() != 0:
+      raise PermissionError("the sandbox needs root: it runs each snippet under its own uid "
+                            "in new namespaces")
+    self._uid_lock_fd, self._uid_start = _lock_uid_block(self.config.uid_base)
+    started = await asyncio.gather(*(self._spawn(z) for z in self._zygotes),
+                                   return_exceptions=True)
+    errors = [e for e in started if isinstance(e, BaseException)]
+    if errors:
+      await self.close()
+      raise RuntimeError(f"a sandbox zygote failed to start: {errors[0]}") from errors[0]
+
+  async def close(self) -> None:
+    """Stops the zygotes (their runs are killed); queued jobs get sandbox_error."""
+    self._closed = True
+    for job in self._queue:
+      self._answer(job, lost_result("the sandbox pool was closed"))
+    self._queue.clear()
+    for z in self._zygotes:
+      if z.writer is not None:
+        z.writer.close()
+    for z in self._zygotes:
+      if z.reader_task is not None:
+        await asyncio.gather(z.reader_task, return_exceptions=True)
+      if z.process is not None:
+        await asyncio.to_thread(z.process.wait)
+    if self._uid_lock_fd is not None:
+      os.close(self._uid_lock_fd)
+      self._uid_lock_fd = None
+
+  async def run(self, source: str, stdin: str | bytes | None = "") -> result_lib.ExecutionResult:
+    """Runs `source` as a Python program with `stdin`; never raises for the program's faults."""
+    if self._closed:
+      raise RuntimeError("the sandbox pool is closed")
+    if isinstance(stdin, str):
+      stdin = stdin.encode("utf-8")
+    job = _Job(self._next_id, source, stdin or b"", asyncio.get_running_loop().create_future())
+    self._next_id += 1
+    self._queue.append(job)
+    self.counters["submitted"] += 1
+    self._dispatch()
+    return await job.future
+
+  async def stats(self) -> dict[str, int]:
+    """Counts for metrics: queued, running, workers alive, capacity, and the `counters`."""
+    return {"queued": len(self._queue),
+            "running": sum(len(z.jobs) for z in self._zygotes),
+            "workers_alive": sum(z.ready for z in self._zygotes),
+            "capacity": self.config.num_workers * self.config.jobs_per_worker,
+            **self.counters}
+
+  # ---------------------------------------------------------------- zygote lifecycle
+  async def _spawn(self, z: _Zygote) -> None:
+    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    uid_start = self._uid_start + z.index * self.config.jobs_per_worker
+    try:
+      z.process = subprocess.Popen(
+          [sys.executable, "-m", "rstar_jax.sandbox.zygote", str(child_sock.fileno()),
+           str(z.index), str(uid_start), self.config.to_json()],
+          pass_fds=(child_sock.fileno(),), stdin=subprocess.DEVNULL)
+    finally:
+      child_sock.close()
+    reader, z.writer = await asyncio.open_unix_connection(sock=parent_sock)
+    message = await _read_message(reader)
+    if message is None or message[0] != "ready":
+      z.writer.close()
+      await asyncio.to_thread(z.process.wait)
+      reason = message[1] if message else f"exit status {z.process.returncode}"
+      raise RuntimeError(f"zygote {z.index}: {reason}")
+    z.ready = True
+    z.reader_task = asyncio.create_task(self._read_results(z, reader))
+    self._dispatch()
+
+  async def _read_results(self, z: _Zygote, reader: asyncio.StreamReader) -> None:
+    while (message := await _read_message(reader)) is not None:
+      _, job_id, status, out, err, exit_code, wall = message
+      job = z.jobs.pop(job_id)
+      self._answer(job, result_lib.ExecutionResult(
+          status=status, stdout=out.decode("utf-8", "replace"),
+          stderr=err.decode("utf-8", "replace"), exit_code=exit_code, wall_time_s=wall))
+      self._restart_failures[z.index] = 0
+      self._dispatch()
+    await self._on_death(z)
+
+  async def _on_death(self, z: _Zygote) -> None:
+    z.ready = False
+    z.writer.close()
+    await asyncio.to_thread(z.process.wait)
+    lost = list(z.jobs.values())
+    z.jobs.clear()
+    if self._closed:
+      for job in lost:
+        self._answer(job, lost_result("the sandbox pool was closed"))
+      return
+    logging.warning("sandbox zygote %d (pid %d) died with %d jobs: exit status %s", z.index,
+                    z.process.pid, len(lost), z.process.returncode)
+    self.counters["worker_restarts"] += 1
+    for job in reversed(lost):
+      job.attempts += 1
+      if job.attempts >= self.config.max_attempts:
+        self._answer(job, lost_result(f"the sandbox worker died {job.attempts} times under this job"))
+      else:
+        self._queue.appendleft(job)
+    task = asyncio.create_task(self._restart(z))
+    self._tasks.add(task)
+    task.add_done_callback(self._tasks.discard)
+
+  async def _restart(self, z: _Zygote) -> None:
+    while not self._closed:
+      delay = min(_MAX_RESTART_DELAY_S, 0.1 * (2 ** self._restart_failures[z.index] - 1))
+      await asyncio.sleep(delay)
+      try:
+        await self._spawn(z)
+        return
+      except (OSError, RuntimeError) as e:
+        self._restart_failures[z.index] += 1
+        logging.error("restarting sandbox zygote %d failed: %s", z.index, e)
+
+  # ---------------------------------------------------------------- dispatch
+  def _dispatch(self) -> None:
+    capacity = self.config.jobs_per_worker
+    frames: dict[_Zygote, list[bytes]] = {}
+    while self._queue:
+      z = min((z for z in self._zygotes if z.ready), key=lambda z: len(z.jobs), default=None)
+      if z is None or len(z.jobs) >= capacity:
+        break
+      job = self._queue.popleft()
+      if job.future.done():  # the caller went away while it waited
+        continue
+      z.jobs[job.job_id] = job
+      frames.setdefault(z, []).append(
+          zygote.encode_frame(("run", job.job_id, job.source, job.stdin)))
+    for z, batch in frames.items():
+      z.writer.write(b"".join(batch))
+
+  def _answer(self, job: _Job, result: result_lib.ExecutionResult) -> None:
+    self.counters["completed"] += 1
+    if not job.future.done():
+      job.future.set_result(result)
+
+
+def lost_result(reason: str) -> result_lib.ExecutionResult:
+  """The sandbox_error result of a job the sandbox could not run, with `reason` as stderr."""
+  return result_lib.ExecutionResult(status="sandbox_error", stdout="", stderr=reason,
+                                    exit_code=None, wall_time_s=0.0)
+
+
+async def _read_message(reader: asyncio.StreamReader):
+  """The next zygote message, or None at end of stream."""
+  try:
+    header = await reader.readexactly(zygote.FRAME_HEADER.size)
+    (size,) = zygote.FRAME_HEADER.unpack(header)
+    return zygote.decode_payload(await reader.readexactly(size))
+  except (asyncio.IncompleteReadError, ConnectionError):
+    return None

@@ -1,0 +1,149 @@
+"""The HTTP service: Code Judge's routes and JSON (see `codejudge`), plus health and metrics.
+
+Routes (0xWJ/code-judge@f809f35 `app/main.py`):
+  POST /run, /judge                      one Submission -> one result
+  POST /run/batch, /run/long-batch,      BatchSubmission -> {sub_id, results: [...]} in order
+       /judge/batch, /judge/long-batch   (/judge* drop stdout and stderr)
+  GET  /ping -> "pong";  GET /status -> {queue, num_workers}
+  GET  /health -> 200 {status: "ok", ...} while a worker is alive, else 503
+  GET  /metrics -> Prometheus text (requests, submissions by status, latency, queue, workers)
+The four batch routes behave alike here: nothing waits for a queue deadline, so no item is
+ever answered `queue_timeout`. A malformed body is answered 422 (FastAPI's error shape), a
+submission type other than "python" 400, an unknown route 404 and a body over the size limit
+413, all as JSON `{"detail": ...}`; the service keeps serving.
+
+The backend is anything with `async run(source, stdin) -> ExecutionResult` and
+`async stats() -> dict` holding at least `queued` and `workers_alive`: a local `pool.Pool`, or
+`redis_queue.RedisFront` in front of workers on other hosts.
+"""
+import asyncio
+import json
+import time
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from rstar_jax.sandbox import codejudge
+from rstar_jax.sandbox import metrics as metrics_lib
+from rstar_jax.sandbox import result as result_lib
+
+DEFAULT_MAX_BODY_BYTES = 64 << 20
+_BATCH_ROUTES = ("/run/batch", "/run/long-batch", "/judge/batch", "/judge/long-batch")
+
+
+class Backend(Protocol):
+  """What the service runs submissions on."""
+
+  async def run(self, source: str, stdin: str | None) -> result_lib.ExecutionResult:
+    ...
+
+  async def stats(self) -> dict[str, int]:
+    ...
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+  return web.Response(body=json.dumps(body, ensure_ascii=False).encode("utf-8"), status=status,
+                      content_type="application/json")
+
+
+class _BadType(Exception):
+  pass
+
+
+class Service:
+  """The aiohttp application around one backend."""
+
+  def __init__(self, backend: Backend, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES):
+    self.backend = backend
+    self.metrics = metrics_lib.Metrics()
+    self.app = web.Application(client_max_size=max_body_bytes, middlewares=[self._middleware])
+    self.app.router.add_post("/run", self._single)
+    self.app.router.add_post("/judge", self._single)
+    for route in _BATCH_ROUTES:
+      self.app.router.add_post(route, self._batch)
+    self.app.router.add_get("/ping", self._ping)
+    self.app.router.add_get("/status", self._status)
+    self.app.router.add_get("/health", self._health)
+    self.app.router.add_get("/metrics", self._metrics)
+
+  @web.middleware
+  async def _middleware(self, request: web.Request, handler) -> web.StreamResponse:
+    start = time.monotonic()
+    route = request.match_info.route.resource
+    route = route.canonical if route is not None else "unmatched"
+    try:
+      response = await handler(request)
+    except web.HTTPException as e:  # 404, 405, 413 from aiohttp: answer JSON as FastAPI does
+      response = _json({"detail": e.reason}, e.status)
+    except codejudge.RequestError as e:
+      response = _json({"detail": e.detail}, 422)
+    except _BadType as e:
+      response = _json({"detail": str(e)}, 400)
+    self.metrics.count("sandbox_requests_total", "HTTP requests by route and status code.",
+                       route=route, code=response.status)
+    self.metrics.observe_latency(route, time.monotonic() - start)
+    return response
+
+  async def _body(self, request: web.Request) -> Any:
+    raw = await request.read()
+    try:
+      return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+      raise codejudge.RequestError([{"type": "json_invalid", "loc": ["body", 0],
+                                     "msg": "JSON decode error", "input": {},
+                                     "ctx": {"error": str(e)}}]) from e
+
+  async def _execute(self, submission: codejudge.Submission, with_output: bool) -> dict:
+    result = await self.backend.run(submission.solution, submission.input)
+    self.metrics.count("sandbox_submissions_total", "Submissions answered, by status.",
+                       status=result.status)
+    return codejudge.result_json(result, submission.sub_id, submission.expected_output,
+                                 with_output=with_output)
+
+  @staticmethod
+  def _check_types(submissions: list[codejudge.Submission]) -> None:
+    for i, submission in enumerate(submissions):
+      if submission.type != "python":
+        raise _BadType(f"submission {i}: type {submission.type!r} is not supported "
+                       f"(this service runs python only)")
+
+  async def _single(self, request: web.Request) -> web.Response:
+    submission = codejudge.parse_submission(await self._body(request))
+    self._check_types([submission])
+    return _json(await self._execute(submission, request.path == "/run"))
+
+  async def _batch(self, request: web.Request) -> web.Response:
+    sub_id, submissions = codejudge.parse_batch(await self._body(request))
+    self._check_types(submissions)
+    with_output = request.path.startswith("/run")
+    results = await asyncio.gather(*(self._execute(s, with_output) for s in submissions))
+    return _json({"sub_id": sub_id, "results": list(results)})
+
+  async def _ping(self, request: web.Request) -> web.Response:
+    del request
+    return _json("pong")
+
+  async def _status(self, request: web.Request) -> web.Response:
+    del request
+    stats = await self.backend.stats()
+    return _json({"queue": stats["queued"], "num_workers": stats["workers_alive"]})
+
+  async def _health(self, request: web.Request) -> web.Response:
+    del request
+    stats = await self.backend.stats()
+    alive = stats["workers_alive"] > 0
+    return _json({"status": "ok" if alive else "unavailable", **stats}, 200 if alive else 503)
+
+  async def _metrics(self, request: web.Request) -> web.Response:
+    del request
+    stats = await self.backend.stats()
+    text = self.metrics.render({f"sandbox_{k}": v for k, v in sorted(stats.items())})
+    return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
+
+async def start_site(service: Service, host: str, port: int) -> web.AppRunner:
+  """Serves `service` on host:port; returns the runner (`await runner.cleanup()` stops it)."""
+  runner = web.AppRunner(service.app, access_log=None)
+  await runner.setup()
+  await web.TCPSite(runner, host, port, backlog=4096).start()
+  return runner

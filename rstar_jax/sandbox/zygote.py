@@ -1,0 +1,362 @@
+"""The zygote: a warm process that forks one confined child per snippet and supervises it.
+
+A pool starts each zygote as `python -m rstar_jax.sandbox.zygote FD INDEX UID_START CONFIG`
+(FD: its end of a unix socket pair). The zygote dies with its parent, moves into its own
+network/IPC/mount namespaces, imports the preloaded modules once, freezes them out of the
+garbage collector and answers `("ready", pid)`. Then, single-threaded around one epoll loop:
+
+* `("run", job_id, source, stdin)` frames start a run in a free slot; slot s runs as uid
+  UID_START + s, so no two running snippets share a uid (RLIMIT_NPROC counts per snippet).
+  A run is a fork that is pid 1 of a new PID namespace, confined (`isolation`), running
+  `program.run`. Jobs beyond the free slots wait here, in arrival order.
+* The children's stdout/stderr pipes are read as data arrives, each kept up to
+  `limits.output_bytes`; past that the run is killed (output_limit).
+* At the wall-clock deadline the parent SIGKILLs the run's pid 1; the kernel then kills every
+  process of its namespace, whatever the snippet did (signal handlers, setsid, fork). Exits
+  are noticed through SIGCHLD on the wakeup fd and reaped with wait4 (CPU time used tells a
+  CPU-limit kill). Once pid 1 is reaped, nothing of the run is left; its pipes are drained and
+  `("result", job_id, status, stdout, stderr, exit_code, wall_time_s)` goes back.
+* A run that was killed but does not die within `REAP_GRACE_S` (stuck in the kernel) is
+  answered anyway; its slot stays taken until it is reaped.
+When the parent closes the socket, the zygote kills its runs and exits.
+"""
+import collections
+import gc
+import heapq
+import importlib
+import os
+import pickle
+import resource
+import selectors
+import signal
+import socket
+import struct
+import sys
+import time
+
+from rstar_jax.sandbox import config as config_lib
+from rstar_jax.sandbox import isolation
+from rstar_jax.sandbox import program
+from rstar_jax.sandbox import result as result_lib
+
+REAP_GRACE_S = 2.0
+FRAME_HEADER = struct.Struct(">I")
+_READ_SIZE = 1 << 16
+_SETUP_FAILED = b"F"
+_SETUP_EXIT_CODE = 125
+_ELAPSED = struct.Struct(program.ELAPSED_FORMAT)
+
+
+def encode_frame(message) -> bytes:
+  """A length-prefixed pickle of `message` (both directions of the zygote socket)."""
+  payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+  return FRAME_HEADER.pack(len(payload)) + payload
+
+
+def decode_payload(payload: bytes):
+  """The message of one frame's payload (the bytes after its FRAME_HEADER)."""
+  return pickle.loads(payload)
+
+
+class FrameDecoder:
+  """Splits a byte stream into the messages of `encode_frame`."""
+
+  def __init__(self):
+    self._buffer = bytearray()
+
+  def feed(self, data: bytes) -> list:
+    """Appends `data`; returns the messages completed by it, in order."""
+    self._buffer += data
+    messages = []
+    while len(self._buffer) >= FRAME_HEADER.size:
+      (size,) = FRAME_HEADER.unpack_from(self._buffer)
+      if len(self._buffer) < FRAME_HEADER.size + size:
+        break
+      messages.append(decode_payload(self._buffer[FRAME_HEADER.size:FRAME_HEADER.size + size]))
+      del self._buffer[:FRAME_HEADER.size + size]
+    return messages
+
+
+class _Run:
+  """One running child and what it produced so far."""
+
+  def __init__(self, job_id, slot: int, pid: int, start: float, deadline: float, fds):
+    self.job_id, self.slot, self.pid = job_id, slot, pid
+    self.start, self.deadline = start, deadline
+    self.out, self.err, self.status_pipe = bytearray(), bytearray(), bytearray()
+    self.buffers = dict(zip(fds, (self.out, self.err, self.status_pipe)))
+    self.status_fd = fds[2]
+    self.killed = None  # None, "timeout" or "output"
+    self.kill_time = 0.0
+    self.wait_status = None
+    self.cpu_s = 0.0
+    self.end = None
+    self.answered = False
+
+
+class Zygote:
+  """The supervisor loop of one zygote (module docstring)."""
+
+  def __init__(self, sock: socket.socket, config: config_lib.PoolConfig, uid_start: int):
+    self._sock = sock
+    self._limits = config.limits
+    self._uids = [uid_start + s for s in range(config.jobs_per_worker)]
+    self._free = list(range(config.jobs_per_worker - 1, -1, -1))
+    self._bind_dirs = isolation.existing_dirs(config.writable_dirs)
+    self._rlimits = {
+        resource.RLIMIT_AS: self._limits.memory_bytes,
+        resource.RLIMIT_CPU: self._limits.cpu_seconds,
+        resource.RLIMIT_FSIZE: self._limits.file_size_bytes,
+        resource.RLIMIT_NOFILE: self._limits.open_files,
+        resource.RLIMIT_NPROC: self._limits.processes,
+    }
+    self._pid_ns_fd = isolation.enter_zygote_namespaces()
+    isolation.expose_paths([sys.prefix, sys.base_prefix, sys.exec_prefix,
+                            os.path.dirname(os.path.realpath(sys.executable)), *sys.path])
+    self._selector = selectors.EpollSelector()
+    self._decoder = FrameDecoder()
+    self._outbox = bytearray()
+    self._waiting = collections.deque()
+    self._runs: dict[int, _Run] = {}  # pid -> run
+    self._by_fd: dict[int, _Run] = {}
+    self._deadlines: list = []  # heap of (time, pid)
+    self._closing = False
+    wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.set_wakeup_fd(wakeup_w, warn_on_full_buffer=False)
+    sock.setblocking(False)
+    self._selector.register(sock, selectors.EVENT_READ, self._on_socket)
+    self._selector.register(wakeup_r, selectors.EVENT_READ, self._on_wakeup)
+
+  def serve(self) -> None:
+    """Answers the parent until it closes the socket."""
+    self.send(("ready", os.getpid()))
+    while not self._closing:
+      timeout = None
+      if self._deadlines:
+        timeout = max(0.0, self._deadlines[0][0] - time.monotonic())
+      for key, mask in self._selector.select(timeout):
+        key.data(key.fd, mask)
+      self._check_deadlines()
+
+  # ---------------------------------------------------------------- control socket
+  def send(self, message) -> None:
+    """Queues a message for the parent; it is written as the socket accepts it."""
+    was_empty = not self._outbox
+    self._outbox += encode_frame(message)
+    if was_empty:
+      self._flush()
+
+  def _flush(self) -> None:
+    try:
+      sent = self._sock.send(self._outbox)
+    except BlockingIOError:
+      sent = 0
+    del self._outbox[:sent]
+    events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self._outbox else 0)
+    self._selector.modify(self._sock, events, self._on_socket)
+
+  def _on_socket(self, fd: int, mask: int) -> None:
+    del fd
+    if mask & selectors.EVENT_WRITE:
+      self._flush()
+    if not mask & selectors.EVENT_READ:
+      return
+    try:
+      data = self._sock.recv(1 << 20)
+    except BlockingIOError:
+      return
+    if not data:  # the parent is gone: so is every run
+      self._closing = True
+      for run in self._runs.values():
+        os.kill(run.pid, signal.SIGKILL)
+      return
+    for kind, job_id, source, stdin in self._decoder.feed(data):
+      if kind != "run":
+        raise ValueError(f"unknown zygote message {kind!r}")
+      self._waiting.append((job_id, source, stdin))
+    self._start_waiting()
+
+  # ---------------------------------------------------------------- starting runs
+  def _start_waiting(self) -> None:
+    while self._waiting and self._free:
+      job_id, source, stdin = self._waiting.popleft()
+      self._start(job_id, source, stdin, self._free.pop())
+
+  def _start(self, job_id, source: str, stdin: bytes, slot: int) -> None:
+    pipes = [os.pipe2(os.O_CLOEXEC) for _ in range(3)]
+    start = time.monotonic()
+    try:
+      isolation.new_pid_namespace()
+      pid = os.fork()
+    except OSError as e:
+      for fd in (fd for pipe in pipes for fd in pipe):
+        os.close(fd)
+      self._free.append(slot)
+      self.send(("result", job_id, "sandbox_error", b"", f"fork failed: {e}".encode(), None,
+                 time.monotonic() - start))
+      return
+    if pid == 0:
+      self._child(source, stdin, self._uids[slot], pipes)
+    isolation.restore_pid_namespace(self._pid_ns_fd)
+    read_fds = []
+    for read_fd, write_fd in pipes:
+      os.close(write_fd)
+      os.set_blocking(read_fd, False)
+      read_fds.append(read_fd)
+    run = _Run(job_id, slot, pid, start, start + self._limits.timeout_s, read_fds)
+    self._runs[pid] = run
+    for fd in read_fds:
+      self._by_fd[fd] = run
+      self._selector.register(fd, selectors.EVENT_READ, self._on_output)
+    heapq.heappush(self._deadlines, (run.deadline, pid))
+
+  def _child(self, source: str, stdin: bytes, uid: int, pipes) -> None:
+    """In the forked child: confine, then run the program; never returns."""
+    fds_ready = False
+    try:
+      signal.set_wakeup_fd(-1)
+      signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+      # A write past RLIMIT_FSIZE fails with EFBIG ("File too large") instead of killing.
+      signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+      isolation.set_child_fds(stdin=stdin, stdout_fd=pipes[0][1], stderr_fd=pipes[1][1],
+                              status_fd=pipes[2][1])
+      fds_ready = True
+      isolation.confine_child(uid=uid, workdir_bytes=self._limits.workdir_bytes,
+                              bind_dirs=self._bind_dirs, rlimits=self._rlimits,
+                              env=isolation.CLEAN_ENV)
+      program.run(source)
+    except BaseException as e:  # pylint: disable=broad-except
+      if fds_ready:
+        os.write(program.STATUS_FD, _SETUP_FAILED + f"{type(e).__name__}: {e}".encode())
+    finally:
+      os._exit(_SETUP_EXIT_CODE)
+
+  # ---------------------------------------------------------------- output, kills, exits
+  def _on_output(self, fd: int, mask: int) -> None:
+    del mask
+    run = self._by_fd.get(fd)
+    if run is not None:  # else closed by a drain earlier in the same round of events
+      self._read(run, fd, draining=False)
+
+  def _read(self, run: _Run, fd: int, draining: bool) -> bool:
+    """Reads once from one of the run's pipes; False once that pipe is closed or empty."""
+    try:
+      data = os.read(fd, _READ_SIZE)
+    except BlockingIOError:
+      if draining:  # dead run, a writer still open elsewhere: keep what we have
+        self._close_fd(run, fd)
+      return False
+    buffer = run.buffers[fd]
+    room = self._limits.output_bytes - len(buffer)
+    buffer += data[:room]
+    if not data or len(data) > room:
+      if data and fd != run.status_fd:
+        self._kill(run, "output")
+      self._close_fd(run, fd)
+      return False
+    return True
+
+  def _close_fd(self, run: _Run, fd: int) -> None:
+    self._selector.unregister(fd)
+    os.close(fd)
+    del self._by_fd[fd]
+    del run.buffers[fd]
+
+  def _kill(self, run: _Run, reason: str) -> None:
+    if run.killed is None and run.wait_status is None:
+      run.killed, run.kill_time = reason, time.monotonic()
+      os.kill(run.pid, signal.SIGKILL)
+      heapq.heappush(self._deadlines, (run.kill_time + REAP_GRACE_S, run.pid))
+
+  def _check_deadlines(self) -> None:
+    now = time.monotonic()
+    while self._deadlines and self._deadlines[0][0] <= now:
+      _, pid = heapq.heappop(self._deadlines)
+      run = self._runs.get(pid)
+      if run is None:
+        continue
+      if run.killed is None:
+        self._kill(run, "timeout")
+      elif not run.answered and now >= run.kill_time + REAP_GRACE_S:
+        self._answer(run)  # killed but not dead yet; the slot stays taken until it is
+
+  def _on_wakeup(self, fd: int, mask: int) -> None:
+    del mask
+    try:
+      os.read(fd, 4096)
+    except BlockingIOError:
+      pass
+    while True:
+      try:
+        pid, wait_status, usage = os.wait4(-1, os.WNOHANG)
+      except ChildProcessError:
+        break
+      if pid == 0:
+        break
+      run = self._runs.pop(pid, None)
+      if run is None:
+        continue
+      run.wait_status, run.end = wait_status, time.monotonic()
+      run.cpu_s = usage.ru_utime + usage.ru_stime
+      for read_fd in list(run.buffers):
+        while self._read(run, read_fd, draining=True):
+          pass
+      if not run.answered:
+        self._answer(run)
+      self._free.append(run.slot)
+    self._start_waiting()
+
+  def _answer(self, run: _Run) -> None:
+    """Sends the run's result (its pipes may still be open if it is not reaped yet)."""
+    run.answered = True
+    wall = (run.end or time.monotonic()) - run.start
+    status_pipe = bytes(run.status_pipe)
+    exit_code = None
+    if run.wait_status is not None and run.killed is None:
+      exit_code = os.waitstatus_to_exitcode(run.wait_status)
+    if status_pipe.startswith(_SETUP_FAILED):
+      status, stderr = "sandbox_error", b"sandbox set-up failed: " + status_pipe[1:]
+    elif not status_pipe.startswith(program.STARTED) and run.killed is None:
+      status = "sandbox_error"
+      stderr = f"sandbox set-up failed (exit status {exit_code})".encode()
+    else:
+      stderr = bytes(run.err)
+      cpu_limited = exit_code == -signal.SIGXCPU or (
+          exit_code == -signal.SIGKILL and run.cpu_s >= self._limits.cpu_seconds + 0.9)
+      status = result_lib.classify(exit_code, stderr.decode("utf-8", "replace"),
+                                   timed_out=run.killed == "timeout",
+                                   output_capped=run.killed == "output",
+                                   cpu_limited=cpu_limited)
+      tail = status_pipe[-1 - _ELAPSED.size:]
+      if run.killed is None and len(status_pipe) > _ELAPSED.size and tail[:1] == program.ELAPSED:
+        wall = min(wall, max(0.0, _ELAPSED.unpack(tail[1:])[0]))
+    self.send(("result", run.job_id, status, bytes(run.out), stderr,
+               None if status == "sandbox_error" else exit_code, wall))
+
+
+def main(argv: list[str]) -> int:
+  """Entry point: `python -m rstar_jax.sandbox.zygote FD INDEX UID_START CONFIG_JSON`."""
+  fd, uid_start, config_json = int(argv[0]), int(argv[2]), argv[3]
+  isolation.die_with_parent()
+  os.chdir("/")
+  config = config_lib.PoolConfig.from_json(config_json)
+  # Before any preload: numerical libraries must not start thread pools in a process that forks.
+  os.environ.update({k: v for k, v in isolation.CLEAN_ENV.items() if k.endswith("_THREADS")})
+  sock = socket.socket(fileno=fd)
+  try:
+    zygote = Zygote(sock, config, uid_start)
+    for name in config.preload:
+      importlib.import_module(name)
+  except Exception as e:  # pylint: disable=broad-except
+    sock.sendall(encode_frame(("error", f"{type(e).__name__}: {e}")))
+    return 1
+  gc.collect()
+  gc.freeze()
+  isolation.collapse_to_huge_pages()
+  zygote.serve()
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))
