@@ -3,8 +3,8 @@
 Defaults are the rStar2 launch values (PAPER.md §3.2): 4 s of wall time and 384 MiB of
 address space (Code Judge's 256 MiB plus its 128 MiB interpreter allowance), the CPU-time
 limit equal to the wall limit, no core files. The other limits have no released value; ours
-keep a snippet from exhausting the host: 64 MiB per written file and for the whole working
-directory, 256 open files, 64 processes/threads, 1 MiB kept per output stream.
+keep a snippet from exhausting the host: 32 MiB per written file, 64 MiB for its whole
+working directory, 256 open files, 32 processes/threads, 1 MiB kept per output stream.
 """
 import dataclasses
 import json
@@ -41,9 +41,9 @@ class Limits:
   timeout_s: float = 4.0
   memory_bytes: int = 384 * MIB
   cpu_s: int | None = None
-  file_size_bytes: int = 64 * MIB
+  file_size_bytes: int = 32 * MIB
   open_files: int = 256
-  processes: int = 64
+  processes: int = 32
   output_bytes: int = 1 * MIB
   workdir_bytes: int = 64 * MIB
 

@@ -1,18 +1,54 @@
-"""The executor pool: zygote processes behind one asyncio queue, answering every job once.
+"""The executor: warm zygote processes behind one asyncio queue, answering every job once.
 
-`Pool.run(source, stdin)` queues a job and returns its ExecutionResult. Jobs go, in arrival
-order, to the zygote with the most free slots; a zygote never holds more than
-`jobs_per_worker` of them, so the queue (not the zygotes) absorbs bursts and no job ever times
-out while waiting. Zygotes are started as fresh interpreters (`python -m
+`Pool.run(source, stdin)` runs `source` as a Python program (`python source.py` semantics,
+stdin fed from `stdin`) and returns an ExecutionResult. Each run is a fork of a zygote that
+imported the preloaded modules (default numpy, sympy) once, confined before the program
+starts (`zygote`, `isolation`).
+
+What is covered (each claim has an adversarial test in tests/sandbox_protection_test.py):
+- Runaway code: the parent SIGKILLs the run at the wall-clock limit, whatever the program
+  does (busy loops, sleeps, handlers for SIGALRM/SIGTERM/SIGXCPU); status timeout, the output
+  written before the kill is kept.
+- Escaping the kill: each run is pid 1 of its own PID namespace, so when it ends, every
+  process it started is dead, `setsid` and double forks included, before the answer is sent.
+- Fork bombs: RLIMIT_NPROC on the run's own uid (no other run shares it).
+- Memory: RLIMIT_AS per process (MemoryError, status memory_limit).
+- Output floods: the parent keeps at most `output_bytes` per stream while reading, then kills
+  the run (status output_limit); nothing unbounded is buffered.
+- Disk: RLIMIT_FSIZE per file; the run's /tmp (its working directory) and the other
+  world-writable directories are a fresh size-capped tmpfs that vanishes with the run, so
+  nothing is written to the host's disks and nothing survives to the next call.
+- Network: the zygote's network namespace has no interface up; any connection fails.
+- Host files and processes: the run has its own unprivileged uid and gid, no supplementary
+  groups and no_new_privs (set-uid programs do not help), sees a /proc of its own processes
+  only, and cannot signal the zygote or the service (other uid, invisible pid).
+- Environment: a fixed clean environment, only fds 0-3 open, stdin from an in-memory file.
+
+What is not covered:
+- The kernel is shared: kernel exploits and side channels are out of scope, and there is no
+  seccomp filter. Memory is limited per process, not per run: a run may hold up to
+  `processes` x `memory_bytes` (no cgroups).
+- Runs that one zygote executes at the same time share its network namespace (they can talk
+  over abstract unix sockets) and the memory image it had when it forked them (a run can
+  read the code and partial output of calls that zygote was handling), and all of a zygote's
+  runs share its hash seed.
+- The program is pid 1 of its namespace, so signals it sends itself whose default action is
+  to terminate (os.kill(os.getpid(), SIGTERM), signal.alarm without a handler) are ignored.
+- Other world-writable directories than /tmp and `PoolConfig.writable_dirs` stay writable.
+Verdict: fit for untrusted model-written code on a host or VM that holds no secrets; not a
+replacement for a VM boundary against an attacker with a kernel exploit.
+
+Scheduling: jobs go, in arrival order, to the zygote with the most free slots; a zygote never
+holds more than `jobs_per_worker`, so the queue (not the zygotes) absorbs bursts, and no job
+ever times out while waiting. Zygotes are fresh interpreters (`python -m
 rstar_jax.sandbox.zygote`), so nothing of the service (aiohttp, redis, the event loop) is in
-the image they fork from. When a zygote dies (its socket closes), each job it held is queued
-again at the front, up to `max_attempts` runs, then answered sandbox_error; the zygote is
-replaced, with a growing delay if replacements keep failing.
+the image they fork from. When a zygote dies, each job it held runs again, up to
+`max_attempts` runs, then is answered sandbox_error; the zygote is replaced, with a growing
+delay if replacements keep failing.
 
-The pool needs root (it gives each snippet its own uid and namespaces). It takes a block of
-`config.UID_BLOCK` uids from `uid_base`, held by an flock so that two pools on one host never
-share uids. Zygotes die with the thread that started them (PR_SET_PDEATHSIG): start the pool
-in the thread that runs its event loop.
+The pool needs root. It takes a block of `config.UID_BLOCK` uids from `uid_base`, held by an
+flock, so two pools on one host never share uids. Zygotes die with the thread that started
+them (PR_SET_PDEATHSIG): start the pool in the thread that runs its event loop.
 """
 import asyncio
 import collections

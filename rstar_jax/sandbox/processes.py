@@ -1,0 +1,128 @@
+"""Local sandbox processes on loopback ports: a redis server, the service, its workers.
+
+Used by the tests and the benchmark to run the real thing as a user would (`rstar-sandbox`
+through `python -m rstar_jax.sandbox.cli`, `redis-server` from PATH), and to stop exactly the
+processes they started.
+"""
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+
+def free_port() -> int:
+  """A TCP port on 127.0.0.1 that was free a moment ago."""
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+class Process:
+  """A started child process that `stop()` ends (SIGTERM, then SIGKILL)."""
+
+  def __init__(self, args: list[str], name: str, log_path: str | None = None):
+    self.name = name
+    self._log = open(log_path, "ab") if log_path else subprocess.DEVNULL
+    self.popen = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self._log,
+                                  stderr=self._log)
+
+  @property
+  def pid(self) -> int:
+    return self.popen.pid
+
+  def alive(self) -> bool:
+    return self.popen.poll() is None
+
+  def stop(self, timeout_s: float = 10.0) -> None:
+    """Stops the process and waits for it."""
+    if self.alive():
+      self.popen.send_signal(signal.SIGTERM)
+      try:
+        self.popen.wait(timeout_s)
+      except subprocess.TimeoutExpired:
+        self.popen.kill()
+        self.popen.wait()
+    if self._log is not subprocess.DEVNULL:
+      self._log.close()
+
+
+def _wait_until(ready, process: Process, timeout_s: float) -> None:
+  deadline = time.monotonic() + timeout_s
+  while not ready():
+    if not process.alive():
+      raise RuntimeError(f"{process.name} exited with status {process.popen.returncode}")
+    if time.monotonic() > deadline:
+      process.stop()
+      raise TimeoutError(f"{process.name} was not ready after {timeout_s} s")
+    time.sleep(0.05)
+
+
+def start_redis(port: int | None = None, timeout_s: float = 10.0) -> tuple[Process, str]:
+  """Starts `redis-server` on 127.0.0.1 without persistence; returns (process, URL)."""
+  if shutil.which("redis-server") is None:
+    raise FileNotFoundError("redis-server is not on PATH (apt-get install redis-server)")
+  port = port or free_port()
+  process = Process(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                     "--appendonly", "no", "--maxclients", "10000"], f"redis-server :{port}")
+
+  def ready() -> bool:
+    try:
+      with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+        s.sendall(b"PING\r\n")
+        return s.recv(16).startswith(b"+PONG")
+    except OSError:
+      return False
+
+  _wait_until(ready, process, timeout_s)
+  return process, f"redis://127.0.0.1:{port}/0"
+
+
+def health(url: str) -> dict | None:
+  """The service's /health body (200 or 503), or None when it does not answer."""
+  try:
+    with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=2) as response:
+      return json.loads(response.read())
+  except urllib.error.HTTPError as e:
+    return json.loads(e.read()) if e.code == 503 else None
+  except (urllib.error.URLError, OSError, ValueError):
+    return None
+
+
+def start_service(args: list[str], port: int | None = None, log_path: str | None = None,
+                  min_workers: int = 1, timeout_s: float = 120.0) -> tuple[Process, str]:
+  """Starts `rstar-sandbox serve ARGS` on 127.0.0.1; returns (process, base URL).
+
+  Waits until /health reports at least `min_workers` workers alive (with `--redis`, workers
+  started separately count).
+  """
+  port = port or free_port()
+  process = Process([sys.executable, "-m", "rstar_jax.sandbox.cli", "serve", "--host",
+                     "127.0.0.1", "--port", str(port), *args], f"rstar-sandbox serve :{port}",
+                    log_path)
+  url = f"http://127.0.0.1:{port}"
+
+  def ready() -> bool:
+    body = health(url)
+    return body is not None and body["workers_alive"] >= min_workers
+
+  _wait_until(ready, process, timeout_s)
+  return process, url
+
+
+def start_worker(args: list[str], log_path: str | None = None) -> Process:
+  """Starts `rstar-sandbox worker ARGS` (it registers itself in redis once its pool is up)."""
+  return Process([sys.executable, "-m", "rstar_jax.sandbox.cli", "worker", *args],
+                 "rstar-sandbox worker", log_path)
+
+
+def wait_for_workers(url: str, count: int, process: Process, timeout_s: float = 120.0) -> None:
+  """Waits until the service at `url` reports `count` workers alive."""
+  def ready() -> bool:
+    body = health(url)
+    return body is not None and body["workers_alive"] >= count
+  _wait_until(ready, process, timeout_s)
