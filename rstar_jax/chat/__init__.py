@@ -6,6 +6,7 @@ from rstar_jax.chat.template import (
     DEFAULT_FORMAT, ENDOFTEXT, GENERATION_PROMPT, IM_END, IM_START, PAPER_TOOL_NAME,
     SPECIAL_TOKENS, TOOL_NAME, USER_PREFIX, VARIANTS, ChatFormat, prompt_text, render_messages,
     system_text, tool_call_text, tool_response_text, tool_schema)
+from rstar_jax.chat.bpe import train_bpe_tokenizer
 from rstar_jax.chat.tokenization import (
     UNK_TEXT, UNK_TOKEN, CharTokenizer, HFTokenizer, Tokenizer, load_tokenizer)
 from rstar_jax.chat.tool_calls import (
@@ -21,5 +22,5 @@ __all__ = [
     "UNK_TEXT", "UNK_TOKEN", "CharTokenizer", "HFTokenizer", "Tokenizer", "load_tokenizer",
     "DEFAULT_MAX_PARALLEL_CALLS", "DEFAULT_MAX_TOOL_RESPONSE_CHARS", "TRUNCATE_SIDES",
     "PythonRequest", "ToolCall", "ToolCallError", "execution_error_text", "parse_tool_calls",
-    "python_request", "truncate_tool_response", "Trajectory", "encode_segments",
+    "python_request", "truncate_tool_response", "Trajectory", "encode_segments", "train_bpe_tokenizer",
 ]

@@ -153,6 +153,10 @@ class HFTokenizer:
   def decode(self, ids: Sequence[int]) -> str:
     return self._tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
 
+  def save(self, directory: str | os.PathLike) -> None:
+    """Writes directory/tokenizer.json (next to a checkpoint's config.json)."""
+    self._tokenizer.save(str(pathlib.Path(directory) / "tokenizer.json"))
+
   def token_to_id(self, token: str) -> int:
     token_id = self._tokenizer.token_to_id(token)
     if token_id is None:

@@ -1,7 +1,7 @@
 """Problems and prompts for training and evaluation (level 2; PAPER.md §7, §8).
 
 Sources and filters (`sources`, `filters`, `decontam`), the seeded, sharded,
-resumable Grain prompt stream (`pipeline`, built from config by `builders`),
+resumable Grain stream (`stream`; of prompts in `pipeline`, built from config by `builders`),
 curriculum stages (`curriculum`), the stage-3 hard-problem filter (`hard_filter`),
 and the synthetic task of the tiny default (`synthetic` problems, `sft_traces`,
 written together by `synthetic_task`).
@@ -19,6 +19,7 @@ from rstar_jax.data.records import (
 from rstar_jax.data.sft_traces import (
     TRACE_KINDS, SftTrace, TraceMix, make_sft_traces, read_sft_traces, run_snippet, trace_stats,
     write_sft_traces)
+from rstar_jax.data.stream import ShardedStream
 from rstar_jax.data.sources import SCHEMAS, Schema, load_problems, parse_spec, read_source
 from rstar_jax.data.synthetic import FAMILIES, LEVELS, Draw, SyntheticItem, synthetic_problems
 from rstar_jax.data.synthetic_task import write_synthetic_task
@@ -35,6 +36,7 @@ __all__ = [
     "write_jsonl_atomic", "write_problems",
     "TRACE_KINDS", "SftTrace", "TraceMix", "make_sft_traces", "read_sft_traces", "run_snippet",
     "trace_stats", "write_sft_traces",
+    "ShardedStream",
     "SCHEMAS", "Schema", "load_problems", "parse_spec", "read_source",
     "FAMILIES", "LEVELS", "Draw", "SyntheticItem", "synthetic_problems",
     "write_synthetic_task",

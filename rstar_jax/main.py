@@ -1,0 +1,39 @@
+"""Runs an experiment: `python -m rstar_jax.main --config experiments/NAME.py[:arg] --workdir DIR`.
+
+The only place that defines flags. Overrides: `--config.section.field=value`.
+"""
+import logging as std_logging
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+
+from rstar_jax.train import run as run_lib
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (experiments/*.py[:arg]).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and outputs.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+class _QuietLibraries(std_logging.Filter):
+  """Drops INFO lines of orbax (several per checkpoint); its warnings and errors pass."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return record.levelno >= std_logging.WARNING or f"{os.sep}orbax{os.sep}" not in record.pathname
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+  logging.info("JAX %s: %d process(es), %d local / %d global devices (%s)", jax.__version__,
+               jax.process_count(), jax.local_device_count(), jax.device_count(), jax.devices()[0].platform)
+  run_lib.run(_CONFIG.value, _WORKDIR.value, origin=config_flags.get_config_filename(flags.FLAGS["config"]))
+
+
+if __name__ == "__main__":
+  app.run(main)

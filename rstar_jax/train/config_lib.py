@@ -1,0 +1,57 @@
+"""Helpers for experiment config files: the `arg` string parser and checks that name the key path.
+
+  arg = parse_arg(arg, smoke=False, steps=100)     # "smoke=True,steps=3" -> typed fields
+  require(config, "sft.steps", lambda v: v > 0, "must be positive", origin)
+"""
+import ast
+from typing import Any, Callable
+
+import ml_collections
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+  """Parses `k=v,k2=v2` (values typed like their defaults); an unknown key raises ValueError.
+
+  A bare word `smoke` means `smoke=True`. Values are read as Python literals when possible.
+  """
+  out = ml_collections.ConfigDict(defaults)
+  if not arg:
+    return out
+  for item in arg.split(","):
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if key not in defaults:
+      raise ValueError(f"config argument {key!r} is unknown; known: {', '.join(sorted(defaults))}")
+    value: Any = True if not sep else raw
+    if sep:
+      try:
+        value = ast.literal_eval(raw)
+      except (ValueError, SyntaxError):
+        value = raw
+    default = defaults[key]
+    if default is not None and not isinstance(value, type(default)):
+      if isinstance(default, float) and isinstance(value, int):
+        value = float(value)
+      else:
+        raise ValueError(f"config argument {key}={raw!r} must be a {type(default).__name__}")
+    out[key] = value
+  return out
+
+
+def get(config: ml_collections.ConfigDict, path: str) -> Any:
+  node = config
+  for part in path.split("."):
+    if part not in node:
+      raise ValueError(f"config.{path} is missing")
+    node = node[part]
+  return node
+
+
+def require(config: ml_collections.ConfigDict, path: str, check: Callable[[Any], bool], message: str,
+            origin: str = "") -> Any:
+  """Returns config.<path>; raises ValueError `config.<path>=<value> <message> (<origin>)` if check fails."""
+  value = get(config, path)
+  if not check(value):
+    where = f" ({origin})" if origin else ""
+    raise ValueError(f"config.{path}={value!r} {message}{where}")
+  return value

@@ -1,0 +1,60 @@
+"""Builds the run's mesh, tokenizer and policy (random init or a Hugging Face checkpoint) from config.
+
+Reads config.mesh.{num_devices, data, fsdp, tensor, rules} and config.model.{hf_path, model_type, hidden_size,
+intermediate_size, num_layers, num_heads, num_kv_heads, head_dim, rope_theta, tie_word_embeddings,
+vocab_multiple, dtype, param_dtype, remat} and config.data.tokenizer.
+"""
+import jax
+import jax.numpy as jnp
+import ml_collections
+from absl import logging
+
+from rstar_jax import chat
+from rstar_jax import models
+
+
+def build_mesh_rules(mesh_config: ml_collections.ConfigDict) -> models.MeshRules:
+  """The (data, fsdp, tensor) mesh over the first `num_devices` devices (0: all) and the rules."""
+  devices = jax.devices()
+  if not 0 <= mesh_config.num_devices <= len(devices):
+    raise ValueError(f"config.mesh.num_devices={mesh_config.num_devices} must be in [0, {len(devices)}] "
+                     f"(0 means all {len(devices)} devices)")
+  devices = devices[:mesh_config.num_devices or len(devices)]
+  mesh = models.make_mesh(data=mesh_config.data, fsdp=mesh_config.fsdp, tensor=mesh_config.tensor,
+                          devices=devices)
+  return models.MeshRules(mesh, tuple(tuple(rule) for rule in mesh_config.rules))
+
+
+def _round_up(value: int, multiple: int) -> int:
+  return -(-value // multiple) * multiple
+
+
+def build_policy(model_config: ml_collections.ConfigDict, tokenizer: chat.Tokenizer,
+                 mesh_rules: models.MeshRules, seed: int) -> tuple[models.ModelConfig, dict]:
+  """(ModelConfig, params in their shardings): loaded from model_config.hf_path, else random.
+
+  A random policy's vocabulary is the tokenizer's, rounded up to `vocab_multiple` (so it divides
+  over the tensor axis); a loaded one must cover every tokenizer id.
+  """
+  numerics = dict(dtype=model_config.dtype, param_dtype=model_config.param_dtype, remat=model_config.remat)
+  if model_config.hf_path:
+    cfg, params = models.load_hf(model_config.hf_path, dtype=jnp.dtype(model_config.param_dtype),
+                                 compute_dtype=jnp.dtype(model_config.dtype), mesh_rules=mesh_rules,
+                                 remat=model_config.remat)
+    if cfg.vocab_size < tokenizer.vocab_size:
+      raise ValueError(f"config.model.hf_path={model_config.hf_path!r} has vocab_size {cfg.vocab_size}, "
+                       f"smaller than the tokenizer's {tokenizer.vocab_size}")
+    logging.info("policy: loaded %s (%s)", model_config.hf_path, cfg)
+    return cfg, params
+  fields = dict(
+      vocab_size=_round_up(tokenizer.vocab_size, model_config.vocab_multiple),
+      hidden_size=model_config.hidden_size, intermediate_size=model_config.intermediate_size,
+      num_layers=model_config.num_layers, num_heads=model_config.num_heads,
+      num_kv_heads=model_config.num_kv_heads, head_dim=model_config.head_dim,
+      rope_theta=model_config.rope_theta, tie_word_embeddings=model_config.tie_word_embeddings,
+      max_position_embeddings=model_config.max_position_embeddings, eos_token_id=tokenizer.eos_id)
+  cfg = models.qwen(model_config.model_type, **fields, **numerics)
+  params = models.init_params(cfg, jax.random.key(seed), mesh_rules)
+  num_params = sum(x.size for x in jax.tree.leaves(params))
+  logging.info("policy: random %s with %.2fM parameters", cfg, num_params / 1e6)
+  return cfg, params

@@ -1,0 +1,101 @@
+"""The run driver: `run(config, workdir)` validates the config, builds the pieces and runs the job.
+
+Jobs (config.job):
+  sft  supervised fine-tuning of the policy on tool-use traces (train/sft.py); with no trace files
+       configured, the synthetic task of the tiny default is generated into workdir/data first.
+The RL stages join here when the rollout engines land.
+
+Files a run writes under workdir: config.json, metrics.jsonl, tensorboard/, checkpoints/,
+policy/ (the final policy as a Hugging Face checkpoint, with its tokenizer.json), loss.png, summary.json.
+"""
+import json
+import os
+
+import ml_collections
+from absl import logging
+
+from rstar_jax import chat
+from rstar_jax import data
+from rstar_jax import models
+from rstar_jax.train import plots, policy, sft
+from rstar_jax.train.config_lib import require
+
+JOBS = ("sft",)
+
+
+def validate(config: ml_collections.ConfigDict, origin: str = "") -> None:
+  """Checks the config before anything is built; each error names the key path, value and origin."""
+  require(config, "job", lambda v: v in JOBS, f"must be one of {JOBS}", origin)
+  for path in ("sft.steps", "sft.batch_size", "sft.row_length", "sft.rows_per_microbatch",
+               "checkpoint.every_steps", "checkpoint.max_to_keep", "sft.eval_every_steps"):
+    require(config, path, lambda v: isinstance(v, int) and v > 0, "must be a positive integer", origin)
+  require(config, "sft.num_microbatches", lambda v: v is None or (isinstance(v, int) and v > 0),
+          "must be None (smallest that fits) or a positive integer", origin)
+  require(config, "sft.logits_chunk",
+          lambda v: v == 0 or (v > 0 and config.sft.row_length % v == 0),
+          f"must be 0 or divide config.sft.row_length={config.sft.row_length}", origin)
+  require(config, "optim.learning_rate", lambda v: v > 0, "must be positive", origin)
+  require(config, "data.seed", lambda v: isinstance(v, int) and 0 <= v < 2**32, "must be in [0, 2**32)", origin)
+
+
+def _check_batch_divides(config: ml_collections.ConfigDict, mesh_rules: models.MeshRules, origin: str) -> None:
+  batch_devices = mesh_rules.mesh.shape["data"] * mesh_rules.mesh.shape["fsdp"]
+  require(config, "sft.rows_per_microbatch", lambda v: v % batch_devices == 0,
+          f"must be a multiple of the mesh's data x fsdp devices ({batch_devices}; set config.mesh.* "
+          "or config.mesh.num_devices)", origin)
+
+
+def _sft_traces(config: ml_collections.ConfigDict, workdir: str) -> list[data.SftTrace]:
+  files = list(config.data.sft_files)
+  if not files:
+    synthetic = config.data.synthetic
+    out_dir = os.path.join(workdir, "data")
+    if not os.path.exists(os.path.join(out_dir, "sft.jsonl")):
+      data.write_synthetic_task(out_dir, synthetic.seed, num_train=synthetic.num_train,
+                                num_eval=synthetic.num_eval, num_sft=synthetic.num_sft)
+    files = [os.path.join(out_dir, "sft.jsonl")]
+  traces = []
+  for path in files:
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f"config.data.sft_files: no file at {path!r}")
+    traces.extend(data.read_sft_traces(path)[0])
+  return traces
+
+
+def _tokenizer(config: ml_collections.ConfigDict, workdir: str, traces: list[data.SftTrace]) -> chat.Tokenizer:
+  """"char", a checkpoint directory, or "bpe": a byte-level BPE trained on the traces (once, into
+  workdir/data/tokenizer, so a resumed run reuses it)."""
+  if config.data.tokenizer != "bpe":
+    return chat.load_tokenizer(config.data.tokenizer)
+  directory = os.path.join(workdir, "data", "tokenizer")
+  if os.path.exists(os.path.join(directory, "tokenizer.json")):
+    return chat.HFTokenizer.from_dir(directory)
+  texts = ["".join(text for text, _ in trace.segments) for trace in traces]
+  return chat.train_bpe_tokenizer(texts, config.data.bpe_vocab_size, directory)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, origin: str = "") -> dict:
+  """Runs config.job in workdir (resuming if it holds checkpoints); returns the summary."""
+  validate(config, origin)
+  os.makedirs(workdir, exist_ok=True)
+  data.write_json_atomic(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
+  logging.info("config (%s):\n%s", origin or "given", config)
+  mesh_rules = policy.build_mesh_rules(config.mesh)
+  _check_batch_divides(config, mesh_rules, origin)
+  stats = data.DataStats()
+  traces = _sft_traces(config, workdir)
+  tokenizer = _tokenizer(config, workdir, traces)
+  stats.rows_read = stats.kept = len(traces)
+  examples = sft.encode_traces(traces, tokenizer, config.sft.row_length + 1, stats)
+  stats.log("SFT trajectories")
+  cfg, params = policy.build_policy(config.model, tokenizer, mesh_rules, config.seed)
+  summary, state = sft.train_sft(config, workdir, cfg, params, tokenizer, examples, mesh_rules)
+  policy_dir = os.path.join(workdir, "policy")
+  models.save_hf(cfg, state.params, policy_dir)
+  if isinstance(tokenizer, chat.HFTokenizer):
+    tokenizer.save(policy_dir)
+  plots.plot_losses(workdir)
+  summary["skipped_rows"] = dict(stats.skipped)
+  data.write_json_atomic(os.path.join(workdir, "summary.json"), summary)
+  logging.info("done: %s", summary)
+  return summary

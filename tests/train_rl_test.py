@@ -1,0 +1,76 @@
+"""The GRPO-RoC update from rollout groups: selection, packing, old log-probs, one step."""
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from rstar_jax import chat, models, rl
+from rstar_jax.train import optim
+from rstar_jax.train import rl as rl_train
+import tiny_models
+
+CFG = tiny_models.tiny_config("qwen3", vocab_size=96)
+
+
+def _rl_config(**overrides):
+  config = dict(keep=2, roc={}, roc_mode=None, reject_equal=True, adv_std="unbiased", adv_epsilon=1e-6,
+                eps_low=0.2, eps_high=0.28, dual_clip=3.0, row_length=32, rows_per_microbatch=2,
+                num_microbatches=None, logits_chunk=0)
+  return ml_collections.ConfigDict({**config, **overrides})
+
+
+def _trajectory(rng, prompt_len=4, response_len=6, env=(2, 4)):
+  ids = rng.integers(0, 96, prompt_len + response_len).astype(np.int32)
+  mask = np.zeros_like(ids)
+  mask[prompt_len:] = 1
+  mask[prompt_len + env[0]:prompt_len + env[1]] = 0  # an environment segment
+  return chat.Trajectory(ids, mask, prompt_len)
+
+
+def _record():
+  return rl.RolloutRecord(("ok",), 2, "<answer>\\boxed{1}</answer>")
+
+
+def _setup(seed=0):
+  optimizer = optim.make_optimizer(ml_collections.ConfigDict(dict(
+      learning_rate=1e-3, warmup_steps=0, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, max_grad_norm=1.0)))
+  state = optim.init_train_state(models.init_params(CFG, jax.random.key(seed)), optimizer, seed)
+  return optimizer, state
+
+
+def test_update_drops_equal_groups_and_matches_hand_computed_loss():
+  rng = np.random.default_rng(0)
+  trajectories = [[_trajectory(rng, response_len=6 + n) for n in range(2)], [_trajectory(rng) for _ in range(2)]]
+  rollouts = rl_train.RolloutGroups(trajectories, np.array([[1.0, 0.0], [1.0, 1.0]]),
+                                    [[_record()] * 2, [_record()] * 2])
+  optimizer, state = _setup()
+  updater = rl_train.RLUpdater(CFG, _rl_config(), optimizer, None, state)
+  before = jax.device_get(state.params)
+  state, metrics = updater.update(state, rollouts, seed=(0, 1))
+  assert metrics["update/skipped"] == 0.0 and int(state.step) == 1
+  assert metrics["reject_equal_reward/solve_equal_total"] == 1.0
+  assert metrics["down_sampling/after_sampling_trace_num"] == 2.0
+  # Group 0 keeps both: rewards (1, 0), unbiased std 1/sqrt(2), so A = +-0.5 / 0.70711 = +-0.70711.
+  # At ratio 1 the token-mean loss is -(A+ n+ + A- n-) / (n+ + n-), n = policy targets per trajectory.
+  n_pos, n_neg = int(trajectories[0][0].loss_mask[1:].sum()), int(trajectories[0][1].loss_mask[1:].sum())
+  a = 0.5 / np.sqrt(0.5)
+  assert (n_pos, n_neg) == (4, 5)
+  np.testing.assert_allclose(metrics["loss/policy"], -(a * n_pos - a * n_neg) / (n_pos + n_neg), rtol=1e-4)
+  assert metrics["policy/num_tokens"] == n_pos + n_neg
+  assert metrics["policy/ratio_max"] == pytest.approx(1.0, abs=1e-6)
+  changed = [not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(before), jax.tree.leaves(state.params))]
+  assert all(changed)
+
+
+def test_update_with_no_surviving_group_leaves_state_unchanged():
+  rng = np.random.default_rng(1)
+  rollouts = rl_train.RolloutGroups([[_trajectory(rng) for _ in range(2)]], np.ones((1, 2)), [[_record()] * 2])
+  optimizer, state = _setup()
+  new_state, metrics = rl_train.RLUpdater(CFG, _rl_config(), optimizer, None, state).update(state, rollouts, 0)
+  assert metrics["update/skipped"] == 1.0 and new_state is state
+
+
+def test_mismatched_rollout_layout_is_named():
+  rng = np.random.default_rng(2)
+  with pytest.raises(ValueError, match=r"rewards has shape \(1, 3\) but trajectories are 1 groups of sizes \[2\]"):
+    rl_train.RolloutGroups([[_trajectory(rng), _trajectory(rng)]], np.ones((1, 3)), [[_record()] * 2])
