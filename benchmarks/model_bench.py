@@ -1,0 +1,195 @@
+"""Policy forward speed: prefill tokens/s and decode latency against HF transformers on the same CPU
+in the same run; bf16 forward throughput and MFU on a GPU.
+
+  python benchmarks/model_bench.py                 # CPU, ours vs transformers (about 2 minutes on 2 cores)
+  python benchmarks/model_bench.py --quick         # a tiny model, for a smoke run
+  python benchmarks/model_bench.py --device gpu [--batch 8 --prompt_len 2048 --peak_tflops 989]
+
+CPU mode, fp32 on both sides: our random parameters (`models.init_params`) are written with
+`models.save_hf` and loaded by `transformers.AutoModelForCausalLM.from_pretrained` (eval, no_grad),
+so both compute the same function; their logits are checked to agree within 1e-3 first. torch
+runs with as many intra-op threads as XLA's CPU pool has (both printed). Rows, each the median of
+`--repeats` timed runs after `--warmup` untimed ones (compilation excluded):
+  prefill, all logits    B x T prompt tokens/s: models.logits vs model(input_ids)
+  prefill into cache     the same into an empty KV cache, last logits only: models.extend vs
+                         model(input_ids, use_cache=True, logits_to_keep=1)
+  decode                 ms per step, one greedy token for each of B sequences after a P-token
+                         prompt, N steps with the KV cache: models.extend of one token vs
+                         model(next, past_key_values=cache, use_cache=True) (not `generate`, so
+                         both do the same work); the prefill is untimed
+
+GPU mode (no transformers): bf16 parameters and compute on the ~1.1B `bench_util.gpu_config`,
+forward (all logits) tokens/s over B x T and MFU = achieved FLOP/s / `--peak_tflops`, with
+forward FLOPs per token = 2 * N_mm + 4 * L * T * H * D (bench_util: matmul parameters N_mm; the
+attention term counts the full T x T products, not halved for the causal mask).
+"""
+import argparse
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rstar_jax import models
+import bench_util
+
+LOGITS_ATOL = 1e-3
+
+
+def _random_ids(cfg: models.ModelConfig, shape, seed: int) -> np.ndarray:
+  return np.random.default_rng(seed).integers(0, cfg.vocab_size, size=shape, dtype=np.int32)
+
+
+def check_logits_agree(cfg: models.ModelConfig, params, hf_model, torch, seed: int) -> float:
+  """Max |ours - transformers| of the logits of a 2 x 64 batch; raises if above LOGITS_ATOL."""
+  ids = _random_ids(cfg, (2, 64), seed)
+  ours = np.asarray(models.logits(cfg, params, ids))
+  with torch.no_grad():
+    theirs = hf_model(torch.as_tensor(ids, dtype=torch.long)).logits.numpy()
+  diff = float(np.max(np.abs(ours - theirs)))
+  if not diff <= LOGITS_ATOL:
+    raise AssertionError(f"logits differ from transformers by {diff:.2e} > {LOGITS_ATOL}: "
+                         "the two models do not compute the same function")
+  return diff
+
+
+def _our_prefill_logits(cfg, params, ids):
+  return lambda _: models.logits(cfg, params, ids).block_until_ready()
+
+
+def _our_prefill_cache(cfg, params, ids):
+  b, t = ids.shape
+  num_new = jnp.full((b,), t, jnp.int32)
+  return lambda _: jax.block_until_ready(models.extend(cfg, params, models.init_cache(cfg, b, t), ids, num_new))
+
+
+def our_decode(cfg: models.ModelConfig, params, prompt: jax.Array, num_steps: int):
+  """(setup, run) for bench_util.median_seconds: setup prefills a cache of P + N positions with
+  the prompt [B, P]; run decodes N greedy tokens one step at a time and returns them [B, N]."""
+  b, p = prompt.shape
+  one = jnp.ones((b,), jnp.int32)
+
+  def setup():
+    cache = models.init_cache(cfg, b, p + num_steps)
+    return jax.block_until_ready(models.extend(cfg, params, cache, prompt, jnp.full((b,), p, jnp.int32)))
+
+  def run(state):
+    logits, cache = state
+    tokens = []
+    for _ in range(num_steps):
+      next_ids = jnp.argmax(logits, axis=-1).astype(jnp.int32)[:, None]
+      tokens.append(next_ids)
+      logits, cache = models.extend(cfg, params, cache, next_ids, one)
+    return np.asarray(jnp.concatenate(tokens, axis=1))
+
+  return setup, run
+
+
+def hf_decode(hf_model, torch, prompt: np.ndarray, num_steps: int):
+  """(setup, run) as `our_decode`, with transformers' cache: model(next, past_key_values=...)."""
+  prompt = torch.as_tensor(prompt, dtype=torch.long)
+
+  def setup():
+    with torch.no_grad():
+      out = hf_model(prompt, use_cache=True, logits_to_keep=1)
+    return out.logits[:, -1], out.past_key_values
+
+  def run(state):
+    logits, cache = state
+    tokens = []
+    with torch.no_grad():
+      for _ in range(num_steps):
+        next_ids = logits.argmax(dim=-1, keepdim=True)
+        tokens.append(next_ids)
+        out = hf_model(next_ids, past_key_values=cache, use_cache=True)
+        logits, cache = out.logits[:, -1], out.past_key_values
+    return torch.cat(tokens, dim=1).numpy()
+
+  return setup, run
+
+
+def run_cpu(args, cfg: models.ModelConfig) -> None:
+  """Ours vs transformers, fp32, same CPU, same run; prints the header and the ratio table."""
+  torch = bench_util.load_torch(bench_util.cpu_threads())
+  params = models.init_params(cfg, jax.random.key(args.seed))
+  hf_model = bench_util.to_transformers(cfg, params, torch).eval()
+  bench_util.print_header("model: ours (JAX) vs HF transformers (PyTorch), fp32 CPU", cfg, params, torch,
+                          hf_model)
+  print(f"logits max |ours - transformers| = {check_logits_agree(cfg, params, hf_model, torch, args.seed):.1e}"
+        f" (<= {LOGITS_ATOL})")
+
+  b, t = args.batch, args.prompt_len
+  ids = _random_ids(cfg, (b, t), args.seed + 1)
+  ids_jax, ids_torch = jnp.asarray(ids), torch.as_tensor(ids, dtype=torch.long)
+  timing = dict(repeats=args.repeats, warmup=args.warmup)
+
+  def hf_prefill(**kwargs):
+    def run(_):
+      with torch.no_grad():
+        return hf_model(ids_torch, **kwargs)
+    return run
+
+  rows = []
+  for metric, ours_fn, hf_fn in (
+      (f"prefill, all logits ({b}x{t}) tok/s", _our_prefill_logits(cfg, params, ids_jax), hf_prefill()),
+      (f"prefill into cache ({b}x{t}) tok/s", _our_prefill_cache(cfg, params, ids_jax),
+       hf_prefill(use_cache=True, logits_to_keep=1))):
+    ours_s = bench_util.median_seconds(ours_fn, **timing)
+    hf_s = bench_util.median_seconds(hf_fn, **timing)
+    rows.append((metric, b * t / ours_s, b * t / hf_s, True))
+
+  p, n = args.decode_prompt_len, args.decode_tokens
+  prompt = _random_ids(cfg, (b, p), args.seed + 2)
+  ours_setup, ours_run = our_decode(cfg, params, jnp.asarray(prompt), n)
+  hf_setup, hf_run = hf_decode(hf_model, torch, prompt, n)
+  same = float(np.mean(ours_run(ours_setup()) == hf_run(hf_setup())))
+  ours_s = bench_util.median_seconds(ours_run, setup=ours_setup, **timing) / n
+  hf_s = bench_util.median_seconds(hf_run, setup=hf_setup, **timing) / n
+  rows.append((f"decode ms/step (B={b}, P={p}, N={n})", 1e3 * ours_s, 1e3 * hf_s, False))
+  rows.append((f"decode tok/s (B={b})", b / ours_s, b / hf_s, True))
+  print(f"greedy decode: {100 * same:.0f}% of the {b}x{n} tokens equal between ours and transformers "
+        "(random weights make near-ties common; the work done is the same either way)")
+  bench_util.print_table(rows, "HF")
+
+
+def measure_forward_mfu(cfg: models.ModelConfig, batch: int, length: int, repeats: int, peak_tflops: float,
+                        seed: int = 0) -> float:
+  """Forward (all logits) of a batch x length batch on the default device; prints MFU, returns s."""
+  params = models.init_params(cfg, jax.random.key(seed))
+  bench_util.print_header("model: bf16 forward throughput and MFU", cfg, params)
+  ids = jax.random.randint(jax.random.key(seed + 1), (batch, length), 0, cfg.vocab_size, jnp.int32)
+  seconds = bench_util.median_seconds(lambda _: models.logits(cfg, params, ids).block_until_ready(), repeats)
+  bench_util.print_mfu(f"forward {batch}x{length}", batch * length, seconds,
+                       bench_util.flops_per_token(cfg, length, training=False), peak_tflops)
+  return seconds
+
+
+def main():
+  flags = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  flags.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+  flags.add_argument("--quick", action="store_true", help="tiny model and shapes (smoke run)")
+  flags.add_argument("--batch", type=int, help="B (default: cpu 4, gpu 8, quick 2)")
+  flags.add_argument("--prompt_len", type=int, help="prefill T (default: cpu 512, gpu 2048, quick 32)")
+  flags.add_argument("--decode_prompt_len", type=int, default=128, help="P before decoding (cpu)")
+  flags.add_argument("--decode_tokens", type=int, default=32, help="N decode steps (cpu)")
+  flags.add_argument("--repeats", type=int, default=3)
+  flags.add_argument("--warmup", type=int, default=1)
+  flags.add_argument("--peak_tflops", type=float, default=bench_util.H100_BF16_PEAK_TFLOPS,
+                     help="dense bf16 peak of the GPU (H100 SXM: 989)")
+  flags.add_argument("--seed", type=int, default=0)
+  args = flags.parse_args()
+  if args.quick:
+    args.batch, args.prompt_len = args.batch or 2, args.prompt_len or 32
+    args.decode_prompt_len, args.decode_tokens, args.repeats = 16, 4, 1
+  if args.device == "gpu":
+    if jax.default_backend() != "gpu":
+      flags.error(f"--device gpu needs a GPU, but JAX's default backend is {jax.default_backend()!r}")
+    cfg = bench_util.quick_config().replace(dtype="bfloat16", param_dtype="bfloat16") if args.quick else \
+        bench_util.gpu_config()
+    measure_forward_mfu(cfg, args.batch or 8, args.prompt_len or 2048, args.repeats, args.peak_tflops, args.seed)
+  else:
+    args.batch, args.prompt_len = args.batch or 4, args.prompt_len or 512
+    run_cpu(args, bench_util.quick_config() if args.quick else bench_util.cpu_config())
+
+
+if __name__ == "__main__":
+  main()

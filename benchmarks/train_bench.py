@@ -1,0 +1,191 @@
+"""Train-step speed: tokens/s of our jitted update against the same PyTorch + transformers step on
+the same CPU in the same run; bf16 train-step MFU on a GPU.
+
+  python benchmarks/train_bench.py                 # CPU, ours vs PyTorch (about 2 minutes on 2 cores)
+  python benchmarks/train_bench.py --quick         # a tiny model, for a smoke run
+  python benchmarks/train_bench.py --device gpu [--batch 8 --length 2048 --remat dots --logits_chunk 512]
+
+One step, both sides, on the same B x T batch (B trajectories of T + 1 tokens, the first
+`--prompt_len` of each outside the loss, as prompts are in RL):
+  ours   train.make_train_step(cfg, train.sft_objective(), train.make_optimizer(optim)) jitted by
+         train.jit_train_step (state donated) on a train.pack_trajectories batch;
+  torch  the same weights in transformers (models.save_hf -> from_pretrained, train mode): forward,
+         log_softmax and gather of the targets, loss = -sum(mask * log p) / sum(mask), backward,
+         clip_grad_norm_(1.0), torch.optim.AdamW step, zero_grad.
+Both use AdamW(lr 1e-5 constant, betas 0.9/0.999, eps 1e-8, weight decay 0.01 on every parameter)
+after global-norm clipping to 1.0, in fp32. The first (untimed) step's loss and pre-clip gradient
+norm must agree within 1e-3 relative, a check that both do the same work. Tokens/s counts all
+B x T trained positions (each is run forward and backward; the mask only weights the loss).
+Times are medians of `--repeats` steps after `--warmup` untimed ones (compilation excluded); torch
+runs with as many intra-op threads as XLA's CPU pool has.
+
+GPU mode (no torch): compute in bf16, parameters and AdamW moments in `--param_dtype` (default
+float32: mixed precision with fp32 master weights), the ~1.1B `bench_util.gpu_config`, `--remat`
+and `--logits_chunk` as in the trainer. MFU = achieved FLOP/s / `--peak_tflops` with
+6 * N_mm + 12 * L * T * H * D FLOPs per token (bench_util; remat recomputation not counted).
+"""
+import argparse
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from rstar_jax import models
+from rstar_jax import train
+from rstar_jax.models.config import DTYPES, REMAT_POLICIES
+import bench_util
+
+AGREE_RTOL = 1e-3
+OPTIM = dict(learning_rate=1e-5, warmup_steps=0, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01, max_grad_norm=1.0)
+
+
+def make_batch(cfg: models.ModelConfig, batch: int, length: int, prompt_len: int, num_microbatches: int,
+               seed: int) -> train.PackedBatch:
+  """B trajectories of T + 1 random tokens (loss mask 0 on the first prompt_len), one per row."""
+  if not 0 <= prompt_len < length:
+    raise ValueError(f"prompt_len must be in [0, {length}), got {prompt_len}")
+  if batch % num_microbatches:
+    raise ValueError(f"batch ({batch}) must be a multiple of num_microbatches ({num_microbatches})")
+  rng = np.random.default_rng(seed)
+  ids = rng.integers(0, cfg.vocab_size, size=(batch, length + 1), dtype=np.int32)
+  masks = np.ones((batch, length + 1), np.int32)
+  masks[:, :prompt_len] = 0
+  return train.pack_trajectories(list(ids), list(masks), None, row_length=length,
+                                 rows_per_microbatch=batch // num_microbatches,
+                                 num_microbatches=num_microbatches)
+
+
+def our_step(cfg: models.ModelConfig, params, batch: train.PackedBatch, remat: str, logits_chunk: int,
+             seed: int):
+  """A callable running one jitted update on `batch` per call, keeping the state; `.metrics`
+  holds the (device) metrics of every call so far."""
+  cfg = cfg.replace(remat=remat)
+  optimizer = train.make_optimizer(ml_collections.ConfigDict(OPTIM))
+  state = train.init_train_state(params, optimizer, seed)
+  update = train.jit_train_step(train.make_train_step(cfg, train.sft_objective(), optimizer,
+                                                      logits_chunk=logits_chunk), state, None)
+  batch = jax.device_put(batch)
+  holder = {"state": state}
+
+  def run(_):
+    holder["state"], metrics = update(holder["state"], batch)
+    run.metrics.append(metrics)
+    jax.block_until_ready(holder["state"])
+
+  run.metrics = []
+  return run
+
+
+def torch_step(hf_model, torch, batch: train.PackedBatch):
+  """The same update in PyTorch; `.history` holds (loss, pre-clip grad norm) of every call."""
+  def rows(x, dtype):
+    return torch.as_tensor(np.asarray(x).reshape(-1, x.shape[-1]), dtype=dtype)
+
+  input_ids, targets = rows(batch.input_ids, torch.long), rows(batch.targets, torch.long)
+  mask = rows(batch.loss_mask, torch.float32)
+  optimizer = torch.optim.AdamW(hf_model.parameters(), lr=OPTIM["learning_rate"], betas=(OPTIM["b1"], OPTIM["b2"]),
+                                eps=OPTIM["eps"], weight_decay=OPTIM["weight_decay"])
+
+  def run(_):
+    logits = hf_model(input_ids).logits.float()
+    logp = torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None])[..., 0]
+    loss = -(logp * mask).sum() / mask.sum().clamp(min=1.0)
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(hf_model.parameters(), OPTIM["max_grad_norm"])
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    run.history.append((loss.item(), norm.item()))
+
+  run.history = []
+  return run
+
+
+def check_first_step_agrees(ours_metrics: dict, torch_history: list) -> tuple[float, float]:
+  """Relative differences of the first step's loss and grad norm; raises if above AGREE_RTOL."""
+  torch_loss, torch_norm = torch_history[0]
+  loss_diff = abs(float(ours_metrics["loss/sft"]) - torch_loss) / abs(torch_loss)
+  norm_diff = abs(float(ours_metrics["grad/norm"]) - torch_norm) / abs(torch_norm)
+  if not (loss_diff <= AGREE_RTOL and norm_diff <= AGREE_RTOL):
+    raise AssertionError(f"first step differs from PyTorch: loss {float(ours_metrics['loss/sft']):.6f} vs "
+                         f"{torch_loss:.6f}, grad norm {float(ours_metrics['grad/norm']):.6f} vs {torch_norm:.6f} "
+                         f"(relative tolerance {AGREE_RTOL})")
+  return loss_diff, norm_diff
+
+
+def run_cpu(args, cfg: models.ModelConfig) -> None:
+  """Ours vs PyTorch + transformers, fp32, same CPU, same run; prints the header and the ratio."""
+  torch = bench_util.load_torch(bench_util.cpu_threads())
+  params = models.init_params(cfg, jax.random.key(args.seed))
+  hf_model = bench_util.to_transformers(cfg, params, torch).train()
+  bench_util.print_header("train step: ours (JAX) vs PyTorch + transformers, fp32 CPU", cfg, params, torch,
+                          hf_model)
+  print(f"ours: remat {args.remat}, logits_chunk {args.logits_chunk}, {args.microbatches} microbatch(es)")
+  batch = make_batch(cfg, args.batch, args.length, args.prompt_len, args.microbatches, args.seed + 1)
+  ours = our_step(cfg, params, batch, args.remat, args.logits_chunk, args.seed)  # donates params
+  theirs = torch_step(hf_model, torch, batch)
+  timing = dict(repeats=args.repeats, warmup=args.warmup)
+  ours_s = bench_util.median_seconds(ours, **timing)
+  theirs_s = bench_util.median_seconds(theirs, **timing)
+  loss_diff, norm_diff = check_first_step_agrees(ours.metrics[0], theirs.history)
+  print(f"first step: loss {float(ours.metrics[0]['loss/sft']):.6f} (relative diff {loss_diff:.1e}), "
+        f"grad norm {float(ours.metrics[0]['grad/norm']):.5f} (relative diff {norm_diff:.1e})")
+  print("loss per step, ours:  " + " ".join(f"{float(m['loss/sft']):.6f}" for m in ours.metrics))
+  print("loss per step, torch: " + " ".join(f"{loss:.6f}" for loss, _ in theirs.history))
+  tokens = args.batch * args.length
+  bench_util.print_table([(f"train step ({args.batch}x{args.length}) tok/s", tokens / ours_s, tokens / theirs_s, True),
+                          ("train step ms", 1e3 * ours_s, 1e3 * theirs_s, False)], "torch")
+
+
+def measure_train_mfu(cfg: models.ModelConfig, batch: int, length: int, prompt_len: int, microbatches: int,
+                      remat: str, logits_chunk: int, repeats: int, peak_tflops: float, seed: int = 0) -> float:
+  """Train steps of a batch x length batch on the default device; prints MFU, returns s per step."""
+  params = models.init_params(cfg, jax.random.key(seed))
+  bench_util.print_header("train step: bf16 throughput and MFU", cfg, params)
+  print(f"remat {remat}, logits_chunk {logits_chunk}, {microbatches} microbatch(es) of "
+        f"{batch // microbatches} rows")
+  step = our_step(cfg, params, make_batch(cfg, batch, length, prompt_len, microbatches, seed + 1),
+                  remat, logits_chunk, seed)
+  seconds = bench_util.median_seconds(step, repeats)
+  print("loss per step: " + " ".join(f"{float(m['loss/sft']):.4f}" for m in step.metrics))
+  bench_util.print_mfu(f"train step {batch}x{length}", batch * length, seconds,
+                       bench_util.flops_per_token(cfg, length, training=True), peak_tflops)
+  return seconds
+
+
+def main():
+  flags = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  flags.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+  flags.add_argument("--quick", action="store_true", help="tiny model and shapes (smoke run)")
+  flags.add_argument("--batch", type=int, help="B rows (default: cpu 4, gpu 8, quick 2)")
+  flags.add_argument("--length", type=int, help="T positions per row (default: cpu 512, gpu 2048, quick 32)")
+  flags.add_argument("--prompt_len", type=int, default=64, help="leading tokens outside the loss")
+  flags.add_argument("--microbatches", type=int, default=1, help="M (our step accumulates over M)")
+  flags.add_argument("--remat", choices=REMAT_POLICIES, help="default: cpu none, gpu dots")
+  flags.add_argument("--logits_chunk", type=int, help="positions per log-prob chunk, 0: all "
+                     "(default: cpu 0, gpu 512)")
+  flags.add_argument("--param_dtype", choices=DTYPES, default="float32", help="gpu mode")
+  flags.add_argument("--repeats", type=int, default=3)
+  flags.add_argument("--warmup", type=int, default=1)
+  flags.add_argument("--peak_tflops", type=float, default=bench_util.H100_BF16_PEAK_TFLOPS,
+                     help="dense bf16 peak of the GPU (H100 SXM: 989)")
+  flags.add_argument("--seed", type=int, default=0)
+  args = flags.parse_args()
+  if args.quick:
+    args.batch, args.length, args.prompt_len, args.repeats = args.batch or 2, args.length or 32, 8, 1
+  if args.device == "gpu":
+    if jax.default_backend() != "gpu":
+      flags.error(f"--device gpu needs a GPU, but JAX's default backend is {jax.default_backend()!r}")
+    cfg = bench_util.quick_config() if args.quick else bench_util.gpu_config()
+    cfg = cfg.replace(dtype="bfloat16", param_dtype=args.param_dtype)
+    logits_chunk = 512 if args.logits_chunk is None else args.logits_chunk
+    measure_train_mfu(cfg, args.batch or 8, args.length or 2048, args.prompt_len, args.microbatches,
+                      args.remat or "dots", logits_chunk, args.repeats, args.peak_tflops, args.seed)
+  else:
+    args.batch, args.length = args.batch or 4, args.length or 512
+    args.remat, args.logits_chunk = args.remat or "none", args.logits_chunk or 0
+    run_cpu(args, bench_util.quick_config() if args.quick else bench_util.cpu_config())
+
+
+if __name__ == "__main__":
+  main()
