@@ -144,3 +144,18 @@ def test_warmup_then_constant_and_reset_restarts_warmup():
   state = optim.reset_optimizer(state, optimizer)
   state, metrics = train_step(state, batch)
   assert float(metrics["optim/lr"]) == pytest.approx(0.025) and int(state.step) == 7
+
+
+@pytest.mark.parametrize("remat", ["full", "dots"])
+def test_rematerialization_gives_the_same_update(remat):
+  ids, masks, advs = _trajectories(4, seed=8)
+  batch = packing.pack_trajectories(ids, masks, None, row_length=16, rows_per_microbatch=2)
+  optimizer = optax.inject_hyperparams(optax.sgd)(learning_rate=1.0)
+  params = models.init_params(CFG, jax.random.key(9))
+  outs = []
+  for cfg in (CFG, CFG.replace(remat=remat)):
+    state, metrics = jax.jit(step.make_train_step(cfg, step.sft_objective(), optimizer, logits_chunk=8))(
+        _state(params, optimizer), batch)
+    outs.append(state.params)
+  for a, b in zip(jax.tree.leaves(outs[0]), jax.tree.leaves(outs[1])):
+    np.testing.assert_allclose(a, b, atol=1e-6)

@@ -1,0 +1,39 @@
+"""Every experiment config in experiments/ loads (each variant), validates, and rejects unknown args."""
+import glob
+import importlib.util
+import os
+
+import pytest
+
+from rstar_jax.train import run as run_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_FILES = sorted(glob.glob(os.path.join(ROOT, "experiments", "*.py")))
+VARIANTS = {"tiny.py": [None, "smoke"]}
+
+
+def _load(path):
+  spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_there_are_configs_and_each_has_listed_variants():
+  assert CONFIG_FILES
+  assert {os.path.basename(p) for p in CONFIG_FILES} == set(VARIANTS)
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)
+def test_every_variant_loads_and_validates(path):
+  module = _load(path)
+  assert "python -m rstar_jax.main --config experiments/" in module.__doc__  # the launch command
+  for arg in VARIANTS[os.path.basename(path)]:
+    config = module.get_config(arg)
+    run_lib.validate(config, f"{os.path.basename(path)}:{arg}")
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)
+def test_unknown_config_argument_raises(path):
+  with pytest.raises(ValueError, match="config argument 'nonsense' is unknown"):
+    _load(path).get_config("nonsense=1")

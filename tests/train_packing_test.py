@@ -1,0 +1,39 @@
+"""Packing trajectories into fixed-shape microbatches (first-fit decreasing, shifted targets)."""
+import numpy as np
+import pytest
+
+from rstar_jax.train import packing
+
+
+def test_segments_hold_shifted_targets_masks_and_restarting_positions():
+  ids = [np.array([5, 6, 7, 8]), np.array([1, 2, 3])]
+  masks = [np.array([0, 0, 1, 1]), np.array([0, 1, 1])]
+  batch = packing.pack_trajectories(ids, masks, [0.5, -1.0], row_length=8, rows_per_microbatch=1)
+  assert batch.input_ids.shape == (1, 1, 8)  # 3 + 2 positions fit one row
+  row = {k: v[0, 0].tolist() for k, v in batch._asdict().items()}
+  assert row["input_ids"] == [5, 6, 7, 1, 2, 0, 0, 0]
+  assert row["targets"] == [6, 7, 8, 2, 3, 0, 0, 0]
+  assert row["loss_mask"] == [0, 1, 1, 1, 1, 0, 0, 0]
+  assert row["advantages"] == [0.5, 0.5, 0.5, -1.0, -1.0, 0, 0, 0]
+  assert row["positions"] == [0, 1, 2, 0, 1, 0, 0, 0]
+  assert row["segment_ids"] == [1, 1, 1, 2, 2, 0, 0, 0]
+  assert batch.num_trajectory_tokens == 5
+
+
+def test_first_fit_decreasing_and_power_of_two_microbatches():
+  lengths = [7, 5, 4, 3, 2, 2]  # tokens; segments are one shorter: 6, 4, 3, 2, 1, 1
+  ids = [np.arange(n) for n in lengths]
+  batch = packing.pack_trajectories(ids, [np.ones(n) for n in lengths], None, row_length=6, rows_per_microbatch=1)
+  # rows: [6], [4, 2], [3, 1, 1] -> 3 rows -> 4 microbatches of 1 row (a power of two)
+  assert batch.segment_ids.shape == (4, 1, 6)
+  assert [int(np.count_nonzero(batch.segment_ids[m, 0])) for m in range(4)] == [6, 6, 5, 0]
+  assert batch.loss_mask.sum() == sum(n - 1 for n in lengths)
+
+
+def test_bad_inputs_are_named():
+  with pytest.raises(ValueError, match="trajectory 1 has 9 tokens; rows hold 2..8"):
+    packing.pack_trajectories([np.arange(3), np.arange(9)], [np.ones(3), np.ones(9)], None, 7, 1)
+  with pytest.raises(ValueError, match="trajectory 0: 3 tokens but 2 mask entries"):
+    packing.pack_trajectories([np.arange(3)], [np.ones(2)], None, 7, 1)
+  with pytest.raises(ValueError, match="more than num_microbatches=1 x rows_per_microbatch=1"):
+    packing.pack_trajectories([np.arange(6)] * 2, [np.ones(6)] * 2, None, 5, 1, num_microbatches=1)
