@@ -19,7 +19,7 @@ UID_BLOCK = 1 << 16
 
 def _positive(owner: str, name: str, value, kind=int) -> None:
   if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
-    raise ValueError(f"{owner}.{name} must be a {kind.__name__}, got {value!r}")
+    raise ValueError(f"{owner}.{name} must be an {kind.__name__}, got {value!r}")
   if not value > 0:
     raise ValueError(f"{owner}.{name} must be > 0, got {value!r}")
 

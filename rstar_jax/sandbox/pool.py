@@ -148,6 +148,10 @@ class Pool:
   async def close(self) -> None:
     """Stops the zygotes (their runs are killed); queued jobs get sandbox_error."""
     self._closed = True
+    tasks = list(self._tasks)
+    for task in tasks:
+      task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
     for job in self._queue:
       self._answer(job, lost_result("the sandbox pool was closed"))
     self._queue.clear()
@@ -195,14 +199,21 @@ class Pool:
           pass_fds=(child_sock.fileno(),), stdin=subprocess.DEVNULL)
     finally:
       child_sock.close()
-    reader, z.writer = await asyncio.open_unix_connection(sock=parent_sock)
-    message = await _read_message(reader)
-    if message is None or message[0] != "ready":
-      z.writer.close()
+    writer = None
+    try:
+      reader, writer = await asyncio.open_unix_connection(sock=parent_sock)
+      message = await _read_message(reader)
+      if message is None or message[0] != "ready":
+        reason = message[1] if message else "it exited before it was ready"
+        raise RuntimeError(f"zygote {z.index}: {reason}")
+    except BaseException:  # including cancellation by close(): leave no process behind
+      if writer is not None:
+        writer.close()
+      parent_sock.close()
+      z.process.kill()
       await asyncio.to_thread(z.process.wait)
-      reason = message[1] if message else f"exit status {z.process.returncode}"
-      raise RuntimeError(f"zygote {z.index}: {reason}")
-    z.ready = True
+      raise
+    z.writer, z.ready = writer, True
     z.reader_task = asyncio.create_task(self._read_results(z, reader))
     self._dispatch()
 
@@ -233,7 +244,8 @@ class Pool:
     for job in reversed(lost):
       job.attempts += 1
       if job.attempts >= self.config.max_attempts:
-        self._answer(job, lost_result(f"the sandbox worker died {job.attempts} times under this job"))
+        self._answer(job, lost_result(
+            f"the sandbox worker died {job.attempts} times under this job"))
       else:
         self._queue.appendleft(job)
     task = asyncio.create_task(self._restart(z))

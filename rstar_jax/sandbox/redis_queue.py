@@ -41,7 +41,7 @@ _SWEEP_INTERVAL_S = 5.0
 _BATCH = 256
 
 # KEYS: workers hash, queue, attempts hash. ARGV: prefix, max_attempts, result ttl.
-_REQUEUE = """
+REQUEUE_SCRIPT = """
 local moved = 0
 for _, wid in ipairs(redis.call('HKEYS', KEYS[1])) do
   if redis.call('EXISTS', ARGV[1] .. ':lease:' .. wid) == 0 then
@@ -68,7 +68,7 @@ end
 return moved
 """
 # KEYS: result, reply list, processing list, attempts hash. ARGV: body, ttl, id, payload.
-_COMPLETE = """
+COMPLETE_SCRIPT = """
 redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2])
 redis.call('LPUSH', KEYS[2], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
@@ -89,7 +89,7 @@ def result_from_stored(text: bytes | str) -> result_lib.ExecutionResult:
   return result_lib.ExecutionResult(**json.loads(text))
 
 
-class _Keys:
+class QueueKeys:
   """The key names of one queue (module docstring)."""
 
   def __init__(self, prefix: str):
@@ -110,15 +110,18 @@ class _Keys:
     return f"{self.prefix}:reply:{front_id}"
 
 
-def _connect(url: str, max_connections: int) -> aioredis.Redis:
+def connect(url: str, max_connections: int) -> aioredis.Redis:
+  """An asyncio redis client whose commands wait for one of `max_connections` connections."""
   connections = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections,
                                                           timeout=None)
   return aioredis.Redis(connection_pool=connections)
 
 
-async def _requeue_dead(client: aioredis.Redis, keys: _Keys, max_attempts: int) -> int:
-  return await client.eval(_REQUEUE, 3, keys.workers, keys.queue, keys.attempts, keys.prefix,
-                           max_attempts, _RESULT_TTL_S)
+async def requeue_dead_workers(client: aioredis.Redis, keys: QueueKeys,
+                               max_attempts: int) -> int:
+  """Runs REQUEUE_SCRIPT once; returns the number of jobs put back in the queue."""
+  return await client.eval(REQUEUE_SCRIPT, 3, keys.workers, keys.queue, keys.attempts,
+                           keys.prefix, max_attempts, _RESULT_TTL_S)
 
 
 class RedisFront:
@@ -126,7 +129,7 @@ class RedisFront:
 
   def __init__(self, url: str, prefix: str = DEFAULT_PREFIX, lease_s: float = 10.0,
                max_attempts: int = config_lib.PoolConfig.max_attempts):
-    self._url, self._keys = url, _Keys(prefix)
+    self._url, self._keys = url, QueueKeys(prefix)
     self._lease_s, self._max_attempts = lease_s, max_attempts
     self._front_id = uuid.uuid4().hex
     self._reply_key = self._keys.reply(self._front_id)
@@ -137,8 +140,8 @@ class RedisFront:
 
   async def start(self) -> None:
     """Connects (raises if redis is unreachable) and starts the background tasks."""
-    self._client = _connect(self._url, 16)
-    self._listener = _connect(self._url, 2)
+    self._client = connect(self._url, 16)
+    self._listener = connect(self._url, 2)
     await self._client.ping()
     self._tasks = [asyncio.create_task(coro) for coro in
                    (self._submit_loop(), self._reply_loop(), self._sweep_loop())]
@@ -215,7 +218,7 @@ class RedisFront:
     while True:
       await asyncio.sleep(min(_SWEEP_INTERVAL_S, self._lease_s / 2))
       try:
-        await _requeue_dead(self._client, self._keys, self._max_attempts)
+        await requeue_dead_workers(self._client, self._keys, self._max_attempts)
         waiting = list(self._pending)
         for i in range(0, len(waiting), _BATCH):
           await self._resolve(waiting[i:i + _BATCH])
@@ -230,15 +233,15 @@ class RedisWorker:
                lease_s: float = 10.0):
     if not lease_s > 0:
       raise ValueError(f"lease_s must be > 0, got {lease_s}")
-    self._url, self._keys, self._lease_s = url, _Keys(prefix), lease_s
+    self._url, self._keys, self._lease_s = url, QueueKeys(prefix), lease_s
     self._config = config
     self._capacity = config.num_workers * config.jobs_per_worker
     self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
   async def run(self, stop: asyncio.Event) -> None:
     """Takes and runs jobs until `stop` is set; then finishes the jobs it holds and leaves."""
-    client = _connect(self._url, self._capacity + 4)
-    blocking = _connect(self._url, 1)
+    client = connect(self._url, self._capacity + 4)
+    blocking = connect(self._url, 1)
     async with pool_lib.Pool(self._config) as pool:
       await self._beat(client)
       heart = asyncio.create_task(self._heartbeat(client, stop))
@@ -278,7 +281,7 @@ class RedisWorker:
         await self._beat(client)
         beats += 1
         if beats % 2 == 0:
-          await _requeue_dead(client, self._keys, self._config.max_attempts)
+          await requeue_dead_workers(client, self._keys, self._config.max_attempts)
       except aioredis.RedisError as e:
         logging.warning("sandbox worker %s: heartbeat failed: %s", self.worker_id, e)
 
@@ -293,5 +296,5 @@ class RedisWorker:
       await client.lrem(taken, 1, payload)
       return
     result = await pool.run(source, stdin)
-    await client.eval(_COMPLETE, 4, self._keys.result(job_id), reply, taken, self._keys.attempts,
+    await client.eval(COMPLETE_SCRIPT, 4, self._keys.result(job_id), reply, taken, self._keys.attempts,
                       result_to_json(result), _RESULT_TTL_S, job_id, payload)

@@ -1,0 +1,184 @@
+"""The executor pool in process: zygote death and replacement, queueing, uid blocks, results.
+
+  python -m pytest -q tests/sandbox_pool_test.py
+"""
+import asyncio
+import os
+import signal
+import threading
+
+import pytest
+
+from rstar_jax import sandbox
+from rstar_jax.sandbox import config
+from rstar_jax.sandbox import pool as pool_lib
+
+
+class _Loop:
+  """An event loop on its own thread, so pools outlive one test's coroutine."""
+
+  def __init__(self):
+    self.loop = asyncio.new_event_loop()
+    self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+    self.thread.start()
+
+  def run(self, coroutine, timeout_s: float = 120.0):
+    return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout_s)
+
+  def close(self):
+    self.loop.call_soon_threadsafe(self.loop.stop)
+    self.thread.join()
+    self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def loop():
+  runner = _Loop()
+  yield runner
+  runner.close()
+
+
+def _config(**kwargs) -> config.PoolConfig:
+  limits = config.Limits(**{"timeout_s": 2.0, **kwargs.pop("limits", {})})
+  return config.PoolConfig(**{"workers": 1, "jobs_per_worker": 2, "limits": limits, **kwargs})
+
+
+@pytest.fixture(scope="module")
+def pool(loop):
+  p = pool_lib.Pool(_config(jobs_per_worker=4))
+  loop.run(p.start())
+  yield p
+  loop.run(p.close())
+
+
+def test_preloaded_modules_and_stdin(loop, pool):
+  result = loop.run(pool.run("import sympy\nx = sympy.Symbol('x')\n"
+                             "print(sympy.factor(x**2 - int(input())))", "9"))
+  assert (result.status, result.stdout, result.exit_code) == ("ok", "(x - 3)*(x + 3)\n", 0)
+
+
+def test_numpy_random_differs_between_runs(loop, pool):
+  code = "import numpy as np\nprint(np.random.randint(0, 2**62))"
+  first, second = (loop.run(pool.run(code)) for _ in range(2))
+  assert first.status == second.status == "ok" and first.stdout != second.stdout
+
+
+def test_queue_holds_more_jobs_than_slots_and_drops_none(loop):
+  async def go():
+    async with pool_lib.Pool(_config(jobs_per_worker=2)) as p:
+      return await asyncio.gather(*(p.run(f"import os, time\ntime.sleep(0.05)\n"
+                                          f"print({i}, os.getuid())") for i in range(20)))
+  results = loop.run(go())
+  assert [r.stdout.split()[0] for r in results] == [str(i) for i in range(20)]
+  assert len({r.stdout.split()[1] for r in results}) == 2  # one uid per slot
+
+
+def test_killed_zygote_job_runs_again_and_zygote_is_replaced(loop):
+  async def go():
+    async with pool_lib.Pool(_config()) as p:
+      first_pid = p._zygotes[0].process.pid  # pylint: disable=protected-access
+      job = asyncio.ensure_future(p.run("import time\ntime.sleep(0.5)\nprint('done')"))
+      await asyncio.sleep(0.2)
+      os.kill(first_pid, signal.SIGKILL)
+      result = await job
+      after = await p.run("print('next')")
+      stats = await p.stats()
+      return first_pid, p._zygotes[0].process.pid, result, after, stats  # pylint: disable=protected-access
+  first_pid, new_pid, result, after, stats = loop.run(go())
+  assert (result.status, result.stdout) == ("ok", "done\n")
+  assert after.stdout == "next\n" and new_pid != first_pid
+  assert stats["worker_restarts"] == 1 and stats["workers_alive"] == 1
+
+
+def test_job_gets_sandbox_error_after_max_attempts(loop):
+  async def go():
+    async with pool_lib.Pool(_config(max_attempts=1)) as p:
+      job = asyncio.ensure_future(p.run("import time\ntime.sleep(5)"))
+      await asyncio.sleep(0.2)
+      os.kill(p._zygotes[0].process.pid, signal.SIGKILL)  # pylint: disable=protected-access
+      return await job
+  result = loop.run(go())
+  assert result.status == "sandbox_error" and "died" in result.stderr
+
+
+def test_two_pools_take_distinct_uid_blocks(loop):
+  async def go():
+    async with pool_lib.Pool(_config()) as a, pool_lib.Pool(_config()) as b:
+      return [int((await p.run("import os\nprint(os.getuid())")).stdout) for p in (a, b)]
+  uid_a, uid_b = loop.run(go())
+  assert abs(uid_a - uid_b) >= config.UID_BLOCK
+
+
+def test_bad_preload_fails_start_with_the_reason(loop):
+  with pytest.raises(RuntimeError, match="No module named 'no_such_module_xyz'"):
+    loop.run(pool_lib.Pool(_config(preload=("no_such_module_xyz",))).start())
+
+
+def test_close_answers_queued_jobs(loop):
+  async def go():
+    p = pool_lib.Pool(_config(jobs_per_worker=1))
+    await p.start()
+    jobs = [asyncio.ensure_future(p.run("import time\ntime.sleep(5)")) for _ in range(3)]
+    await asyncio.sleep(0.1)
+    await p.close()
+    return await asyncio.gather(*jobs)
+  assert {r.status for r in loop.run(go())} == {"sandbox_error"}
+
+
+def test_output_cap_is_exact(loop):
+  async def go():
+    async with pool_lib.Pool(_config(limits={"output_bytes": 1000})) as p:
+      return await p.run("import sys\nsys.stderr.write('e' * 10)\nwhile True:\n  print('x' * 99)")
+  result = loop.run(go())
+  assert (result.status, result.stdout, result.stderr) == ("output_limit", ("x" * 99 + "\n") * 10,
+                                                           "e" * 10)
+
+
+@pytest.mark.parametrize("code, status, exit_code, stdout", [
+    ("import os\nprint('kept')\nos._exit(4)", "runtime_error", 4, "kept\n"),
+    ("import ctypes\nprint('kept')\nctypes.string_at(0)", "runtime_error", -signal.SIGSEGV,
+     "kept\n"),
+    ("import os, signal\nprint('kept')\nos.kill(os.getpid(), signal.SIGKILL)\nprint('still')",
+     "ok", 0, "kept\nstill\n"),  # pid 1 of its namespace: a self-sent SIGKILL is ignored
+])
+def test_output_before_abnormal_exits_is_kept(loop, pool, code, status, exit_code, stdout):
+  result = loop.run(pool.run(code))
+  assert (result.status, result.exit_code, result.stdout) == (status, exit_code, stdout)
+
+
+def test_execution_time_covers_the_program(loop, pool):
+  result = loop.run(pool.run("import time\ntime.sleep(0.3)"))
+  assert result.status == "ok" and 0.3 <= result.wall_time_s < 2.0
+
+
+def test_invalid_utf8_output_is_replaced(loop, pool):
+  result = loop.run(pool.run("import sys\nsys.stderr.buffer.write(b'\\xc3(')"))
+  assert result.stderr == "\ufffd("
+
+
+def test_run_after_close_raises(loop):
+  p = pool_lib.Pool(_config())
+  loop.run(p.start())
+  loop.run(p.close())
+  with pytest.raises(RuntimeError, match="closed"):
+    loop.run(p.run("print(1)"))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"workers": 0}, "PoolConfig.workers must be > 0"),
+    ({"jobs_per_worker": 70000}, "exceeds the uid block"),
+    ({"writable_dirs": ("/tmp",)}, "other than /tmp"),
+])
+def test_config_errors_name_the_field(kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    config.PoolConfig(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"open_files": 4}, "open_files must be >= 16"),
+    ({"timeout_s": 0}, "timeout_s must be > 0"),
+    ({"memory_bytes": 1.5}, "memory_bytes must be an int"),
+])
+def test_limits_errors_name_the_field(kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    sandbox.Limits(**kwargs)
