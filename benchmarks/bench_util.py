@@ -16,7 +16,7 @@ import platform
 import statistics
 import tempfile
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 
@@ -66,7 +66,8 @@ def flops_per_token(cfg: models.ModelConfig, context: int, training: bool) -> fl
 
 
 def cpu_threads() -> int:
-  """Cores this process may run on: the size of XLA's CPU intra-op thread pool."""
+  """Cores this process may run on: the size of XLA's CPU intra-op thread pool, and the torch
+  thread count we set (so `taskset -c 0 python ...` compares both on one core)."""
   return len(os.sched_getaffinity(0))
 
 
@@ -85,24 +86,32 @@ def to_transformers(cfg: models.ModelConfig, params, torch_module):
     return transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch_module.float32)
 
 
-def median_seconds(fn: Callable[[Any], object], repeats: int, warmup: int = 1,
-                   setup: Callable[[], Any] = lambda: None) -> float:
-  """Median wall time of `fn(setup())` over `repeats` calls after `warmup` untimed ones.
+class Timed(NamedTuple):
+  """One thing to time: `run(setup())`, with `setup` (untimed) building each call's fresh input,
+  e.g. a prefilled KV cache. `run` must return only once its work is done (block_until_ready)."""
+  run: Callable[[Any], object]
+  setup: Callable[[], Any] = lambda: None
 
-  `setup` (untimed) builds each call's fresh input, e.g. a prefilled KV cache. `fn` must return
-  only once its work is done (block_until_ready inside for JAX).
+
+def median_seconds(timed: Sequence[Timed], repeats: int, warmup: int = 1) -> list[float]:
+  """Median wall time of each `Timed` over `repeats` calls after `warmup` untimed ones.
+
+  Calls are interleaved (all warm-ups, then round r calls each in turn), so a change of machine
+  load during the run falls on every side of a comparison alike.
   """
   if repeats < 1 or warmup < 0:
     raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats}, {warmup}")
   for _ in range(warmup):
-    fn(setup())
-  times = []
+    for item in timed:
+      item.run(item.setup())
+  times = [[] for _ in timed]
   for _ in range(repeats):
-    state = setup()
-    start = time.perf_counter()
-    fn(state)
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
+    for item, item_times in zip(timed, times):
+      state = item.setup()
+      start = time.perf_counter()
+      item.run(state)
+      item_times.append(time.perf_counter() - start)
+  return [statistics.median(item_times) for item_times in times]
 
 
 def print_header(title: str, cfg: models.ModelConfig, params, torch_module=None, hf_model=None) -> None:
@@ -137,7 +146,8 @@ def print_table(rows: Sequence[tuple[str, float, float, bool]], peer: str) -> No
   for metric, ours, theirs, higher_is_better in rows:
     ratio = ours / theirs if higher_is_better else theirs / ours
     print(f"{metric:34} {_significant(ours):>12} {_significant(theirs):>12} {ratio:7.2f}x")
-  print("ratio = our speed-up over " + peer + " (> 1: ours is faster)")
+  print(f"ratio = our speed-up over {peer} (> 1: ours is faster); load average at the end "
+        f"{os.getloadavg()[0]:.2f}")
 
 
 def print_mfu(what: str, tokens: int, seconds: float, flops_token: float, peak_tflops: float) -> None:

@@ -1,15 +1,16 @@
 """Policy forward speed: prefill tokens/s and decode latency against HF transformers on the same CPU
 in the same run; bf16 forward throughput and MFU on a GPU.
 
-  python benchmarks/model_bench.py                 # CPU, ours vs transformers (about 2 minutes on 2 cores)
+  python benchmarks/model_bench.py                 # CPU, ours vs transformers (1.5-3 minutes on 2 cores)
   python benchmarks/model_bench.py --quick         # a tiny model, for a smoke run
   python benchmarks/model_bench.py --device gpu [--batch 8 --prompt_len 2048 --peak_tflops 989]
 
 CPU mode, fp32 on both sides: our random parameters (`models.init_params`) are written with
 `models.save_hf` and loaded by `transformers.AutoModelForCausalLM.from_pretrained` (eval, no_grad),
 so both compute the same function; their logits are checked to agree within 1e-3 first. torch
-runs with as many intra-op threads as XLA's CPU pool has (both printed). Rows, each the median of
-`--repeats` timed runs after `--warmup` untimed ones (compilation excluded):
+runs with as many intra-op threads as XLA's CPU pool has (both printed; both follow the CPU
+affinity, so `taskset -c 0` compares on one core). Rows, each the median of `--repeats` timed
+runs after `--warmup` untimed ones (compilation excluded), ours and HF runs interleaved:
   prefill, all logits    B x T prompt tokens/s: models.logits vs model(input_ids)
   prefill into cache     the same into an empty KV cache, last logits only: models.extend vs
                          model(input_ids, use_cache=True, logits_to_keep=1)
@@ -62,9 +63,9 @@ def _our_prefill_cache(cfg, params, ids):
   return lambda _: jax.block_until_ready(models.extend(cfg, params, models.init_cache(cfg, b, t), ids, num_new))
 
 
-def our_decode(cfg: models.ModelConfig, params, prompt: jax.Array, num_steps: int):
-  """(setup, run) for bench_util.median_seconds: setup prefills a cache of P + N positions with
-  the prompt [B, P]; run decodes N greedy tokens one step at a time and returns them [B, N]."""
+def our_decode(cfg: models.ModelConfig, params, prompt: jax.Array, num_steps: int) -> bench_util.Timed:
+  """A bench_util.Timed: setup prefills a cache of P + N positions with the prompt [B, P]; run
+  decodes N greedy tokens one step at a time and returns them [B, N]."""
   b, p = prompt.shape
   one = jnp.ones((b,), jnp.int32)
 
@@ -79,13 +80,14 @@ def our_decode(cfg: models.ModelConfig, params, prompt: jax.Array, num_steps: in
       next_ids = jnp.argmax(logits, axis=-1).astype(jnp.int32)[:, None]
       tokens.append(next_ids)
       logits, cache = models.extend(cfg, params, cache, next_ids, one)
+    jax.block_until_ready((logits, cache))  # the N-th step too, whose token nobody reads
     return np.asarray(jnp.concatenate(tokens, axis=1))
 
-  return setup, run
+  return bench_util.Timed(run, setup)
 
 
-def hf_decode(hf_model, torch, prompt: np.ndarray, num_steps: int):
-  """(setup, run) as `our_decode`, with transformers' cache: model(next, past_key_values=...)."""
+def hf_decode(hf_model, torch, prompt: np.ndarray, num_steps: int) -> bench_util.Timed:
+  """A bench_util.Timed as `our_decode`, with transformers' cache: model(next, past_key_values=...)."""
   prompt = torch.as_tensor(prompt, dtype=torch.long)
 
   def setup():
@@ -104,7 +106,7 @@ def hf_decode(hf_model, torch, prompt: np.ndarray, num_steps: int):
         logits, cache = out.logits[:, -1], out.past_key_values
     return torch.cat(tokens, dim=1).numpy()
 
-  return setup, run
+  return bench_util.Timed(run, setup)
 
 
 def run_cpu(args, cfg: models.ModelConfig) -> None:
@@ -133,17 +135,14 @@ def run_cpu(args, cfg: models.ModelConfig) -> None:
       (f"prefill, all logits ({b}x{t}) tok/s", _our_prefill_logits(cfg, params, ids_jax), hf_prefill()),
       (f"prefill into cache ({b}x{t}) tok/s", _our_prefill_cache(cfg, params, ids_jax),
        hf_prefill(use_cache=True, logits_to_keep=1))):
-    ours_s = bench_util.median_seconds(ours_fn, **timing)
-    hf_s = bench_util.median_seconds(hf_fn, **timing)
+    ours_s, hf_s = bench_util.median_seconds([bench_util.Timed(ours_fn), bench_util.Timed(hf_fn)], **timing)
     rows.append((metric, b * t / ours_s, b * t / hf_s, True))
 
   p, n = args.decode_prompt_len, args.decode_tokens
   prompt = _random_ids(cfg, (b, p), args.seed + 2)
-  ours_setup, ours_run = our_decode(cfg, params, jnp.asarray(prompt), n)
-  hf_setup, hf_run = hf_decode(hf_model, torch, prompt, n)
-  same = float(np.mean(ours_run(ours_setup()) == hf_run(hf_setup())))
-  ours_s = bench_util.median_seconds(ours_run, setup=ours_setup, **timing) / n
-  hf_s = bench_util.median_seconds(hf_run, setup=hf_setup, **timing) / n
+  ours, hf = our_decode(cfg, params, jnp.asarray(prompt), n), hf_decode(hf_model, torch, prompt, n)
+  same = float(np.mean(ours.run(ours.setup()) == hf.run(hf.setup())))
+  ours_s, hf_s = (s / n for s in bench_util.median_seconds([ours, hf], **timing))
   rows.append((f"decode ms/step (B={b}, P={p}, N={n})", 1e3 * ours_s, 1e3 * hf_s, False))
   rows.append((f"decode tok/s (B={b})", b / ours_s, b / hf_s, True))
   print(f"greedy decode: {100 * same:.0f}% of the {b}x{n} tokens equal between ours and transformers "
@@ -157,7 +156,7 @@ def measure_forward_mfu(cfg: models.ModelConfig, batch: int, length: int, repeat
   params = models.init_params(cfg, jax.random.key(seed))
   bench_util.print_header("model: bf16 forward throughput and MFU", cfg, params)
   ids = jax.random.randint(jax.random.key(seed + 1), (batch, length), 0, cfg.vocab_size, jnp.int32)
-  seconds = bench_util.median_seconds(lambda _: models.logits(cfg, params, ids).block_until_ready(), repeats)
+  [seconds] = bench_util.median_seconds([bench_util.Timed(_our_prefill_logits(cfg, params, ids))], repeats)
   bench_util.print_mfu(f"forward {batch}x{length}", batch * length, seconds,
                        bench_util.flops_per_token(cfg, length, training=False), peak_tflops)
   return seconds

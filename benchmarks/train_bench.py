@@ -1,7 +1,7 @@
 """Train-step speed: tokens/s of our jitted update against the same PyTorch + transformers step on
 the same CPU in the same run; bf16 train-step MFU on a GPU.
 
-  python benchmarks/train_bench.py                 # CPU, ours vs PyTorch (about 2 minutes on 2 cores)
+  python benchmarks/train_bench.py                 # CPU, ours vs PyTorch (2-3 minutes on 2 cores)
   python benchmarks/train_bench.py --quick         # a tiny model, for a smoke run
   python benchmarks/train_bench.py --device gpu [--batch 8 --length 2048 --remat dots --logits_chunk 512]
 
@@ -16,8 +16,9 @@ Both use AdamW(lr 1e-5 constant, betas 0.9/0.999, eps 1e-8, weight decay 0.01 on
 after global-norm clipping to 1.0, in fp32. The first (untimed) step's loss and pre-clip gradient
 norm must agree within 1e-3 relative, a check that both do the same work. Tokens/s counts all
 B x T trained positions (each is run forward and backward; the mask only weights the loss).
-Times are medians of `--repeats` steps after `--warmup` untimed ones (compilation excluded); torch
-runs with as many intra-op threads as XLA's CPU pool has.
+Times are medians of `--repeats` steps after `--warmup` untimed ones (compilation excluded), ours
+and torch steps interleaved; torch runs with as many intra-op threads as XLA's CPU pool has (both
+follow the CPU affinity, so `taskset -c 0` compares on one core).
 
 GPU mode (no torch): compute in bf16, parameters and AdamW moments in `--param_dtype` (default
 float32: mixed precision with fp32 master weights), the ~1.1B `bench_util.gpu_config`, `--remat`
@@ -56,49 +57,52 @@ def make_batch(cfg: models.ModelConfig, batch: int, length: int, prompt_len: int
                                  num_microbatches=num_microbatches)
 
 
-def our_step(cfg: models.ModelConfig, params, batch: train.PackedBatch, remat: str, logits_chunk: int,
-             seed: int):
-  """A callable running one jitted update on `batch` per call, keeping the state; `.metrics`
-  holds the (device) metrics of every call so far."""
-  cfg = cfg.replace(remat=remat)
-  optimizer = train.make_optimizer(ml_collections.ConfigDict(OPTIM))
-  state = train.init_train_state(params, optimizer, seed)
-  update = train.jit_train_step(train.make_train_step(cfg, train.sft_objective(), optimizer,
-                                                      logits_chunk=logits_chunk), state, None)
-  batch = jax.device_put(batch)
-  holder = {"state": state}
+class OurStep:
+  """Runs one jitted update of `batch` per call, keeping the state; `metrics` holds the (device)
+  metrics of every call so far. `params` are donated to the state."""
 
-  def run(_):
-    holder["state"], metrics = update(holder["state"], batch)
-    run.metrics.append(metrics)
-    jax.block_until_ready(holder["state"])
+  def __init__(self, cfg: models.ModelConfig, params, batch: train.PackedBatch, remat: str, logits_chunk: int,
+               seed: int):
+    cfg = cfg.replace(remat=remat)
+    optimizer = train.make_optimizer(ml_collections.ConfigDict(OPTIM))
+    self.state = train.init_train_state(params, optimizer, seed)
+    self.update = train.jit_train_step(train.make_train_step(cfg, train.sft_objective(), optimizer,
+                                                             logits_chunk=logits_chunk), self.state, None)
+    self.batch = jax.device_put(batch)
+    self.metrics = []
 
-  run.metrics = []
-  return run
+  def __call__(self, _=None):
+    self.state, metrics = self.update(self.state, self.batch)
+    self.metrics.append(metrics)
+    jax.block_until_ready(self.state)
 
 
-def torch_step(hf_model, torch, batch: train.PackedBatch):
-  """The same update in PyTorch; `.history` holds (loss, pre-clip grad norm) of every call."""
-  def rows(x, dtype):
-    return torch.as_tensor(np.asarray(x).reshape(-1, x.shape[-1]), dtype=dtype)
+class TorchStep:
+  """The same update in PyTorch + transformers, one per call; `history` holds (loss, pre-clip
+  grad norm) of every call so far."""
 
-  input_ids, targets = rows(batch.input_ids, torch.long), rows(batch.targets, torch.long)
-  mask = rows(batch.loss_mask, torch.float32)
-  optimizer = torch.optim.AdamW(hf_model.parameters(), lr=OPTIM["learning_rate"], betas=(OPTIM["b1"], OPTIM["b2"]),
-                                eps=OPTIM["eps"], weight_decay=OPTIM["weight_decay"])
+  def __init__(self, hf_model, torch, batch: train.PackedBatch):
+    def rows(x, dtype):
+      return torch.as_tensor(np.asarray(x).reshape(-1, x.shape[-1]), dtype=dtype)
 
-  def run(_):
-    logits = hf_model(input_ids).logits.float()
-    logp = torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None])[..., 0]
-    loss = -(logp * mask).sum() / mask.sum().clamp(min=1.0)
+    self.model, self.torch = hf_model, torch
+    self.input_ids, self.targets = rows(batch.input_ids, torch.long), rows(batch.targets, torch.long)
+    self.mask = rows(batch.loss_mask, torch.float32)
+    self.optimizer = torch.optim.AdamW(hf_model.parameters(), lr=OPTIM["learning_rate"],
+                                       betas=(OPTIM["b1"], OPTIM["b2"]), eps=OPTIM["eps"],
+                                       weight_decay=OPTIM["weight_decay"])
+    self.history = []
+
+  def __call__(self, _=None):
+    torch = self.torch
+    logits = self.model(self.input_ids).logits.float()
+    logp = torch.log_softmax(logits, dim=-1).gather(-1, self.targets[..., None])[..., 0]
+    loss = -(logp * self.mask).sum() / self.mask.sum().clamp(min=1.0)
     loss.backward()
-    norm = torch.nn.utils.clip_grad_norm_(hf_model.parameters(), OPTIM["max_grad_norm"])
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    run.history.append((loss.item(), norm.item()))
-
-  run.history = []
-  return run
+    norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), OPTIM["max_grad_norm"])
+    self.optimizer.step()
+    self.optimizer.zero_grad(set_to_none=True)
+    self.history.append((loss.item(), norm.item()))
 
 
 def check_first_step_agrees(ours_metrics: dict, torch_history: list) -> tuple[float, float]:
@@ -122,11 +126,10 @@ def run_cpu(args, cfg: models.ModelConfig) -> None:
                           hf_model)
   print(f"ours: remat {args.remat}, logits_chunk {args.logits_chunk}, {args.microbatches} microbatch(es)")
   batch = make_batch(cfg, args.batch, args.length, args.prompt_len, args.microbatches, args.seed + 1)
-  ours = our_step(cfg, params, batch, args.remat, args.logits_chunk, args.seed)  # donates params
-  theirs = torch_step(hf_model, torch, batch)
+  ours = OurStep(cfg, params, batch, args.remat, args.logits_chunk, args.seed)  # donates params
+  theirs = TorchStep(hf_model, torch, batch)
   timing = dict(repeats=args.repeats, warmup=args.warmup)
-  ours_s = bench_util.median_seconds(ours, **timing)
-  theirs_s = bench_util.median_seconds(theirs, **timing)
+  ours_s, theirs_s = bench_util.median_seconds([bench_util.Timed(ours), bench_util.Timed(theirs)], **timing)
   loss_diff, norm_diff = check_first_step_agrees(ours.metrics[0], theirs.history)
   print(f"first step: loss {float(ours.metrics[0]['loss/sft']):.6f} (relative diff {loss_diff:.1e}), "
         f"grad norm {float(ours.metrics[0]['grad/norm']):.5f} (relative diff {norm_diff:.1e})")
@@ -144,9 +147,9 @@ def measure_train_mfu(cfg: models.ModelConfig, batch: int, length: int, prompt_l
   bench_util.print_header("train step: bf16 throughput and MFU", cfg, params)
   print(f"remat {remat}, logits_chunk {logits_chunk}, {microbatches} microbatch(es) of "
         f"{batch // microbatches} rows")
-  step = our_step(cfg, params, make_batch(cfg, batch, length, prompt_len, microbatches, seed + 1),
-                  remat, logits_chunk, seed)
-  seconds = bench_util.median_seconds(step, repeats)
+  step = OurStep(cfg, params, make_batch(cfg, batch, length, prompt_len, microbatches, seed + 1), remat,
+                 logits_chunk, seed)
+  [seconds] = bench_util.median_seconds([bench_util.Timed(step)], repeats)
   print("loss per step: " + " ".join(f"{float(m['loss/sft']):.4f}" for m in step.metrics))
   bench_util.print_mfu(f"train step {batch}x{length}", batch * length, seconds,
                        bench_util.flops_per_token(cfg, length, training=True), peak_tflops)

@@ -99,13 +99,26 @@ def test_matmul_params_counts_tied_output_projection(bench):
   assert bench["bench_util"].num_params(params) - norms == bench["bench_util"].matmul_params(cfg)
 
 
-def test_median_seconds_runs_setup_untimed_for_each_call(bench):
-  calls = []
-  setups = iter(range(10))
-  bench["bench_util"].median_seconds(calls.append, repeats=3, warmup=2, setup=lambda: next(setups))
-  assert calls == [0, 1, 2, 3, 4]
+def test_train_batch_masks_prompt_targets_and_rejects_bad_sizes(bench):
+  make_batch, cfg = bench["train_bench"].make_batch, bench["bench_util"].quick_config()
+  batch = make_batch(cfg, batch=2, length=16, prompt_len=4, num_microbatches=2, seed=0)
+  assert batch.input_ids.shape == (2, 1, 16)
+  # Row targets are tokens 1..16; tokens 0..3 are prompt, so targets 1..3 are out: 16 - 3 per row.
+  assert batch.loss_mask.sum() == 2 * 13 and not batch.loss_mask[:, :, :3].any()
+  with pytest.raises(ValueError, match=r"prompt_len must be in \[0, 16\), got 16"):
+    make_batch(cfg, batch=2, length=16, prompt_len=16, num_microbatches=1, seed=0)
+  with pytest.raises(ValueError, match=r"batch \(3\) must be a multiple of num_microbatches \(2\)"):
+    make_batch(cfg, batch=3, length=16, prompt_len=4, num_microbatches=2, seed=0)
+
+
+def test_median_seconds_interleaves_calls_with_fresh_setup(bench):
+  util, calls, setups = bench["bench_util"], [], iter(range(10))
+  timed = [util.Timed(lambda x: calls.append(("a", x)), setup=lambda: next(setups)),
+           util.Timed(lambda x: calls.append(("b", x)))]
+  assert len(util.median_seconds(timed, repeats=2, warmup=1)) == 2
+  assert calls == [("a", 0), ("b", None), ("a", 1), ("b", None), ("a", 2), ("b", None)]
   with pytest.raises(ValueError, match="repeats must be >= 1"):
-    bench["bench_util"].median_seconds(calls.append, repeats=0)
+    util.median_seconds(timed, repeats=0)
 
 
 def test_gpu_mode_measurements_run_on_cpu_with_tiny_model(bench, capsys):
