@@ -25,7 +25,8 @@ def _pool_config(args: argparse.Namespace) -> config_lib.PoolConfig:
                              output_bytes=args.output_kib * 1024)
   preload = tuple(name for name in args.preload.split(",") if name)
   return config_lib.PoolConfig(workers=args.workers, jobs_per_worker=args.jobs_per_worker,
-                               preload=preload, limits=limits, uid_base=args.uid_base)
+                               preload=preload, warmup=not args.no_warmup, limits=limits,
+                               uid_base=args.uid_base)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--output-kib", type=int, default=1024, help="bytes kept per output stream")
     sub.add_argument("--preload", default="numpy,sympy",
                      help="comma-separated modules imported once by each zygote")
+    sub.add_argument("--no-warmup", action="store_true",
+                     help="do not make typical sympy/numpy calls in the zygotes at start")
     sub.add_argument("--uid-base", type=int, default=config_lib.UID_BASE,
                      help="first uid handed to snippets (blocks of 65536 per pool)")
   worker.add_argument("--lease-s", type=float, default=10.0,

@@ -72,6 +72,8 @@ class PoolConfig:
     workers: number of zygotes (None: one per CPU core).
     jobs_per_worker: snippets one zygote runs at the same time.
     preload: modules each zygote imports once, so snippets import them for free.
+    warmup: also make a few typical calls of the preloaded modules that `zygote.WARMUPS`
+      knows (sympy, numpy), so that their lazy imports and caches are paid once.
     limits: per-run Limits.
     uid_base: first uid of the blocks pools take (UID_BLOCK uids each); no other process on
       the host may use these uids.
@@ -82,6 +84,7 @@ class PoolConfig:
   workers: int | None = None
   jobs_per_worker: int = 16
   preload: tuple[str, ...] = ("numpy", "sympy")
+  warmup: bool = True
   limits: Limits = Limits()
   uid_base: int = UID_BASE
   writable_dirs: tuple[str, ...] = ("/var/tmp", "/dev/shm", "/run/lock")

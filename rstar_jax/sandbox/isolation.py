@@ -194,7 +194,7 @@ def set_child_fds(*, stdin: bytes, stdout_fd: int, stderr_fd: int, status_fd: in
 
 
 def confine_child(*, uid: int, workdir_bytes: int, bind_dirs: tuple[str, ...],
-                  rlimits: dict[int, int], env: dict[str, str]) -> None:
+                  rlimits: dict[int, int]) -> None:
   """Confines the calling child (pid 1 of its PID namespace, still root); see module docstring.
 
   Args:
@@ -203,7 +203,7 @@ def confine_child(*, uid: int, workdir_bytes: int, bind_dirs: tuple[str, ...],
     bind_dirs: other world-writable directories, covered by the same tmpfs.
     rlimits: resource -> limit, applied as both soft and hard limit (RLIMIT_CPU gets a hard
       limit one second above the soft one, so SIGXCPU comes first).
-    env: the whole environment.
+  The environment is not touched: the zygote already holds only CLEAN_ENV.
   """
   os.setsid()
   die_with_parent()
@@ -218,8 +218,6 @@ def confine_child(*, uid: int, workdir_bytes: int, bind_dirs: tuple[str, ...],
     hard = value + 1 if limit == resource.RLIMIT_CPU else value
     resource.setrlimit(limit, (value, hard))
   resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-  os.environ.clear()
-  os.environ.update(env)
   os.setgroups([])
   os.setresgid(uid, uid, uid)
   os.setresuid(uid, uid, uid)

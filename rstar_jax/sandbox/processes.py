@@ -25,11 +25,12 @@ def free_port() -> int:
 class Process:
   """A started child process that `stop()` ends (SIGTERM, then SIGKILL)."""
 
-  def __init__(self, args: list[str], name: str, log_path: str | None = None):
+  def __init__(self, args: list[str], name: str, log_path: str | None = None,
+               cwd: str | None = None, env: dict[str, str] | None = None):
     self.name = name
     self._log = open(log_path, "ab") if log_path else subprocess.DEVNULL
     self.popen = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self._log,
-                                  stderr=self._log)
+                                  stderr=self._log, cwd=cwd, env=env)
 
   @property
   def pid(self) -> int:
@@ -51,7 +52,8 @@ class Process:
       self._log.close()
 
 
-def _wait_until(ready, process: Process, timeout_s: float) -> None:
+def wait_until(ready, process: Process, timeout_s: float) -> None:
+  """Polls `ready()` until true; raises if `process` exits or `timeout_s` passes first."""
   deadline = time.monotonic() + timeout_s
   while not ready():
     if not process.alive():
@@ -78,7 +80,7 @@ def start_redis(port: int | None = None, timeout_s: float = 10.0) -> tuple[Proce
     except OSError:
       return False
 
-  _wait_until(ready, process, timeout_s)
+  wait_until(ready, process, timeout_s)
   return process, f"redis://127.0.0.1:{port}/0"
 
 
@@ -110,7 +112,7 @@ def start_service(args: list[str], port: int | None = None, log_path: str | None
     body = health(url)
     return body is not None and body["workers_alive"] >= min_workers
 
-  _wait_until(ready, process, timeout_s)
+  wait_until(ready, process, timeout_s)
   return process, url
 
 
@@ -125,4 +127,4 @@ def wait_for_workers(url: str, count: int, process: Process, timeout_s: float = 
   def ready() -> bool:
     body = health(url)
     return body is not None and body["workers_alive"] >= count
-  _wait_until(ready, process, timeout_s)
+  wait_until(ready, process, timeout_s)

@@ -42,8 +42,8 @@ class Backend(Protocol):
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
-  return web.Response(body=json.dumps(body, ensure_ascii=False).encode("utf-8"), status=status,
-                      content_type="application/json")
+  return web.Response(body=json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+                      .encode("utf-8"), status=status, content_type="application/json")
 
 
 class _BadType(Exception):
@@ -88,10 +88,14 @@ class Service:
     raw = await request.read()
     try:
       return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-      raise codejudge.RequestError([{"type": "json_invalid", "loc": ["body", 0],
+    except json.JSONDecodeError as e:
+      raise codejudge.RequestError([{"type": "json_invalid", "loc": ["body", e.pos],
                                      "msg": "JSON decode error", "input": {},
-                                     "ctx": {"error": str(e)}}]) from e
+                                     "ctx": {"error": e.msg}}]) from e
+    except UnicodeDecodeError as e:
+      raise codejudge.RequestError([{"type": "json_invalid", "loc": ["body", e.start],
+                                     "msg": "JSON decode error", "input": {},
+                                     "ctx": {"error": e.reason}}]) from e
 
   async def _execute(self, submission: codejudge.Submission, with_output: bool) -> dict:
     result = await self.backend.run(submission.solution, submission.input)

@@ -1,0 +1,273 @@
+"""Sandbox throughput: this service against Code Judge on the same workloads (SANDBOX.md).
+
+  python benchmarks/sandbox_bench.py --code-judge ../code-judge            # the full run
+  python benchmarks/sandbox_bench.py --code-judge ../code-judge --requests 500 --skip-big
+
+Starts on loopback ports `rstar-sandbox serve --workers N`, then Code Judge from the checkout
+you give (redis-server, 2 API processes, 8 workers, 4 s limit, a raised redis connection pool,
+the interpreter called directly; its virtual environment comes from
+benchmarks/code_judge_setup.sh under --runs-dir). Both get the same requests: `/run`, one
+submission per request, at 64 and 512 requests in flight, for the trivial and the mixed
+workloads of `rstar_jax.sandbox.workloads`. On ours it then runs 20,000 requests (trivial and
+mixed alternating, 512 in flight) and a burst of 45,000 calls submitted at once through
+`SandboxClient` (long-batch). It prints one table (throughput = right answers per second,
+p50/p99 latency, lost = no usable answer, wrong = an answer that is not the expected one,
+our/their ratio), checks the targets, writes RUNS_DIR/sandbox_bench/summary.json, and stops
+every process it started. Other work on the machine skews the figures: compare ratios.
+"""
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+import urllib.request
+
+import aiohttp
+
+from rstar_jax.sandbox import client as client_lib
+from rstar_jax.sandbox import codejudge
+from rstar_jax.sandbox import processes
+from rstar_jax.sandbox import workloads
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+# Code Judge as SANDBOX.md configured it (its defaults are 2-5x slower and fail at 512).
+CODE_JUDGE_API_PROCESSES = 2
+CODE_JUDGE_WORKERS = 8
+
+
+@dataclasses.dataclass
+class Run:
+  """The figures of one load run."""
+  service: str
+  workload: str
+  in_flight: int
+  requests: int
+  elapsed_s: float = 0.0
+  right: int = 0
+  wrong: int = 0
+  lost: int = 0
+  p50_s: float = 0.0
+  p99_s: float = 0.0
+
+  @property
+  def ok_per_s(self) -> float:
+    return self.right / self.elapsed_s if self.elapsed_s else 0.0
+
+
+def _cases(workload: str, n: int) -> list[workloads.Case]:
+  if workload == "alternating":
+    return [workloads.case(workloads.WORKLOADS[i % 2], i // 2) for i in range(n)]
+  return [workloads.case(workload, i) for i in range(n)]
+
+
+def _percentile(values: list[float], q: float) -> float:
+  values = sorted(values)
+  return values[min(len(values) - 1, int(q * len(values)))] if values else 0.0
+
+
+async def _progress(run: Run, done: list[int], start: float) -> None:
+  while True:
+    await asyncio.sleep(10)
+    rate = done[0] / (time.monotonic() - start)
+    eta = (run.requests - done[0]) / rate if rate else float("inf")
+    print(f"  {run.service} {run.workload} @{run.in_flight}: {done[0]}/{run.requests} "
+          f"({rate:.0f}/s, ETA {eta:.0f} s)", flush=True)
+
+
+async def load(url: str, service: str, workload: str, in_flight: int, n: int) -> Run:
+  """Sends n `/run` requests with `in_flight` of them open at any time."""
+  run, cases, latencies, done = Run(service, workload, in_flight, n), _cases(workload, n), [], [0]
+  connector = aiohttp.TCPConnector(limit=in_flight)
+  timeout = aiohttp.ClientTimeout(total=900)
+  async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+    async def sender() -> None:
+      while done[0] < n:
+        case = cases[done[0]]
+        done[0] += 1
+        sent = time.monotonic()
+        try:
+          async with session.post(url + "/run", json=case.submission()) as response:
+            body = await response.json() if response.status == 200 else None
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+          body = None
+        latencies.append(time.monotonic() - sent)
+        if body is None or body.get("reason") in ("queue_timeout", "internal_error"):
+          run.lost += 1
+        elif case.is_right(codejudge.result_from_json(body)):
+          run.right += 1
+        else:
+          run.wrong += 1
+
+    start = time.monotonic()
+    reporter = asyncio.create_task(_progress(run, done, start))
+    await asyncio.gather(*(sender() for _ in range(in_flight)))
+    run.elapsed_s = time.monotonic() - start
+    reporter.cancel()
+  run.p50_s, run.p99_s = _percentile(latencies, 0.5), _percentile(latencies, 0.99)
+  return run
+
+
+async def burst(url: str, n: int) -> Run:
+  """n calls submitted at once through SandboxClient (batches of 32 to /run/long-batch)."""
+  run, cases, latencies = Run("ours", "burst (client)", n, n), _cases("alternating", n), []
+  async with client_lib.SandboxClient(url) as client:
+
+    async def call(case: workloads.Case) -> None:
+      sent = time.monotonic()
+      try:
+        result = await client.run(case.solution, case.stdin)
+      except client_lib.SandboxUnavailableError:
+        run.lost += 1
+        return
+      latencies.append(time.monotonic() - sent)
+      if case.is_right(result):
+        run.right += 1
+      else:
+        run.wrong += 1
+
+    start = time.monotonic()
+    await asyncio.gather(*(call(case) for case in cases))
+    run.elapsed_s = time.monotonic() - start
+  run.p50_s, run.p99_s = _percentile(latencies, 0.5), _percentile(latencies, 0.99)
+  return run
+
+
+def start_code_judge(checkout: str, runs_dir: pathlib.Path) -> tuple[list, str]:
+  """Starts redis, Code Judge's API and workers; returns (processes, URL)."""
+  setup = subprocess.run([str(REPO / "benchmarks" / "code_judge_setup.sh"), checkout,
+                          str(runs_dir)], check=True, capture_output=True, text=True)
+  venv = pathlib.Path(setup.stdout.strip().splitlines()[-1])
+  redis_process, redis_url = processes.start_redis()
+  env = {**os.environ, "REDIS_URI": redis_url + "?max_connections=10000",
+         "MAX_EXECUTION_TIME": "4", "MAX_WORKERS": str(CODE_JUDGE_WORKERS),
+         "PYTHON_EXECUTOR_PATH": sys.executable}
+  port = processes.free_port()
+  logs = runs_dir / "sandbox_bench"
+  api = processes.Process([str(venv / "bin" / "uvicorn"), "app.main:app", "--host", "127.0.0.1",
+                           "--port", str(port), "--workers", str(CODE_JUDGE_API_PROCESSES)],
+                          "code-judge api", str(logs / "code_judge_api.log"), checkout, env)
+  workers = processes.Process([str(venv / "bin" / "python"), "run_workers.py"],
+                              "code-judge workers", str(logs / "code_judge_workers.log"),
+                              checkout, env)
+  url = f"http://127.0.0.1:{port}"
+
+  def ready() -> bool:
+    try:
+      with urllib.request.urlopen(url + "/status", timeout=5) as status:
+        return json.loads(status.read())["num_workers"] >= CODE_JUDGE_WORKERS
+    except OSError:
+      return False
+
+  processes.wait_until(ready, api, 120)
+  return [workers, api, redis_process], url
+
+
+def _table(runs: list[Run]) -> str:
+  theirs = {(r.workload, r.in_flight): r for r in runs if r.service == "code-judge"}
+  lines = [f"{'service':<11}{'workload':<16}{'in flight':>10}{'requests':>9}{'ok/s':>8}"
+           f"{'p50 s':>8}{'p99 s':>8}{'lost':>7}{'wrong':>7}{'ours/theirs':>12}"]
+  for r in runs:
+    peer = theirs.get((r.workload, r.in_flight))
+    ratio = f"{r.ok_per_s / peer.ok_per_s:.1f}x" if r.service == "ours" and peer and \
+        peer.ok_per_s else ""
+    lines.append(f"{r.service:<11}{r.workload:<16}{r.in_flight:>10}{r.requests:>9}"
+                 f"{r.ok_per_s:>8.0f}{r.p50_s:>8.2f}{r.p99_s:>8.2f}{r.lost:>7}{r.wrong:>7}"
+                 f"{ratio:>12}")
+  return "\n".join(lines)
+
+
+def _targets(runs: list[Run]) -> list[tuple[str, bool]]:
+  get = {(r.service, r.workload, r.in_flight): r for r in runs}
+  checks = []
+
+  def ratio(workload, in_flight):
+    ours, theirs = get.get(("ours", workload, in_flight)), get.get(("code-judge", workload,
+                                                                     in_flight))
+    return ours.ok_per_s / theirs.ok_per_s if ours and theirs and theirs.ok_per_s else None
+
+  trivial = get.get(("ours", "trivial", 64))
+  if trivial:
+    checks.append((f"trivial >= 250 ok/s at 64 in flight ({trivial.ok_per_s:.0f})",
+                   trivial.ok_per_s >= 250))
+  for workload, in_flight, target in (("trivial", 64, 2.5), ("mixed", 64, 3.0),
+                                      ("mixed", 512, 3.0)):
+    value = ratio(workload, in_flight)
+    if value is not None:
+      checks.append((f"{workload} >= {target}x Code Judge at {in_flight} ({value:.1f}x)",
+                     value >= target))
+  trivial_512 = get.get(("ours", "trivial", 512))
+  if trivial_512:
+    checks.append((f"trivial p99 < 3 s at 512 in flight ({trivial_512.p99_s:.2f} s)",
+                   trivial_512.p99_s < 3.0))
+  for r in runs:
+    if r.service == "ours" and r.requests >= 20_000:
+      checks.append((f"{r.workload}: 0 lost, 0 wrong of {r.requests} ({r.lost} lost, "
+                     f"{r.wrong} wrong)", r.lost == 0 and r.wrong == 0))
+  return checks
+
+
+async def _measure(url: str, service: str, args: argparse.Namespace) -> list[Run]:
+  runs = []
+  for workload in workloads.WORKLOADS:
+    for in_flight in args.in_flight:
+      print(f"{service}: {workload} x {args.requests} at {in_flight} in flight", flush=True)
+      runs.append(await load(url, service, workload, in_flight, args.requests))
+  return runs
+
+
+def main() -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--code-judge", help="path of a Code Judge checkout (0xWJ/code-judge)")
+  parser.add_argument("--ours-only", action="store_true", help="skip Code Judge")
+  parser.add_argument("--runs-dir", default=str(REPO / "runs"),
+                      help="Code Judge's virtual environment and the outputs go here")
+  parser.add_argument("--workers", type=int, default=os.cpu_count(), help="our zygotes")
+  parser.add_argument("--requests", type=int, default=2000, help="requests per comparison run")
+  parser.add_argument("--in-flight", type=int, nargs="+", default=[64, 512])
+  parser.add_argument("--big-requests", type=int, default=20_000)
+  parser.add_argument("--burst", type=int, default=45_000)
+  parser.add_argument("--skip-big", action="store_true", help="skip the 20,000 and burst runs")
+  args = parser.parse_args()
+  if not args.ours_only and not args.code_judge:
+    parser.error("--code-judge PATH is required (or --ours-only)")
+  runs_dir = pathlib.Path(args.runs_dir).resolve()
+  out = runs_dir / "sandbox_bench"
+  out.mkdir(parents=True, exist_ok=True)
+  runs: list[Run] = []
+  ours, url = processes.start_service(["--workers", str(args.workers)],
+                                      log_path=str(out / "ours.log"), min_workers=args.workers)
+  try:
+    runs += asyncio.run(_measure(url, "ours", args))
+    if not args.skip_big:
+      print(f"ours: {args.big_requests} alternating at 512 in flight", flush=True)
+      runs.append(asyncio.run(load(url, "ours", "alternating", 512, args.big_requests)))
+      print(f"ours: burst of {args.burst} calls", flush=True)
+      runs.append(asyncio.run(burst(url, args.burst)))
+  finally:
+    ours.stop()
+  if not args.ours_only:
+    started, cj_url = start_code_judge(os.path.abspath(args.code_judge), runs_dir)
+    try:
+      runs += asyncio.run(_measure(cj_url, "code-judge", args))
+    finally:
+      for process in started:
+        process.stop()
+  print(_table(runs))
+  checks = _targets(runs)
+  for text, passed in checks:
+    print(f"{'PASS' if passed else 'FAIL'}  {text}")
+  summary = {"runs": [dataclasses.asdict(r) | {"ok_per_s": r.ok_per_s} for r in runs],
+             "targets": [{"target": t, "passed": p} for t, p in checks],
+             "cpu_count": os.cpu_count(), "load_average_after": os.getloadavg()}
+  (out / "summary.json").write_text(json.dumps(summary, indent=1))
+  print(f"wrote {out / 'summary.json'}")
+  return 0 if all(p for _, p in checks) else 1
+
+
+if __name__ == "__main__":
+  sys.exit(main())
