@@ -39,6 +39,7 @@ DEFAULT_PREFIX = "rstar-sandbox"
 _RESULT_TTL_S = 3600
 _SWEEP_INTERVAL_S = 5.0
 _BATCH = 256
+_RETRY_S = 0.5
 
 # KEYS: workers hash, queue, attempts hash. ARGV: prefix, max_attempts, result ttl.
 REQUEUE_SCRIPT = """
@@ -87,6 +88,15 @@ def result_to_json(result: result_lib.ExecutionResult) -> str:
 def result_from_stored(text: bytes | str) -> result_lib.ExecutionResult:
   """Inverse of result_to_json."""
   return result_lib.ExecutionResult(**json.loads(text))
+
+
+async def _attempt(awaitable, doing: str):
+  """Awaits a redis call; on a redis error logs it and returns False (callers retry)."""
+  try:
+    return await awaitable
+  except (aioredis.RedisError, OSError) as e:
+    logging.warning("sandbox redis queue: %s failed: %s", doing, e)
+    return False
 
 
 class QueueKeys:
@@ -192,17 +202,21 @@ class RedisFront:
       batch = [await self._outgoing.get()]
       while not self._outgoing.empty() and len(batch) < _BATCH:
         batch.append(self._outgoing.get_nowait())
-      await self._client.lpush(self._keys.queue, *batch)
+      while not await _attempt(self._client.lpush(self._keys.queue, *batch), "queueing jobs"):
+        await asyncio.sleep(_RETRY_S)
 
   async def _reply_loop(self) -> None:
     while True:
-      popped = await self._listener.blpop([self._reply_key], timeout=1)
-      if popped is None:
+      popped = await _attempt(self._listener.blpop([self._reply_key], timeout=1),
+                              "reading replies")
+      if popped is False:
+        await asyncio.sleep(_RETRY_S)
+      if not popped:
         continue
       ids = [popped[1].decode()]
-      rest = await self._listener.lpop(self._reply_key, _BATCH)
+      rest = await _attempt(self._listener.lpop(self._reply_key, _BATCH), "reading replies")
       ids += [i.decode() for i in rest or ()]
-      await self._resolve(ids)
+      await _attempt(self._resolve(ids), "reading results")
 
   async def _resolve(self, ids: list[str]) -> None:
     ids = [i for i in ids if i in self._pending and not self._pending[i].done()]
@@ -211,19 +225,21 @@ class RedisFront:
     bodies = await self._listener.mget([self._keys.result(i) for i in ids])
     for job_id, body in zip(ids, bodies):
       future = self._pending.get(job_id)
-      if body is not None and future is not None and not future.done():
+      if body is None or future is None or future.done():
+        continue
+      try:
         future.set_result(result_from_stored(body))
+      except (ValueError, TypeError) as e:
+        future.set_result(pool_lib.lost_result(f"unreadable result in redis: {e}"))
 
   async def _sweep_loop(self) -> None:
     while True:
       await asyncio.sleep(min(_SWEEP_INTERVAL_S, self._lease_s / 2))
-      try:
-        await requeue_dead_workers(self._client, self._keys, self._max_attempts)
-        waiting = list(self._pending)
-        for i in range(0, len(waiting), _BATCH):
-          await self._resolve(waiting[i:i + _BATCH])
-      except aioredis.RedisError as e:
-        logging.warning("sandbox front end: redis sweep failed: %s", e)
+      await _attempt(requeue_dead_workers(self._client, self._keys, self._max_attempts),
+                     "requeueing the jobs of dead workers")
+      waiting = list(self._pending)
+      for i in range(0, len(waiting), _BATCH):
+        await _attempt(self._resolve(waiting[i:i + _BATCH]), "reading results")
 
 
 class RedisWorker:
@@ -252,9 +268,12 @@ class RedisWorker:
                    self._keys.queue, self._capacity)
       while not stop.is_set():
         await slots.acquire()
-        payload = await blocking.blmove(self._keys.queue, taken, 1, "RIGHT", "LEFT")
-        if payload is None:
+        payload = await _attempt(blocking.blmove(self._keys.queue, taken, 1, "RIGHT", "LEFT"),
+                                 "taking a job")
+        if not payload:
           slots.release()
+          if payload is False:
+            await asyncio.sleep(_RETRY_S)
           continue
         task = asyncio.create_task(self._run_job(client, pool, payload, taken))
         jobs.add(task)
@@ -277,13 +296,11 @@ class RedisWorker:
     beats = 0
     while not stop.is_set():
       await asyncio.sleep(self._lease_s / 4)
-      try:
-        await self._beat(client)
-        beats += 1
-        if beats % 2 == 0:
-          await requeue_dead_workers(client, self._keys, self._config.max_attempts)
-      except aioredis.RedisError as e:
-        logging.warning("sandbox worker %s: heartbeat failed: %s", self.worker_id, e)
+      await _attempt(self._beat(client), "renewing the lease")
+      beats += 1
+      if beats % 2 == 0:
+        await _attempt(requeue_dead_workers(client, self._keys, self._config.max_attempts),
+                       "requeueing the jobs of dead workers")
 
   async def _run_job(self, client: aioredis.Redis, pool: pool_lib.Pool, payload: bytes,
                      taken: str) -> None:
@@ -296,5 +313,9 @@ class RedisWorker:
       await client.lrem(taken, 1, payload)
       return
     result = await pool.run(source, stdin)
-    await client.eval(COMPLETE_SCRIPT, 4, self._keys.result(job_id), reply, taken, self._keys.attempts,
-                      result_to_json(result), _RESULT_TTL_S, job_id, payload)
+    body = result_to_json(result)
+    # Until redis takes it: if this worker is presumed dead meanwhile, the job runs again.
+    while await _attempt(client.eval(COMPLETE_SCRIPT, 4, self._keys.result(job_id), reply, taken,
+                                     self._keys.attempts, body, _RESULT_TTL_S, job_id, payload),
+                         "recording a result") is False:
+      await asyncio.sleep(_RETRY_S)
