@@ -55,7 +55,7 @@ def get_config(arg=None):
 
   # SFT: traces per step, packed into rows of row_length tokens (the longest trace is ~900 BPE tokens).
   config.sft = dict(
-      steps=150,
+      steps=100,
       batch_size=8,
       row_length=1024,
       rows_per_microbatch=4,

@@ -47,13 +47,18 @@ def param_shardings(cfg: ModelConfig, mesh_rules: MeshRules):
                                           is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
 
 
-def init_params(cfg: ModelConfig, key: jax.Array, mesh_rules: MeshRules | None = None):
-  """Random parameters (kernels ~ N(0, 0.02), norms 1, biases 0), created in their shardings."""
+@functools.lru_cache(maxsize=16)
+def _jitted_init(cfg: ModelConfig, mesh_rules: MeshRules | None):
   def init(key):
     tokens = jnp.zeros((1, 1), jnp.int32)
     return nn.meta.unbox(Decoder(cfg).init(key, tokens, _causal_ctx(tokens))["params"])
   shardings = None if mesh_rules is None else param_shardings(cfg, mesh_rules)
-  return jax.jit(init, out_shardings=shardings)(key)
+  return jax.jit(init, out_shardings=shardings)
+
+
+def init_params(cfg: ModelConfig, key: jax.Array, mesh_rules: MeshRules | None = None):
+  """Random parameters (kernels ~ N(0, 0.02), norms 1, biases 0), created in their shardings."""
+  return _jitted_init(cfg, mesh_rules)(key)
 
 
 def _causal_ctx(tokens, positions=None, segment_ids=None):
