@@ -127,6 +127,10 @@ def print_header(title: str, cfg: models.ModelConfig, params, torch_module=None,
   load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
   print(f"load average {load} on {os.cpu_count()} cores: other processes may be running, so timings "
         "are noisy; compare ratios, which share the same conditions")
+  if torch_module is not None and torch_module.get_num_threads() > 1 and os.getloadavg()[0] > os.cpu_count():
+    print("warning: more runnable processes than cores; torch's OpenMP threads then wait for each other "
+          "at every op, which costs it more than XLA (small ops most: decode); `taskset -c 0` compares "
+          "on one core")
   print(f"model: {cfg.model_type} L={cfg.num_layers} E={cfg.hidden_size} F={cfg.intermediate_size} "
         f"H={cfg.num_heads} K={cfg.num_kv_heads} D={cfg.head_dim} V={cfg.vocab_size} "
         f"tied={cfg.tie_word_embeddings}; {num_params(params) / 1e6:.1f}M parameters "
