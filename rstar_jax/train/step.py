@@ -6,9 +6,10 @@
 Gradient accumulation sums each microbatch's masked numerator and token count and divides once:
   L = sum_m sum_t mask_mt * l_mt / sum_m sum_t mask_mt,   grad L = sum_m grad(sum_t mask l) / N,
 so any split into microbatches gives the same update as the whole batch (up to fp rounding).
-Log-probs use the logits at temperature 1: log pi(x_t | x_<t) = log_softmax(z_t)[x_t], computed in
-chunks of `logits_chunk` positions with the chunk's logits rematerialized in the backward pass, so
-[b, T, V] logits are never stored.
+Log-probs use the logits at temperature 1: log pi(x_t | x_<t) = log_softmax(z_t)[x_t]. With
+`logits_chunk` > 0 they are computed in chunks of that many positions, each chunk's logits
+rematerialized in the backward pass, so [b, T, V] logits are never stored (the memory a 151K
+vocabulary needs); 0 keeps the whole logits for the backward pass (faster when they fit).
 """
 from typing import Any, Callable, NamedTuple
 
@@ -30,19 +31,19 @@ def token_logprobs(cfg: models.ModelConfig, params, input_ids, targets, position
                    mesh_rules: MeshRules | None = None, logits_chunk: int = 0) -> jax.Array:
   """log pi(targets | inputs) fp32 [b, T] for one packed microbatch (traceable)."""
   hidden = models.hidden_states(cfg, params, input_ids, positions, segment_ids, mesh_rules)
-  t = hidden.shape[1]
-  chunk = logits_chunk if logits_chunk and t % logits_chunk == 0 else t
+  b, t = targets.shape
 
-  @jax.checkpoint
-  def chunk_logprobs(h, y):
+  def logprobs(h, y):
     logits = models.output_logits(cfg, params, h)
     return jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), y[..., None], axis=-1)[..., 0]
 
-  if chunk == t:
-    return chunk_logprobs(hidden, targets)
-  b = hidden.shape[0]
-  h = hidden.reshape(b, t // chunk, chunk, -1).swapaxes(0, 1)
-  y = targets.reshape(b, t // chunk, chunk).swapaxes(0, 1)
+  if not logits_chunk or logits_chunk >= t:  # keep the [b, T, V] logits for the backward pass
+    return logprobs(hidden, targets)
+  if t % logits_chunk:
+    raise ValueError(f"logits_chunk={logits_chunk} must divide the row length {t}")
+  h = hidden.reshape(b, t // logits_chunk, logits_chunk, -1).swapaxes(0, 1)
+  y = targets.reshape(b, t // logits_chunk, logits_chunk).swapaxes(0, 1)
+  chunk_logprobs = jax.checkpoint(logprobs)  # the backward pass recomputes each chunk's logits
   return jax.lax.map(lambda hy: chunk_logprobs(*hy), (h, y)).swapaxes(0, 1).reshape(b, t)
 
 
