@@ -83,7 +83,8 @@ def test_killed_zygote_job_runs_again_and_zygote_is_replaced(loop):
       result = await job
       after = await p.run("print('next')")
       stats = await p.stats()
-      return first_pid, p._zygotes[0].process.pid, result, after, stats  # pylint: disable=protected-access
+      new_pid = p._zygotes[0].process.pid  # pylint: disable=protected-access
+      return first_pid, new_pid, result, after, stats
   first_pid, new_pid, result, after, stats = loop.run(go())
   assert (result.status, result.stdout) == ("ok", "done\n")
   assert after.stdout == "next\n" and new_pid != first_pid

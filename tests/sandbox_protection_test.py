@@ -57,7 +57,8 @@ def _sandbox_processes() -> list[int]:
     except OSError:
       continue
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-    if int(fields["Uid"].split()[0]) in SANDBOX_UIDS and not fields["State"].strip().startswith("Z"):
+    zombie = fields["State"].strip().startswith("Z")
+    if int(fields["Uid"].split()[0]) in SANDBOX_UIDS and not zombie:
       found.append(int(entry))
   return found
 
@@ -223,6 +224,23 @@ def test_only_own_processes_are_visible(service):
   result = _run(service, "import os\nprint(sorted(int(p) for p in os.listdir('/proc') "
                          "if p.isdigit()))\n")
   assert result["stdout"] == "[1]\n"
+
+
+def test_no_privileges_and_only_four_descriptors(service):
+  code = ("import os\n"
+          "fields = dict(l.split(':', 1) for l in open('/proc/self/status').read().splitlines())\n"
+          "print(fields['NoNewPrivs'].strip(), fields['CapEff'].strip(), "
+          "fields['Groups'].strip() or '-')\n"
+          "open_fds = []\n"
+          "for fd in range(256):\n"
+          "  try:\n"
+          "    os.fstat(fd)\n"
+          "    open_fds.append(fd)\n"
+          "  except OSError:\n"
+          "    pass\n"
+          "print(open_fds)\n")
+  result = _run(service, code)
+  assert result["stdout"] == "1 0000000000000000 -\n[0, 1, 2, 3]\n", result
 
 
 def test_environment_is_clean(service):

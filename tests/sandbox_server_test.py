@@ -128,6 +128,7 @@ def test_metrics_count_requests_and_statuses(url):
     (["serve", "--timeout-s", "-1"], "Limits.timeout_s must be > 0"),
     (["serve", "--preload", "numpy,os.path/x"], "is not a module name"),
     (["worker"], "--redis"),
+    (["serve", "--redis", "redis://127.0.0.1:1/0", "--workers", "2"], "runs no snippets"),
 ])
 def test_cli_rejects_bad_arguments(args, message):
   run = subprocess.run([sys.executable, "-m", "rstar_jax.sandbox.cli", *args],

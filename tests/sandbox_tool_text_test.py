@@ -1,4 +1,4 @@
-"""The §3.3 tool-output text from structured results, byte for byte (PAPER.md §3.3, §3.4 layer 1).
+"""The tool-output text from structured results, byte for byte (PAPER.md §3.3, §3.4 layer 1).
 
 The expected strings are PAPER.md §3.3's table, which was produced by the released stack.
   python -m pytest -q tests/sandbox_tool_text_test.py
@@ -62,7 +62,8 @@ def test_output_limit_is_an_ordinary_failure():
 
 def test_sandbox_error_reads_internal_error():
   text = sandbox.tool_output_text(_result("sandbox_error", "", "worker lost", None, 0.0))
-  assert text == "Tool call failure\nreason: internal_error\nstderr: worker lost\nexecution time: 0.00s"
+  assert text == ("Tool call failure\nreason: internal_error\nstderr: worker lost\n"
+                  "execution time: 0.00s")
 
 
 def test_code_judge_body_with_wrong_expected_output_is_a_failure():

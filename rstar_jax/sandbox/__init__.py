@@ -3,10 +3,14 @@
 Modules: `result` (ExecutionResult and its statuses), `wrapper` (the §3.1 notebook-cell
 wrapper), `tool_text` (the §3.3 tool-output text), `codejudge` (Code Judge's wire format),
 `config` (limits and pool shape), `isolation` / `program` / `zygote` (what runs in a zygote and
-its children), `pool` (the asyncio executor pool).
+its children), `pool` (the executor: its module docstring lists what is and is not covered),
+`server` / `metrics` (the HTTP service), `client` (the async client), `redis_queue`
+(multi-host mode), `cli` (`rstar-sandbox serve|worker`), `processes` and `workloads` (local
+processes and known-answer workloads for tests and benchmarks).
 
-The service-side names (`Pool`, ...) are imported on first use, so that a zygote, which
-imports `rstar_jax.sandbox.zygote`, forks from an image without aiohttp or redis in it.
+The service-side names (`Pool`, `SandboxClient`, ...) are imported on first use, so that a
+zygote, which imports `rstar_jax.sandbox.zygote`, forks from an image without aiohttp or
+redis in it.
 """
 import importlib
 
@@ -22,6 +26,11 @@ from rstar_jax.sandbox.wrapper import wrap_code
 
 _LAZY = {
     "Pool": "pool",
+    "RedisFront": "redis_queue",
+    "RedisWorker": "redis_queue",
+    "SandboxClient": "client",
+    "SandboxUnavailableError": "client",
+    "Service": "server",
 }
 
 __all__ = [
@@ -29,8 +38,13 @@ __all__ = [
     "Limits",
     "Pool",
     "PoolConfig",
+    "RedisFront",
+    "RedisWorker",
     "RequestError",
     "STATUSES",
+    "SandboxClient",
+    "SandboxUnavailableError",
+    "Service",
     "Submission",
     "format_code_judge_result",
     "tool_output_text",

@@ -21,7 +21,8 @@ from rstar_jax.sandbox import server
 
 
 def _pool_config(args: argparse.Namespace) -> config_lib.PoolConfig:
-  limits = config_lib.Limits(timeout_s=args.timeout_s, memory_bytes=args.memory_mib * config_lib.MIB,
+  limits = config_lib.Limits(timeout_s=args.timeout_s,
+                             memory_bytes=args.memory_mib * config_lib.MIB,
                              output_bytes=args.output_kib * 1024)
   preload = tuple(name for name in args.preload.split(",") if name)
   return config_lib.PoolConfig(workers=args.workers, jobs_per_worker=args.jobs_per_worker,
@@ -39,7 +40,8 @@ def _parser() -> argparse.ArgumentParser:
   worker = commands.add_parser("worker", help="run jobs from a redis queue (multi-host mode)")
   for sub in (serve, worker):
     sub.add_argument("--redis", default=None, required=sub is worker,
-                     help="redis URL; serve: queue jobs there instead of running them locally")
+                     help="redis URL; serve: queue jobs there for workers instead of running "
+                          "them here (the pool options then belong to the workers)")
     sub.add_argument("--queue", default="rstar-sandbox", help="redis key prefix of the queue")
     sub.add_argument("--workers", type=int, default=None,
                      help="zygote processes (default: one per CPU core)")
@@ -89,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     _pool_config(args)
   except ValueError as e:
     parser.error(str(e))
+  if args.command == "serve" and args.redis and args.workers is not None:
+    parser.error("with --redis the front end runs no snippets: give --workers and the limits "
+                 "to `rstar-sandbox worker`")
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                       stream=sys.stderr)
 

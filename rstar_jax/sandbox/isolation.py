@@ -1,18 +1,20 @@
 """Kernel isolation for the sandbox: the zygote's namespaces and each child's confinement.
 
-Two steps, both as root:
-* `enter_zygote_namespaces()`, once per zygote: a new network namespace (no interface is up,
+All as root, in this order:
+* once per zygote, `enter_zygote_namespaces()`: a new network namespace (no interface is up,
   so no network at all), a new IPC namespace with System V IPC and POSIX message queues
-  capped at zero (a snippet can leave nothing behind there), and a private mount namespace so
-  the children's mounts never reach the host.
-* `confine_child(...)`, in every forked child before the snippet runs: the child is already
-  pid 1 of a fresh PID namespace (`new_pid_namespace` before the fork), so when it exits the
-  kernel kills every process it left behind, `setsid` included; it gets a new session, a
-  private mount namespace with a fresh size-capped tmpfs on /tmp (its working directory) bound
-  over the other world-writable directories, its own /proc (only its processes are visible),
-  stdin from an in-memory file, rlimits, a clean environment, and finally its own
-  unprivileged uid/gid with no supplementary groups and `no_new_privs` (set-uid binaries
-  cannot regain root).
+  capped at zero (a snippet can leave nothing behind there), a private mount namespace so the
+  children's mounts never reach the host; then `expose_paths` (the interpreter stays
+  importable for unprivileged uids) and, after the preloads, `collapse_to_huge_pages`;
+* per child, `new_pid_namespace()` before the fork (undone by `restore_pid_namespace`): the
+  child is pid 1 of a fresh PID namespace, so when it exits the kernel kills every process it
+  left behind, `setsid` included;
+* in the child, `set_child_fds` (fds 0-3 only, stdin from an in-memory file), then
+  `confine_child`: a new session, a private mount namespace with a fresh size-capped tmpfs on
+  /tmp (its working directory) bound over the other world-writable directories, its own /proc
+  (only its processes are visible), rlimits, and finally its own unprivileged uid/gid with no
+  supplementary groups and `no_new_privs` (set-uid binaries cannot regain root).
+The environment is the zygote's, which holds only CLEAN_ENV once it has started.
 Errors raise OSError naming the call that failed.
 """
 import ctypes

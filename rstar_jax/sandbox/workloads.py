@@ -86,7 +86,8 @@ def _prime_count(n: int) -> int:
 def _loop(kind: int, k: int) -> tuple[str, str]:
   if kind % 2 == 0:
     n = 20_000 + 10 * k
-    return f"s = 0\nfor j in range({n}):\n  s += j * j\nprint(s)", str((n - 1) * n * (2 * n - 1) // 6)
+    return (f"s = 0\nfor j in range({n}):\n  s += j * j\nprint(s)",
+            str((n - 1) * n * (2 * n - 1) // 6))
   n = 5000 + k
   return (f"n = {n}\nsieve = [True] * n\nsieve[0] = sieve[1] = False\n"
           "for p in range(2, int(n ** 0.5) + 1):\n  if sieve[p]:\n"

@@ -2,8 +2,10 @@
 
 A pool starts each zygote as `python -m rstar_jax.sandbox.zygote FD INDEX UID_START CONFIG`
 (FD: its end of a unix socket pair). The zygote dies with its parent, moves into its own
-network/IPC/mount namespaces, imports the preloaded modules once, freezes them out of the
-garbage collector and answers `("ready", pid)`. Then, single-threaded around one epoll loop:
+network/IPC/mount namespaces, imports the preloaded modules once (and warms them up, see
+WARMUPS), keeps only CLEAN_ENV as its environment, freezes its objects out of the garbage
+collector, backs its heap with huge pages and answers `("ready", pid)` (or `("error", text)`).
+Then, single-threaded around one epoll loop:
 
 * `("run", job_id, source, stdin)` frames start a run in a free slot; slot s runs as uid
   UID_START + s, so no two running snippets share a uid (RLIMIT_NPROC counts per snippet).
@@ -100,7 +102,8 @@ class _Run:
     self.out, self.err, self.status_pipe = bytearray(), bytearray(), bytearray()
     self.buffers = dict(zip(fds, (self.out, self.err, self.status_pipe)))
     self.status_fd = fds[2]
-    self.killed = None  # None, "timeout" or "output"
+    self.killed = None  # None, "timeout" or "output": why the parent killed it
+    self.capped = False  # an output stream went past limits.output_bytes
     self.kill_time = 0.0
     self.wait_status = None
     self.cpu_s = 0.0
@@ -265,6 +268,7 @@ class Zygote:
     buffer += data[:room]
     if not data or len(data) > room:
       if data and fd != run.status_fd:
+        run.capped = True
         self._kill(run, "output")
       self._close_fd(run, fd)
       return False
@@ -339,7 +343,7 @@ class Zygote:
           exit_code == -signal.SIGKILL and run.cpu_s >= self._limits.cpu_seconds + 0.9)
       status = result_lib.classify(exit_code, stderr.decode("utf-8", "replace"),
                                    timed_out=run.killed == "timeout",
-                                   output_capped=run.killed == "output",
+                                   output_capped=run.capped,
                                    cpu_limited=cpu_limited)
       tail = status_pipe[-1 - _ELAPSED.size:]
       if run.killed is None and len(status_pipe) > _ELAPSED.size and tail[:1] == program.ELAPSED:
