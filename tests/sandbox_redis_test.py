@@ -146,3 +146,17 @@ async def _requeue(url: str, keys) -> int:
     return await redis_queue.requeue_dead_workers(client, keys, 2)
   finally:
     await client.aclose()
+
+
+def test_health_says_unavailable_while_redis_is_down():
+  redis_process, url = processes.start_redis()
+  front_process, front_url = processes.start_service(["--redis", url], min_workers=0)
+  try:
+    assert _status(front_url)["status"] == "unavailable"  # up, but no worker yet
+    redis_process.stop()
+    body = _status(front_url)
+    assert body["status"] == "unavailable" and body["detail"]  # the redis error
+    assert front_process.alive()
+  finally:
+    front_process.stop()
+    redis_process.stop()

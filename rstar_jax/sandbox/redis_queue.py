@@ -6,7 +6,8 @@ Keys under a prefix P (one redis server, not a cluster; Lua scripts touch keys t
   P:lease:{wid}        exists while worker `wid` is alive (PX lease_s, renewed every lease_s/4)
   P:workers            hash wid -> capacity: the workers that may hold jobs
   P:attempts           hash job id -> times the job's worker died under it
-  P:result:{id}        the job's ExecutionResult as JSON, written once (SET NX), kept result_ttl_s
+  P:result:{id}        the job's ExecutionResult as JSON, written once (SET NX); deleted when
+                       its front end has read it, else expires after an hour
   P:reply:{front}      list of job ids whose result is ready, one per front end (BLPOP)
 
 Guarantees:
@@ -222,8 +223,10 @@ class RedisFront:
     ids = [i for i in ids if i in self._pending and not self._pending[i].done()]
     if not ids:
       return
-    bodies = await self._listener.mget([self._keys.result(i) for i in ids])
-    for job_id, body in zip(ids, bodies):
+    keys = [self._keys.result(i) for i in ids]
+    bodies = await self._listener.mget(keys)
+    done = []
+    for job_id, key, body in zip(ids, keys, bodies):
       future = self._pending.get(job_id)
       if body is None or future is None or future.done():
         continue
@@ -231,6 +234,9 @@ class RedisFront:
         future.set_result(result_from_stored(body))
       except (ValueError, TypeError) as e:
         future.set_result(pool_lib.lost_result(f"unreadable result in redis: {e}"))
+      done.append(key)
+    if done:  # read once: a late duplicate run may write it again, to no one (it expires)
+      await self._listener.delete(*done)
 
   async def _sweep_loop(self) -> None:
     while True:

@@ -50,6 +50,10 @@ class _BadType(Exception):
   pass
 
 
+class _Unavailable(Exception):
+  pass
+
+
 class Service:
   """The aiohttp application around one backend."""
 
@@ -79,6 +83,8 @@ class Service:
       response = _json({"detail": e.detail}, 422)
     except _BadType as e:
       response = _json({"detail": str(e)}, 400)
+    except _Unavailable as e:
+      response = _json({"status": "unavailable", "detail": str(e)}, 503)
     self.metrics.count("sandbox_requests_total", "HTTP requests by route and status code.",
                        route=route, code=response.status)
     self.metrics.observe_latency(route, time.monotonic() - start)
@@ -127,20 +133,27 @@ class Service:
     del request
     return _json("pong")
 
+  async def _stats(self) -> dict[str, int]:
+    try:
+      return await self.backend.stats()
+    except Exception as e:  # pylint: disable=broad-except
+      # The backend's own store is unreachable (redis down): say so, keep serving.
+      raise _Unavailable(f"{type(e).__name__}: {e}") from e
+
   async def _status(self, request: web.Request) -> web.Response:
     del request
-    stats = await self.backend.stats()
+    stats = await self._stats()
     return _json({"queue": stats["queued"], "num_workers": stats["workers_alive"]})
 
   async def _health(self, request: web.Request) -> web.Response:
     del request
-    stats = await self.backend.stats()
+    stats = await self._stats()
     alive = stats["workers_alive"] > 0
     return _json({"status": "ok" if alive else "unavailable", **stats}, 200 if alive else 503)
 
   async def _metrics(self, request: web.Request) -> web.Response:
     del request
-    stats = await self.backend.stats()
+    stats = await self._stats()
     text = self.metrics.render({f"sandbox_{k}": v for k, v in sorted(stats.items())})
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
