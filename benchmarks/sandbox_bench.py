@@ -150,10 +150,11 @@ def start_code_judge(checkout: str, runs_dir: pathlib.Path) -> tuple[list, str]:
   logs = runs_dir / "sandbox_bench"
   api = processes.Process([str(venv / "bin" / "uvicorn"), "app.main:app", "--host", "127.0.0.1",
                            "--port", str(port), "--workers", str(CODE_JUDGE_API_PROCESSES)],
-                          "code-judge api", str(logs / "code_judge_api.log"), checkout, env)
+                          "code-judge api", str(logs / "code_judge_api.log"), checkout, env,
+                          own_group=True)
   workers = processes.Process([str(venv / "bin" / "python"), "run_workers.py"],
                               "code-judge workers", str(logs / "code_judge_workers.log"),
-                              checkout, env)
+                              checkout, env, own_group=True)
   url = f"http://127.0.0.1:{port}"
 
   def ready() -> bool:

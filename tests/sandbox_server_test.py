@@ -4,6 +4,7 @@ Runs a real `rstar-sandbox serve` on a loopback port.
   python -m pytest -q tests/sandbox_server_test.py
 """
 import json
+import pathlib
 import subprocess
 import sys
 import urllib.error
@@ -134,3 +135,10 @@ def test_cli_rejects_bad_arguments(args, message):
   run = subprocess.run([sys.executable, "-m", "rstar_jax.sandbox.cli", *args],
                        capture_output=True, text=True, timeout=60)
   assert run.returncode == 2 and message in run.stderr
+
+
+def test_console_script_is_installed():
+  script = pathlib.Path(sys.executable).with_name("rstar-sandbox")
+  run = subprocess.run([str(script), "serve", "--help"], capture_output=True, text=True,
+                       timeout=60)
+  assert run.returncode == 0 and "--workers" in run.stdout and "--redis" in run.stdout

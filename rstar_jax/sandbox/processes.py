@@ -5,6 +5,7 @@ through `python -m rstar_jax.sandbox.cli`, `redis-server` from PATH), and to sto
 processes they started.
 """
 import json
+import os
 import shutil
 import signal
 import socket
@@ -23,14 +24,21 @@ def free_port() -> int:
 
 
 class Process:
-  """A started child process that `stop()` ends (SIGTERM, then SIGKILL)."""
+  """A started child process that `stop()` ends (SIGTERM, then SIGKILL).
+
+  With `own_group`, the process leads a new process group and `stop()` signals the whole
+  group, for programs whose children outlive them (Code Judge's worker manager).
+  """
 
   def __init__(self, args: list[str], name: str, log_path: str | None = None,
-               cwd: str | None = None, env: dict[str, str] | None = None):
+               cwd: str | None = None, env: dict[str, str] | None = None,
+               own_group: bool = False):
     self.name = name
+    self._own_group = own_group
     self._log = open(log_path, "ab") if log_path else subprocess.DEVNULL
     self.popen = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self._log,
-                                  stderr=self._log, cwd=cwd, env=env)
+                                  stderr=self._log, cwd=cwd, env=env,
+                                  start_new_session=own_group)
 
   @property
   def pid(self) -> int:
@@ -39,15 +47,25 @@ class Process:
   def alive(self) -> bool:
     return self.popen.poll() is None
 
-  def stop(self, timeout_s: float = 10.0) -> None:
-    """Stops the process and waits for it."""
-    if self.alive():
-      self.popen.send_signal(signal.SIGTERM)
+  def _signal(self, sig: int) -> None:
+    if self._own_group:
       try:
-        self.popen.wait(timeout_s)
-      except subprocess.TimeoutExpired:
-        self.popen.kill()
-        self.popen.wait()
+        os.killpg(self.popen.pid, sig)
+      except ProcessLookupError:
+        pass
+    elif self.alive():
+      self.popen.send_signal(sig)
+
+  def stop(self, timeout_s: float = 10.0) -> None:
+    """Stops the process (and its group, with own_group) and waits for it."""
+    self._signal(signal.SIGTERM)
+    try:
+      self.popen.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+      self._signal(signal.SIGKILL)
+      self.popen.wait()
+    if self._own_group:  # what ignored SIGTERM in the group
+      self._signal(signal.SIGKILL)
     if self._log is not subprocess.DEVNULL:
       self._log.close()
 
