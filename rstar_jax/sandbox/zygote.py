@@ -133,6 +133,7 @@ class Zygote:
     self._selector = selectors.EpollSelector()
     self._decoder = FrameDecoder()
     self._outbox = bytearray()
+    self._want_write = False
     self._waiting = collections.deque()
     self._runs: dict[int, _Run] = {}  # pid -> run
     self._by_fd: dict[int, _Run] = {}
@@ -170,8 +171,10 @@ class Zygote:
     except BlockingIOError:
       sent = 0
     del self._outbox[:sent]
-    events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self._outbox else 0)
-    self._selector.modify(self._sock, events, self._on_socket)
+    if bool(self._outbox) != self._want_write:  # watch for room only while data waits
+      self._want_write = bool(self._outbox)
+      events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self._want_write else 0)
+      self._selector.modify(self._sock, events, self._on_socket)
 
   def _on_socket(self, fd: int, mask: int) -> None:
     del fd
