@@ -73,6 +73,27 @@ def test_queue_holds_more_jobs_than_slots_and_drops_none(loop):
   assert len({r.stdout.split()[1] for r in results}) == 2  # one uid per slot
 
 
+def _intervals(loop, code: str, count: int) -> list[tuple[float, float]]:
+  async def go():
+    async with pool_lib.Pool(_config(jobs_per_worker=4, runnable_per_worker=1)) as p:
+      return await asyncio.gather(*(p.run(code) for _ in range(count)))
+  return sorted(tuple(map(float, r.stdout.split())) for r in loop.run(go()))
+
+
+def test_cpu_bound_runs_wait_for_a_runnable_slot(loop):
+  busy = ("import time\nstart = time.time()\nwhile time.time() - start < 0.3:\n  pass\n"
+          "print(start, time.time())")
+  intervals = _intervals(loop, busy, 3)
+  for (_, end), (next_start, _) in zip(intervals, intervals[1:]):
+    assert next_start >= end  # never two busy runs at once with runnable_per_worker=1
+
+
+def test_sleeping_runs_do_not_hold_the_cpu_admission(loop):
+  sleepy = "import time\nstart = time.time()\ntime.sleep(0.5)\nprint(start, time.time())"
+  intervals = _intervals(loop, sleepy, 3)
+  assert max(s for s, _ in intervals) < min(e for _, e in intervals)  # all three overlap
+
+
 def test_killed_zygote_job_runs_again_and_zygote_is_replaced(loop):
   async def go():
     async with pool_lib.Pool(_config()) as p:
@@ -169,6 +190,7 @@ def test_run_after_close_raises(loop):
     ({"workers": 0}, "PoolConfig.workers must be > 0"),
     ({"jobs_per_worker": 70000}, "exceeds the uid block"),
     ({"writable_dirs": ("/tmp",)}, "other than /tmp"),
+    ({"runnable_per_worker": 0}, "runnable_per_worker must be > 0"),
 ])
 def test_config_errors_name_the_field(kwargs, message):
   with pytest.raises(ValueError, match=message):

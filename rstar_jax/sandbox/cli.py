@@ -26,8 +26,8 @@ def _pool_config(args: argparse.Namespace) -> config_lib.PoolConfig:
                              output_bytes=args.output_kib * 1024)
   preload = tuple(name for name in args.preload.split(",") if name)
   return config_lib.PoolConfig(workers=args.workers, jobs_per_worker=args.jobs_per_worker,
-                               preload=preload, warmup=not args.no_warmup, limits=limits,
-                               uid_base=args.uid_base)
+                               runnable_per_worker=args.runnable_per_worker, preload=preload,
+                               warmup=not args.no_warmup, limits=limits, uid_base=args.uid_base)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="zygote processes (default: one per CPU core)")
     sub.add_argument("--jobs-per-worker", type=int, default=16,
                      help="snippets each zygote runs at once")
+    sub.add_argument("--runnable-per-worker", type=int, default=None,
+                     help="start no snippet while this many of a zygote's are using a CPU "
+                          "(default: 2 x cores / workers)")
     sub.add_argument("--timeout-s", type=float, default=4.0, help="wall-clock limit per run")
     sub.add_argument("--memory-mib", type=int, default=384, help="address-space limit per run")
     sub.add_argument("--output-kib", type=int, default=1024, help="bytes kept per output stream")

@@ -71,6 +71,11 @@ class PoolConfig:
   Attributes:
     workers: number of zygotes (None: one per CPU core).
     jobs_per_worker: snippets one zygote runs at the same time.
+    runnable_per_worker: a zygote starts another snippet only while fewer than this many of
+      its snippets are runnable (using or waiting for a CPU); snippets that sleep or block do
+      not count. None: ceil(2 x cores / workers). This keeps CPU-bound snippets from sharing
+      the cores so thinly that they hit the wall-clock limit, without idling slots that
+      sleeping snippets hold.
     preload: modules each zygote imports once, so snippets import them for free.
     warmup: also make a few typical calls of the preloaded modules that `zygote.WARMUPS`
       knows (sympy, numpy), so that their lazy imports and caches are paid once.
@@ -83,6 +88,7 @@ class PoolConfig:
   """
   workers: int | None = None
   jobs_per_worker: int = 16
+  runnable_per_worker: int | None = None
   preload: tuple[str, ...] = ("numpy", "sympy")
   warmup: bool = True
   limits: Limits = Limits()
@@ -94,6 +100,8 @@ class PoolConfig:
     if self.workers is not None:
       _positive("PoolConfig", "workers", self.workers)
     _positive("PoolConfig", "jobs_per_worker", self.jobs_per_worker)
+    if self.runnable_per_worker is not None:
+      _positive("PoolConfig", "runnable_per_worker", self.runnable_per_worker)
     _positive("PoolConfig", "max_attempts", self.max_attempts)
     _positive("PoolConfig", "uid_base", self.uid_base)
     if self.num_workers * self.jobs_per_worker > UID_BLOCK:
@@ -111,6 +119,13 @@ class PoolConfig:
   def num_workers(self) -> int:
     """The number of zygotes."""
     return self.workers if self.workers is not None else (os.cpu_count() or 1)
+
+  @property
+  def max_runnable(self) -> int:
+    """runnable_per_worker, resolved."""
+    if self.runnable_per_worker is not None:
+      return self.runnable_per_worker
+    return math.ceil(2 * (os.cpu_count() or 1) / self.num_workers)
 
   def to_json(self) -> str:
     """The config as JSON (what a zygote receives on its command line)."""

@@ -40,7 +40,9 @@ replacement for a VM boundary against an attacker with a kernel exploit.
 
 Scheduling: jobs go, in arrival order, to the zygote with the most free slots; a zygote never
 holds more than `jobs_per_worker`, so the queue (not the zygotes) absorbs bursts, and no job
-ever times out while waiting. Zygotes are fresh interpreters (`python -m
+ever times out while waiting. A zygote starts a held job only while fewer than
+`runnable_per_worker` of its runs are on a CPU (see `zygote`), so that CPU-bound snippets get
+enough of a core to finish within the wall-clock limit while sleeping ones hold no core. Zygotes are fresh interpreters (`python -m
 rstar_jax.sandbox.zygote`), so nothing of the service (aiohttp, redis, the event loop) is in
 the image they fork from. When a zygote dies, each job it held runs again, up to
 `max_attempts` runs, then is answered sandbox_error; the zygote is replaced, with a growing
@@ -220,7 +222,10 @@ class Pool:
   async def _read_results(self, z: _Zygote, reader: asyncio.StreamReader) -> None:
     while (message := await _read_message(reader)) is not None:
       _, job_id, status, out, err, exit_code, wall = message
-      job = z.jobs.pop(job_id)
+      job = z.jobs.pop(job_id, None)
+      if job is None:  # a duplicate or unknown answer is logged, not fatal
+        logging.error("sandbox zygote %d answered unknown job %s", z.index, job_id)
+        continue
       self._answer(job, result_lib.ExecutionResult(
           status=status, stdout=out.decode("utf-8", "replace"),
           stderr=err.decode("utf-8", "replace"), exit_code=exit_code, wall_time_s=wall))

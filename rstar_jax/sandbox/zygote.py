@@ -10,7 +10,10 @@ Then, single-threaded around one epoll loop:
 * `("run", job_id, source, stdin)` frames start a run in a free slot; slot s runs as uid
   UID_START + s, so no two running snippets share a uid (RLIMIT_NPROC counts per snippet).
   A run is a fork that is pid 1 of a new PID namespace, confined (`isolation`), running
-  `program.run`. Jobs beyond the free slots wait here, in arrival order.
+  `program.run`. Jobs wait here, in arrival order, while no slot is free or while
+  `max_runnable` runs are runnable (state R in /proc/PID/stat; checked again every
+  ADMISSION_RECHECK_S), so CPU-bound runs are not spread over more runs than the cores
+  can serve within their wall-clock limit.
 * The children's stdout/stderr pipes are read as data arrives, each kept up to
   `limits.output_bytes`; past that the run is killed (output_limit).
 * At the wall-clock deadline the parent SIGKILLs the run's pid 1; the kernel then kills every
@@ -42,6 +45,7 @@ from rstar_jax.sandbox import program
 from rstar_jax.sandbox import result as result_lib
 
 REAP_GRACE_S = 2.0
+ADMISSION_RECHECK_S = 0.005
 FRAME_HEADER = struct.Struct(">I")
 _READ_SIZE = 1 << 16
 _SETUP_FAILED = b"F"
@@ -98,6 +102,7 @@ class _Run:
 
   def __init__(self, job_id, slot: int, pid: int, start: float, deadline: float, fds):
     self.job_id, self.slot, self.pid = job_id, slot, pid
+    self.stat_fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
     self.start, self.deadline = start, deadline
     self.out, self.err, self.status_pipe = bytearray(), bytearray(), bytearray()
     self.buffers = dict(zip(fds, (self.out, self.err, self.status_pipe)))
@@ -119,6 +124,8 @@ class Zygote:
     self._limits = config.limits
     self._uids = [uid_start + s for s in range(config.jobs_per_worker)]
     self._free = list(range(config.jobs_per_worker - 1, -1, -1))
+    self._max_runnable = config.max_runnable
+    self._recheck_at = None  # when to try admitting waiting jobs again
     self._bind_dirs = isolation.existing_dirs(config.writable_dirs)
     self._rlimits = {
         resource.RLIMIT_AS: self._limits.memory_bytes,
@@ -150,12 +157,14 @@ class Zygote:
     """Answers the parent until it closes the socket."""
     self.send(("ready", os.getpid()))
     while not self._closing:
-      timeout = None
-      if self._deadlines:
-        timeout = max(0.0, self._deadlines[0][0] - time.monotonic())
+      wake = [t for t in (self._deadlines[0][0] if self._deadlines else None,
+                          self._recheck_at) if t is not None]
+      timeout = max(0.0, min(wake) - time.monotonic()) if wake else None
       for key, mask in self._selector.select(timeout):
         key.data(key.fd, mask)
       self._check_deadlines()
+      if self._recheck_at is not None and time.monotonic() >= self._recheck_at:
+        self._start_waiting()
 
   # ---------------------------------------------------------------- control socket
   def send(self, message) -> None:
@@ -198,8 +207,23 @@ class Zygote:
     self._start_waiting()
 
   # ---------------------------------------------------------------- starting runs
+  def _runnable(self) -> int:
+    """How many runs are runnable now (their pid 1 in state R)."""
+    count = 0
+    for run in self._runs.values():
+      try:
+        head = os.pread(run.stat_fd, 64, 0)
+      except OSError:  # exited, not reaped yet
+        continue
+      count += head[head.rfind(b")") + 2:][:1] == b"R"
+    return count
+
   def _start_waiting(self) -> None:
+    self._recheck_at = None
     while self._waiting and self._free:
+      if self._runnable() >= self._max_runnable:
+        self._recheck_at = time.monotonic() + ADMISSION_RECHECK_S
+        return
       job_id, source, stdin = self._waiting.popleft()
       self._start(job_id, source, stdin, self._free.pop())
 
@@ -319,6 +343,7 @@ class Zygote:
         continue
       run.wait_status, run.end = wait_status, time.monotonic()
       run.cpu_s = usage.ru_utime + usage.ru_stime
+      os.close(run.stat_fd)
       for read_fd in list(run.buffers):
         while self._read(run, read_fd, draining=True):
           pass
