@@ -42,9 +42,9 @@ Scheduling: jobs go, in arrival order, to the zygote with the most free slots; a
 holds more than `jobs_per_worker`, so the queue (not the zygotes) absorbs bursts, and no job
 ever times out while waiting. A zygote starts a held job only while fewer than
 `runnable_per_worker` of its runs are on a CPU (see `zygote`), so that CPU-bound snippets get
-enough of a core to finish within the wall-clock limit while sleeping ones hold no core. Zygotes are fresh interpreters (`python -m
-rstar_jax.sandbox.zygote`), so nothing of the service (aiohttp, redis, the event loop) is in
-the image they fork from. When a zygote dies, each job it held runs again, up to
+enough of a core to finish within the wall-clock limit while sleeping ones hold no core.
+Zygotes are fresh interpreters (`python -m rstar_jax.sandbox.zygote`), so nothing of the
+service (aiohttp, redis, the event loop) is in the image they fork from. When a zygote dies, each job it held runs again, up to
 `max_attempts` runs, then is answered sandbox_error; the zygote is replaced, with a growing
 delay if replacements keep failing.
 
