@@ -44,9 +44,9 @@ ever times out while waiting. A zygote starts a held job only while fewer than
 `runnable_per_worker` of its runs are on a CPU (see `zygote`), so that CPU-bound snippets get
 enough of a core to finish within the wall-clock limit while sleeping ones hold no core.
 Zygotes are fresh interpreters (`python -m rstar_jax.sandbox.zygote`), so nothing of the
-service (aiohttp, redis, the event loop) is in the image they fork from. When a zygote dies, each job it held runs again, up to
-`max_attempts` runs, then is answered sandbox_error; the zygote is replaced, with a growing
-delay if replacements keep failing.
+service (aiohttp, redis, the event loop) is in the image they fork from. When a zygote dies,
+each job it held runs again, up to `max_attempts` runs, then is answered sandbox_error; the
+zygote is replaced, with a growing delay if replacements keep failing.
 
 The pool needs root. It takes a block of `config.UID_BLOCK` uids from `uid_base`, held by an
 flock, so two pools on one host never share uids. Zygotes die with the thread that started
