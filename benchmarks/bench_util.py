@@ -160,3 +160,14 @@ def print_mfu(what: str, tokens: int, seconds: float, flops_token: float, peak_t
   print(f"{what}: {tokens} tokens in {seconds * 1e3:.1f} ms = {tokens / seconds:,.0f} tokens/s; "
         f"{flops_token / 1e9:.2f} GFLOP/token -> {achieved / 1e12:.1f} TFLOP/s; "
         f"MFU {100 * achieved / (peak_tflops * 1e12):.1f}% of {peak_tflops:g} TFLOP/s")
+
+
+def add_common_flags(flags) -> None:
+  """The flags both model_bench.py and train_bench.py take (device, quick, repeats, peak, seed)."""
+  flags.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+  flags.add_argument("--quick", action="store_true", help="tiny model and shapes (smoke run)")
+  flags.add_argument("--repeats", type=int, default=3)
+  flags.add_argument("--warmup", type=int, default=1)
+  flags.add_argument("--peak_tflops", type=float, default=H100_BF16_PEAK_TFLOPS,
+                     help="dense bf16 peak of the GPU (H100 SXM: 989)")
+  flags.add_argument("--seed", type=int, default=0)

@@ -164,17 +164,11 @@ def measure_forward_mfu(cfg: models.ModelConfig, batch: int, length: int, repeat
 
 def main():
   flags = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  flags.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
-  flags.add_argument("--quick", action="store_true", help="tiny model and shapes (smoke run)")
+  bench_util.add_common_flags(flags)
   flags.add_argument("--batch", type=int, help="B (default: cpu 4, gpu 8, quick 2)")
   flags.add_argument("--prompt_len", type=int, help="prefill T (default: cpu 512, gpu 2048, quick 32)")
   flags.add_argument("--decode_prompt_len", type=int, default=128, help="P before decoding (cpu)")
   flags.add_argument("--decode_tokens", type=int, default=32, help="N decode steps (cpu)")
-  flags.add_argument("--repeats", type=int, default=3)
-  flags.add_argument("--warmup", type=int, default=1)
-  flags.add_argument("--peak_tflops", type=float, default=bench_util.H100_BF16_PEAK_TFLOPS,
-                     help="dense bf16 peak of the GPU (H100 SXM: 989)")
-  flags.add_argument("--seed", type=int, default=0)
   args = flags.parse_args()
   if args.quick:
     args.batch, args.prompt_len = args.batch or 2, args.prompt_len or 32

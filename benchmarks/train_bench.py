@@ -158,8 +158,7 @@ def measure_train_mfu(cfg: models.ModelConfig, batch: int, length: int, prompt_l
 
 def main():
   flags = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  flags.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
-  flags.add_argument("--quick", action="store_true", help="tiny model and shapes (smoke run)")
+  bench_util.add_common_flags(flags)
   flags.add_argument("--batch", type=int, help="B rows (default: cpu 4, gpu 8, quick 2)")
   flags.add_argument("--length", type=int, help="T positions per row (default: cpu 512, gpu 2048, quick 32)")
   flags.add_argument("--prompt_len", type=int, default=64, help="leading tokens outside the loss")
@@ -168,11 +167,6 @@ def main():
   flags.add_argument("--logits_chunk", type=int, help="positions per log-prob chunk, 0: all "
                      "(default: cpu 0, gpu 512)")
   flags.add_argument("--param_dtype", choices=DTYPES, default="float32", help="gpu mode")
-  flags.add_argument("--repeats", type=int, default=3)
-  flags.add_argument("--warmup", type=int, default=1)
-  flags.add_argument("--peak_tflops", type=float, default=bench_util.H100_BF16_PEAK_TFLOPS,
-                     help="dense bf16 peak of the GPU (H100 SXM: 989)")
-  flags.add_argument("--seed", type=int, default=0)
   args = flags.parse_args()
   if args.quick:
     args.batch, args.length, args.prompt_len, args.repeats = args.batch or 2, args.length or 32, 8, 1

@@ -89,7 +89,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, origin: str = "") -> di
   examples = sft.encode_traces(traces, tokenizer, config.sft.row_length + 1, stats)
   stats.log("SFT trajectories")
   cfg, params = policy.build_policy(config.model, tokenizer, mesh_rules, config.seed)
-  summary, state = sft.train_sft(config, workdir, cfg, params, tokenizer, examples, mesh_rules)
+  summary, state = sft.train_sft(config, workdir, cfg, params, examples, mesh_rules)
   policy_dir = os.path.join(workdir, "policy")
   models.save_hf(cfg, state.params, policy_dir)
   if isinstance(tokenizer, chat.HFTokenizer):

@@ -59,7 +59,7 @@ def _pack(examples: Sequence[SftExample], sft: ml_collections.ConfigDict) -> pac
 
 
 def _eval_fn(cfg: models.ModelConfig, mesh_rules, logits_chunk: int):
-  """Held-out NLL sums and greedy next-token accuracy over the policy's tokens."""
+  """Held-out NLL sum and token count over the policy's tokens of a packed batch."""
   def evaluate(params, batch: packing.PackedBatch):
     def one(mb):
       logp = step.token_logprobs(cfg, params, mb.input_ids, mb.targets, mb.positions, mb.segment_ids,
@@ -84,8 +84,8 @@ def _format_eta(seconds: float) -> str:
 
 
 def train_sft(config: ml_collections.ConfigDict, workdir: str, cfg: models.ModelConfig, params,
-              tokenizer: chat.Tokenizer, examples: list[SftExample], mesh_rules: models.MeshRules) -> dict:
-  """Runs (or resumes) SFT to config.sft.steps; returns the final summary dict."""
+              examples: list[SftExample], mesh_rules: models.MeshRules) -> tuple[dict, optim.TrainState]:
+  """Runs (or resumes) SFT to config.sft.steps; returns (summary dict, final train state)."""
   sft = config.sft
   train_examples, eval_examples = split_eval(examples, sft.num_eval)
   optimizer = optim.make_optimizer(config.optim)
