@@ -65,9 +65,10 @@ def get_config(arg=None):
       eval_every_steps=25,
   )
 
-  # Optimizer: AdamW, linear warm-up then constant.
+  # Optimizer: AdamW, linear warm-up then constant; reset_at_steps re-initializes it (and restarts
+  # the warm-up) before those updates, as at a curriculum stage boundary.
   config.optim = dict(learning_rate=2e-3, warmup_steps=10, b1=0.9, b2=0.98, eps=1e-8, weight_decay=0.01,
-                      max_grad_norm=1.0)
+                      max_grad_norm=1.0, reset_at_steps=())
 
   config.checkpoint = dict(every_steps=25, max_to_keep=2, async_save=True)
 

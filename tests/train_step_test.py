@@ -106,7 +106,7 @@ def test_eight_device_train_step_equals_one_device():
     for _ in range(2):
       state, metrics = train_step(state, b)
     if rules is not None:
-      mu = state.opt_state[1].inner_state[0].mu["layers"]["mlp"]["up_proj_kernel"]
+      mu = state.opt_state.inner[1].inner_state[0].mu["layers"]["mlp"]["up_proj_kernel"]
       assert mu.sharding == state.params["layers"]["mlp"]["up_proj_kernel"].sharding
     outs.append((jax.device_get(state.params), jax.device_get(metrics)))
   # Adam's early updates are ~lr * g / |g|, which magnifies fp noise in near-zero gradients:
@@ -132,18 +132,28 @@ def test_steps_of_equal_shape_compile_once():
 
 
 def test_warmup_then_constant_and_reset_restarts_warmup():
-  optimizer = optim.make_optimizer(_optim_config(learning_rate=0.1, warmup_steps=4))
+  optimizer = optim.make_optimizer(_optim_config(learning_rate=0.1, warmup_steps=4, reset_at_steps=(6,)))
   state = _state(models.init_params(CFG, jax.random.key(7)), optimizer)
   train_step = jax.jit(step.make_train_step(CFG, step.sft_objective(), optimizer))
   batch = packing.pack_trajectories(*_trajectories(2)[:2], None, row_length=16, rows_per_microbatch=2)
   lrs = []
-  for _ in range(6):
+  for _ in range(8):
     state, metrics = train_step(state, batch)
     lrs.append(float(metrics["optim/lr"]))
-  np.testing.assert_allclose(lrs, [0.025, 0.05, 0.075, 0.1, 0.1, 0.1], rtol=1e-6)
-  state = optim.reset_optimizer(state, optimizer)
-  state, metrics = train_step(state, batch)
-  assert float(metrics["optim/lr"]) == pytest.approx(0.025) and int(state.step) == 7
+    if len(lrs) == 6:
+      before_reset = jax.device_get(state)
+  np.testing.assert_allclose(lrs, [0.025, 0.05, 0.075, 0.1, 0.1, 0.1, 0.025, 0.05], rtol=1e-6)
+  assert int(state.step) == 8
+  # The 7th update (reset first) equals the first update of a fresh optimizer at the same params.
+  after, _ = train_step(before_reset, batch)
+  expected, _ = train_step(_state(before_reset.params, optimizer), batch)
+  for a, b in zip(jax.tree.leaves(after.params), jax.tree.leaves(expected.params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_bad_reset_steps_are_named():
+  with pytest.raises(ValueError, match=r"reset steps must be integers >= 1.*\[0\]"):
+    optim.make_optimizer(_optim_config(reset_at_steps=(0,)))
 
 
 @pytest.mark.parametrize("remat", ["full", "dots"])

@@ -1,10 +1,15 @@
 """The optimizer and the train state: AdamW, linear warm-up then constant LR, global-norm clipping.
 
 lr(s) = peak_lr * min(1, (s + 1) / warmup_steps), s counting optimizer updates since the last
-(re)initialization, so an optimizer reset between stages restarts the warm-up (PAPER.md §7 [R]).
+(re)initialization. `optim.reset_at_steps` lists global updates (from 0) before which the optimizer
+state (moments and schedule count) is re-initialized, as between curriculum stages (PAPER.md §7:
+stage 3 resets the optimizer); the warm-up restarts with it ([R]). The reset lives inside the
+optimizer state, so a resumed run resets at the same step as an uninterrupted one.
 Defaults follow PAPER.md §7: constant lr 1e-6 after 20 warm-up steps, AdamW(0.9, 0.999),
 weight decay 0.01, clip 1.0.
 """
+from typing import NamedTuple, Sequence
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -32,10 +37,36 @@ def learning_rate_schedule(optim: ml_collections.ConfigDict) -> optax.Schedule:
   return lambda count: peak * jnp.minimum(1.0, (count + 1) / warmup)
 
 
-def make_optimizer(optim: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """clip_by_global_norm(optim.max_grad_norm) then AdamW with the schedule above.
+class ResetState(NamedTuple):
+  """count: int32 updates done; inner: the wrapped optimizer's state."""
+  count: jax.Array
+  inner: optax.OptState
 
-  Reads optim.{learning_rate, warmup_steps, b1, b2, eps, weight_decay, max_grad_norm}.
+
+def reset_at_steps(inner: optax.GradientTransformation, steps: Sequence[int]) -> optax.GradientTransformation:
+  """`inner`, re-initialized (`inner.init(params)`) before each update whose index is in `steps`."""
+  if any(not isinstance(s, int) or s < 1 for s in steps):
+    raise ValueError(f"reset steps must be integers >= 1 (update indices from 0), got {list(steps)}")
+  boundaries = tuple(sorted(set(steps)))
+
+  def init(params):
+    return ResetState(jnp.zeros((), jnp.int32), inner.init(params))
+
+  def update(updates, state, params=None):
+    is_reset = jnp.isin(state.count, jnp.asarray(boundaries, jnp.int32)) if boundaries else False
+    inner_state = jax.lax.cond(is_reset, lambda s: inner.init(params), lambda s: s, state.inner)
+    updates, inner_state = inner.update(updates, inner_state, params)
+    return updates, ResetState(state.count + 1, inner_state)
+
+  return optax.GradientTransformation(init, update)
+
+
+def make_optimizer(optim: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """clip_by_global_norm(optim.max_grad_norm) then AdamW with the schedule above, reset before the
+  updates listed in optim.reset_at_steps.
+
+  Reads optim.{learning_rate, warmup_steps, b1, b2, eps, weight_decay, max_grad_norm,
+  reset_at_steps}.
   """
   chain = []
   if optim.max_grad_norm:
@@ -43,7 +74,7 @@ def make_optimizer(optim: ml_collections.ConfigDict) -> optax.GradientTransforma
   chain.append(optax.inject_hyperparams(optax.adamw)(
       learning_rate=learning_rate_schedule(optim), b1=optim.b1, b2=optim.b2, eps=optim.eps,
       weight_decay=optim.weight_decay))
-  return optax.chain(*chain)
+  return reset_at_steps(optax.chain(*chain), tuple(optim.get("reset_at_steps", ())))
 
 
 def current_learning_rate(opt_state) -> jax.Array:
@@ -70,9 +101,3 @@ def init_train_state(params, optimizer: optax.GradientTransformation, seed: int,
   if mesh_rules is not None:
     step, rng = jax.device_put((step, rng), NamedSharding(mesh_rules.mesh, PartitionSpec()))
   return TrainState(step=step, params=params, opt_state=_init_opt_state(params, optimizer, mesh_rules), rng=rng)
-
-
-def reset_optimizer(state: TrainState, optimizer: optax.GradientTransformation,
-                    mesh_rules: MeshRules | None = None) -> TrainState:
-  """Fresh moments and schedule count (stage boundary with `reset_optimizer`); step, params, rng kept."""
-  return state.replace(opt_state=_init_opt_state(state.params, optimizer, mesh_rules))

@@ -35,6 +35,9 @@ def validate(config: ml_collections.ConfigDict, origin: str = "") -> None:
           lambda v: v == 0 or (v > 0 and config.sft.row_length % v == 0),
           f"must be 0 or divide config.sft.row_length={config.sft.row_length}", origin)
   require(config, "optim.learning_rate", lambda v: v > 0, "must be positive", origin)
+  require(config, "optim.reset_at_steps",
+          lambda v: all(isinstance(s, int) and 0 < s < config.sft.steps for s in v),
+          f"must list update indices in [1, config.sft.steps={config.sft.steps})", origin)
   require(config, "data.seed", lambda v: isinstance(v, int) and 0 <= v < 2**32, "must be in [0, 2**32)", origin)
 
 
