@@ -169,3 +169,16 @@ def test_rematerialization_gives_the_same_update(remat):
     outs.append(state.params)
   for a, b in zip(jax.tree.leaves(outs[0]), jax.tree.leaves(outs[1])):
     np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_bf16_compute_step_is_close_to_fp32():
+  ids, masks, _ = _trajectories(4, seed=10)
+  batch = packing.pack_trajectories(ids, masks, None, row_length=16, rows_per_microbatch=2)
+  optimizer = optim.make_optimizer(_optim_config())
+  params = models.init_params(CFG, jax.random.key(11))
+  losses = []
+  for cfg in (CFG, CFG.replace(dtype="bfloat16")):
+    _, metrics = jax.jit(step.make_train_step(cfg, step.sft_objective(), optimizer))(_state(params, optimizer), batch)
+    losses.append(float(metrics["loss/sft"]))
+  assert losses[0] != losses[1]
+  np.testing.assert_allclose(losses[1], losses[0], rtol=2e-2)
