@@ -55,6 +55,36 @@ def test_bad_config_values_are_named():
     run_lib.validate(config)
 
 
+def test_reruns_in_the_same_workdir_keep_what_was_written(tmp_path, caplog):
+  config = _smoke_config(steps=3)
+  first = run_lib.run(config, str(tmp_path))
+  rows = metrics_lib.read_metrics(str(tmp_path))
+  # A finished run rerun: nothing recomputed, the summary and metrics stay as they were.
+  assert run_lib.run(config, str(tmp_path))["final_metrics"] == first["final_metrics"] == rows[-1]
+  assert metrics_lib.read_metrics(str(tmp_path)) == rows
+  # A config that changes what the workdir holds is refused before anything is touched.
+  checkpoints = sorted(os.listdir(tmp_path / "checkpoints"))
+  config_json = (tmp_path / "config.json").read_text()
+  changed = _smoke_config(steps=3)
+  changed.model.num_layers = 2
+  with pytest.raises(ValueError, match=r"changed: config.model.num_layers=2 \(was 1\)"):
+    run_lib.run(changed, str(tmp_path))
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == checkpoints
+  assert (tmp_path / "config.json").read_text() == config_json
+  # Killed before its first checkpoint: the rerun replaces the rows instead of appending.
+  for step in checkpoints:
+    for path in sorted((tmp_path / "checkpoints" / step).rglob("*"), reverse=True):
+      path.unlink() if path.is_file() else path.rmdir()
+    (tmp_path / "checkpoints" / step).rmdir()
+  more_steps = _smoke_config(steps=3)
+  more_steps.sft.eval_every_steps = 3  # a free key: allowed, and logged
+  run_lib.run(more_steps, str(tmp_path))
+  again = metrics_lib.read_metrics(str(tmp_path))
+  assert [r["step"] for r in again] == [1, 2, 3]
+  assert _comparable(again)[0] == _comparable(rows)[0]
+  assert "changed settings: config.sft.eval_every_steps=3 (was 2)" in caplog.text
+
+
 def _main(workdir, steps):
   command = [sys.executable, "-m", "rstar_jax.main", "--config", "experiments/tiny.py:smoke",
              "--workdir", str(workdir), f"--config.sft.steps={steps}", *OVERRIDES]

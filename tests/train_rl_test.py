@@ -74,3 +74,14 @@ def test_mismatched_rollout_layout_is_named():
   rng = np.random.default_rng(2)
   with pytest.raises(ValueError, match=r"rewards has shape \(1, 3\) but trajectories are 1 groups of sizes \[2\]"):
     rl_train.RolloutGroups([[_trajectory(rng), _trajectory(rng)]], np.ones((1, 3)), [[_record()] * 2])
+
+
+def test_keep_larger_than_the_group_and_empty_rollouts_are_named():
+  rng = np.random.default_rng(3)
+  rollouts = rl_train.RolloutGroups([[_trajectory(rng) for _ in range(2)]], np.array([[1.0, 0.0]]), [[_record()] * 2])
+  optimizer, state = _setup()
+  updater = rl_train.RLUpdater(CFG, _rl_config(keep=4), optimizer, None, state)
+  with pytest.raises(ValueError, match="config.rl.keep=4 exceeds the 2 rollouts per prompt"):
+    updater.update(state, rollouts, 0)
+  with pytest.raises(ValueError, match="at least one group"):
+    rl_train.RolloutGroups([], np.zeros((0, 0)), [])

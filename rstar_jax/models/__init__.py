@@ -6,14 +6,16 @@
 """
 from rstar_jax.models.api import (extend, forward, hidden_states, init_params, logits, output_logits,
                                   param_logical_axes, param_shapes, param_shardings)
-from rstar_jax.models.config import ModelConfig, from_hf_dict, qwen, read_hf_config, to_hf_dict
+from rstar_jax.models.config import (DTYPES, REMAT_POLICIES, ModelConfig, from_hf_dict, qwen, read_hf_config,
+                                     to_hf_dict)
 from rstar_jax.models.hf_io import load_hf, save_hf
 from rstar_jax.models.kv_cache import KVCache, init_cache, reset_slots
 from rstar_jax.models.sharding import DEFAULT_RULES, LOGICAL_AXES, MESH_AXES, MeshRules, make_mesh
 
 __all__ = [
-    "DEFAULT_RULES", "KVCache", "LOGICAL_AXES", "MESH_AXES", "MeshRules", "ModelConfig", "extend", "forward",
+    "DEFAULT_RULES", "DTYPES", "KVCache", "LOGICAL_AXES", "MESH_AXES", "MeshRules", "ModelConfig", "extend", "forward",
     "from_hf_dict", "hidden_states", "init_cache", "init_params", "load_hf", "logits", "make_mesh",
     "output_logits", "param_logical_axes", "param_shapes", "param_shardings", "qwen", "read_hf_config",
+    "REMAT_POLICIES",
     "reset_slots", "save_hf", "to_hf_dict",
 ]

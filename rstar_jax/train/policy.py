@@ -29,14 +29,25 @@ def _round_up(value: int, multiple: int) -> int:
   return -(-value // multiple) * multiple
 
 
+def _eos_ids(tokenizer: chat.Tokenizer) -> int | tuple[int, ...]:
+  """`<|im_end|>` (the end of every turn), then `<|endoftext|>` if the tokenizer has it."""
+  try:
+    endoftext = tokenizer.token_to_id(chat.ENDOFTEXT)
+  except ValueError:
+    return tokenizer.eos_id
+  return (tokenizer.eos_id, endoftext) if endoftext != tokenizer.eos_id else tokenizer.eos_id
+
+
 def build_policy(model_config: ml_collections.ConfigDict, tokenizer: chat.Tokenizer,
                  mesh_rules: models.MeshRules, seed: int) -> tuple[models.ModelConfig, dict]:
   """(ModelConfig, params in their shardings): loaded from model_config.hf_path, else random.
 
   A random policy's vocabulary is the tokenizer's, rounded up to `vocab_multiple` (so it divides
-  over the tensor axis); a loaded one must cover every tokenizer id.
+  over the tensor axis); a loaded one must cover every tokenizer id. Either way the end-of-sequence
+  ids become `<|im_end|>` then `<|endoftext|>` (PAPER.md §2.5 [R]: a turn ends at `<|im_end|>`).
   """
   numerics = dict(dtype=model_config.dtype, param_dtype=model_config.param_dtype, remat=model_config.remat)
+  eos = _eos_ids(tokenizer)
   if model_config.hf_path:
     cfg, params = models.load_hf(model_config.hf_path, dtype=jnp.dtype(model_config.param_dtype),
                                  compute_dtype=jnp.dtype(model_config.dtype), mesh_rules=mesh_rules,
@@ -44,6 +55,9 @@ def build_policy(model_config: ml_collections.ConfigDict, tokenizer: chat.Tokeni
     if cfg.vocab_size < tokenizer.vocab_size:
       raise ValueError(f"config.model.hf_path={model_config.hf_path!r} has vocab_size {cfg.vocab_size}, "
                        f"smaller than the tokenizer's {tokenizer.vocab_size}")
+    if cfg.eos_token_id != eos:
+      logging.info("policy: eos_token_id %s -> %s (turns end at <|im_end|>, PAPER.md §2.5)", cfg.eos_token_id, eos)
+      cfg = cfg.replace(eos_token_id=eos)
     logging.info("policy: loaded %s (%s)", model_config.hf_path, cfg)
     return cfg, params
   fields = dict(
@@ -52,7 +66,7 @@ def build_policy(model_config: ml_collections.ConfigDict, tokenizer: chat.Tokeni
       num_layers=model_config.num_layers, num_heads=model_config.num_heads,
       num_kv_heads=model_config.num_kv_heads, head_dim=model_config.head_dim,
       rope_theta=model_config.rope_theta, tie_word_embeddings=model_config.tie_word_embeddings,
-      max_position_embeddings=model_config.max_position_embeddings, eos_token_id=tokenizer.eos_id)
+      max_position_embeddings=model_config.max_position_embeddings, eos_token_id=eos)
   cfg = models.qwen(model_config.model_type, **fields, **numerics)
   params = models.init_params(cfg, jax.random.key(seed), mesh_rules)
   num_params = sum(x.size for x in jax.tree.leaves(params))

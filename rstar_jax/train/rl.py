@@ -1,6 +1,6 @@
 """One GRPO-RoC policy update from a step's rollouts (PAPER.md §5.1 steps 3-7).
 
-  updater = RLUpdater(cfg, rl_config, optimizer, mesh_rules)
+  updater = RLUpdater(cfg, rl_config, optimizer, mesh_rules, like=state)
   state, metrics = updater.update(state, rollouts, seed=(config.seed, step))
 
 `rollouts` holds P prompts x N rollouts: each a `chat.Trajectory` (prompt + response token ids as
@@ -36,8 +36,10 @@ class RolloutGroups:
   records: Sequence[Sequence[rl.RolloutRecord]]
 
   def __post_init__(self):
+    if not self.trajectories or not self.trajectories[0]:
+      raise ValueError("rollouts must hold at least one group of at least one trajectory")
     rewards = np.asarray(self.rewards, np.float64)
-    shape = (len(self.trajectories), len(self.trajectories[0]) if self.trajectories else 0)
+    shape = (len(self.trajectories), len(self.trajectories[0]))
     if rewards.shape != shape or any(len(g) != shape[1] for g in self.trajectories):
       raise ValueError(f"rewards has shape {rewards.shape} but trajectories are {shape[0]} groups of "
                        f"sizes {sorted({len(g) for g in self.trajectories})}")
@@ -76,6 +78,10 @@ class RLUpdater:
 
   def update(self, state: TrainState, rollouts: RolloutGroups, seed) -> tuple[TrainState, dict[str, float]]:
     """Selects, packs, recomputes old log-probs and steps; returns (state, flat metrics)."""
+    num_rollouts = rollouts.rewards.shape[1]
+    if num_rollouts < self.config.keep:
+      raise ValueError(f"config.rl.keep={self.config.keep} exceeds the {num_rollouts} rollouts per prompt: "
+                       "RoC would drop every group")
     penalties = rl.rollout_penalties(rollouts.records, self.roc_config)
     selection = rl.select_groups(rollouts.rewards, penalties, self.config.keep, seed, self.roc_config,
                                  reject_equal=self.config.reject_equal, std=self.config.adv_std,

@@ -5,7 +5,8 @@ Jobs (config.job):
        configured, the synthetic task of the tiny default is generated into workdir/data first.
 The RL stages join here when the rollout engines land.
 
-Files a run writes under workdir: config.json, metrics.jsonl, tensorboard/, checkpoints/,
+Files a run writes under workdir: config.json (the first run's; a rerun in the same workdir must
+keep the keys that fix its data, tokenizer and checkpoints), metrics.jsonl, tensorboard/, checkpoints/,
 policy/ (the final policy as a Hugging Face checkpoint, with its tokenizer.json), loss.png, summary.json.
 """
 import json
@@ -39,6 +40,61 @@ def validate(config: ml_collections.ConfigDict, origin: str = "") -> None:
           lambda v: all(isinstance(s, int) and 0 < s < config.sft.steps for s in v),
           f"must list update indices in [1, config.sft.steps={config.sft.steps})", origin)
   require(config, "data.seed", lambda v: isinstance(v, int) and 0 <= v < 2**32, "must be in [0, 2**32)", origin)
+  require(config, "sft.num_eval", lambda v: isinstance(v, int) and v >= 0, "must be a non-negative integer", origin)
+  require(config, "sft.logits_chunk", lambda v: isinstance(v, int) and v >= 0, "must be a non-negative integer",
+          origin)
+  for path in ("model.dtype", "model.param_dtype"):
+    require(config, path, lambda v: v in models.DTYPES, f"must be one of {models.DTYPES}", origin)
+  require(config, "model.remat", lambda v: v in models.REMAT_POLICIES, f"must be one of {models.REMAT_POLICIES}",
+          origin)
+  if not config.model.hf_path:
+    for path in ("model.hidden_size", "model.intermediate_size", "model.num_layers", "model.num_heads",
+                 "model.num_kv_heads", "model.head_dim", "model.vocab_multiple"):
+      require(config, path, lambda v: isinstance(v, int) and v > 0, "must be a positive integer", origin)
+    require(config, "model.num_heads", lambda v: v % config.model.num_kv_heads == 0,
+            f"must be a multiple of config.model.num_kv_heads={config.model.num_kv_heads}", origin)
+  if not config.data.sft_files:
+    require(config, "sft.num_eval", lambda v: v < config.data.synthetic.num_sft,
+            f"must be smaller than config.data.synthetic.num_sft={config.data.synthetic.num_sft}", origin)
+
+
+# Keys that fix what a workdir's data, tokenizer and checkpoints are; a rerun in the same workdir
+# must not change them (anything else, e.g. sft.steps or the mesh, may change on resume).
+_WORKDIR_KEYS = ("job", "seed", "data", "model", "sft.batch_size", "sft.row_length", "sft.num_eval")
+_FREE_MODEL_KEYS = ("model.remat", "model.dtype")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+  out = {}
+  for key, value in tree.items():
+    name = f"{prefix}{key}"
+    out.update(_flatten(value, name + ".") if isinstance(value, dict) else {name: value})
+  return out
+
+
+def _check_workdir(config: ml_collections.ConfigDict, workdir: str, origin: str) -> None:
+  """Records the config in workdir/config.json; a rerun may only change keys outside _WORKDIR_KEYS.
+
+  Raises:
+    ValueError: naming every fixed key whose value differs from the workdir's config.json.
+  """
+  path = os.path.join(workdir, "config.json")
+  new = json.loads(config.to_json_best_effort())
+  if not os.path.exists(path):
+    data.write_json_atomic(path, new)
+    return
+  with open(path, encoding="utf-8") as f:
+    old_flat, new_flat = _flatten(json.load(f)), _flatten(new)
+  changed = sorted(k for k in set(old_flat) | set(new_flat) if old_flat.get(k) != new_flat.get(k))
+  fixed = [k for k in changed if k not in _FREE_MODEL_KEYS
+           and any(k == p or k.startswith(p + ".") for p in _WORKDIR_KEYS)]
+  if fixed:
+    raise ValueError(f"{workdir} holds a run of another config ({path}); changed: " + ", ".join(
+        f"config.{k}={new_flat.get(k)!r} (was {old_flat.get(k)!r})" for k in fixed)
+        + f" ({origin or 'given config'}). Use a new --workdir, or the original values.")
+  if changed:
+    logging.warning("resuming %s with changed settings: %s", workdir,
+                    ", ".join(f"config.{k}={new_flat.get(k)!r} (was {old_flat.get(k)!r})" for k in changed))
 
 
 def _check_batch_divides(config: ml_collections.ConfigDict, mesh_rules: models.MeshRules, origin: str) -> None:
@@ -81,7 +137,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, origin: str = "") -> di
   """Runs config.job in workdir (resuming if it holds checkpoints); returns the summary."""
   validate(config, origin)
   os.makedirs(workdir, exist_ok=True)
-  data.write_json_atomic(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
+  _check_workdir(config, workdir, origin)
   logging.info("config (%s):\n%s", origin or "given", config)
   mesh_rules = policy.build_mesh_rules(config.mesh)
   _check_batch_divides(config, mesh_rules, origin)

@@ -99,14 +99,15 @@ def train_sft(config: ml_collections.ConfigDict, workdir: str, cfg: models.Model
   if restored is not None:
     state, meta = restored
     stream.set_state(meta["data_state"])
-    writer.truncate_after(int(state.step))
     logging.info("resumed from step %d", int(state.step))
+  writer.truncate_after(int(state.step))  # rows of steps about to be (re)computed
   train_step = step.jit_train_step(
       step.make_train_step(cfg, step.sft_objective(), optimizer, mesh_rules, sft.logits_chunk), state, mesh_rules)
   evaluate = _eval_fn(cfg, mesh_rules, sft.logits_chunk)
   eval_batches = [_pack(eval_examples[i:i + sft.batch_size], sft)
                   for i in range(0, len(eval_examples), sft.batch_size)]
-  start, last_row, t0 = int(state.step), {}, time.time()
+  start, t0 = int(state.step), time.time()
+  last_row = metrics_lib.read_metrics(workdir)[-1] if start else {}
   for step_index in range(start, sft.steps):
     t_step = time.time()
     batch = _pack(next(stream), sft)
