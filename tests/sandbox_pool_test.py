@@ -3,9 +3,12 @@
   python -m pytest -q tests/sandbox_pool_test.py
 """
 import asyncio
+import contextlib
 import os
+import pathlib
 import signal
 import threading
+import uuid
 
 import pytest
 
@@ -110,6 +113,64 @@ def test_killed_zygote_job_runs_again_and_zygote_is_replaced(loop):
   assert (result.status, result.stdout) == ("ok", "done\n")
   assert after.stdout == "next\n" and new_pid != first_pid
   assert stats["worker_restarts"] == 1 and stats["workers_alive"] == 1
+
+
+def _pids_controller() -> pathlib.Path | None:
+  """The root of a writable cgroup hierarchy with the pids controller (v1 or v2), if any."""
+  with open("/proc/self/mounts") as f:
+    mounts = [line.split() for line in f]
+  for _, target, fstype, options, *_ in mounts:
+    root = pathlib.Path(target)
+    if fstype == "cgroup" and "pids" in options.split(","):
+      return root if os.access(root, os.W_OK) else None
+    if fstype == "cgroup2" and "pids" in (root / "cgroup.controllers").read_text().split():
+      try:
+        (root / "cgroup.subtree_control").write_text("+pids")
+      except OSError:
+        return None
+      return root
+  return None
+
+
+@contextlib.contextmanager
+def _pids_limited(pid: int):
+  """Moves `pid` into a new pids cgroup; yields its pids.max file; moves it back afterwards."""
+  root = _pids_controller()
+  if root is None:
+    pytest.skip("no writable cgroup pids controller on this host")
+  with open(f"/proc/{pid}/cgroup") as f:
+    entries = [line.rstrip("\n").split(":", 2) for line in f]
+  home = next((path for _, names, path in entries
+               if "pids" in names.split(",") or (root.name != "pids" and names == "")), "/")
+  group = root / f"rstar-sandbox-test-{uuid.uuid4().hex[:8]}"
+  group.mkdir()
+  try:
+    (group / "cgroup.procs").write_text(str(pid))
+    yield group / "pids.max"
+  finally:
+    (root / home.lstrip("/") / "cgroup.procs").write_text(str(pid))
+    group.rmdir()
+
+
+def test_refused_fork_answers_sandbox_error_and_the_zygote_runs_the_next_job(loop):
+  # The kernel refuses the zygote's fork (EAGAIN: a pids cgroup limit at its current count).
+  # The job answers sandbox_error; once forks are allowed again the same zygote runs jobs.
+  async def go():
+    async with pool_lib.Pool(_config()) as p:
+      first = await p.run("print(1)")
+      zygote_pid = p._zygotes[0].process.pid  # pylint: disable=protected-access
+      with _pids_limited(zygote_pid) as pids_max:
+        pids_max.write_text(pids_max.with_name("pids.current").read_text())
+        refused = await p.run("print(2)")
+        pids_max.write_text("max")
+        after = [await p.run(f"print({i})") for i in (3, 4)]
+      same_zygote = p._zygotes[0].process.pid == zygote_pid  # pylint: disable=protected-access
+      return first, refused, after, same_zygote
+  first, refused, after, same_zygote = loop.run(go())
+  assert (first.status, first.stdout) == ("ok", "1\n")
+  assert refused.status == "sandbox_error" and "Resource temporarily unavailable" in refused.stderr
+  assert [(r.status, r.stdout) for r in after] == [("ok", "3\n"), ("ok", "4\n")]
+  assert same_zygote
 
 
 def test_job_gets_sandbox_error_after_max_attempts(loop):

@@ -10,7 +10,8 @@ Then, single-threaded around one epoll loop:
 * `("run", job_id, source, stdin)` frames start a run in a free slot; slot s runs as uid
   UID_START + s, so no two running snippets share a uid (RLIMIT_NPROC counts per snippet).
   A run is a fork that is pid 1 of a new PID namespace, confined (`isolation`), running
-  `program.run`. Jobs wait here, in arrival order, while no slot is free or while
+  `program.run`; a fork the kernel refuses (EAGAIN, ENOMEM) answers that job sandbox_error
+  and leaves the zygote able to start the next one. Jobs wait here, in arrival order, while no slot is free or while
   `max_runnable` runs are runnable (state R in /proc/PID/stat; checked again every
   ADMISSION_RECHECK_S), so CPU-bound runs are not spread over more runs than the cores
   can serve within their wall-clock limit.
@@ -23,11 +24,11 @@ Then, single-threaded around one epoll loop:
   `("result", job_id, status, stdout, stderr, exit_code, wall_time_s)` goes back.
 * A run that was killed but does not die within `REAP_GRACE_S` (stuck in the kernel) is
   answered anyway; its slot stays taken until it is reaped.
-When the parent closes the socket, the zygote kills its runs and exits.
+When the parent closes the socket, the zygote kills its runs and exits. What each run
+produced and when it must be looked at again is kept by `runs`.
 """
 import collections
 import gc
-import heapq
 import importlib
 import os
 import pickle
@@ -43,6 +44,7 @@ from rstar_jax.sandbox import config as config_lib
 from rstar_jax.sandbox import isolation
 from rstar_jax.sandbox import program
 from rstar_jax.sandbox import result as result_lib
+from rstar_jax.sandbox import runs as runs_lib
 
 REAP_GRACE_S = 2.0
 ADMISSION_RECHECK_S = 0.005
@@ -97,25 +99,6 @@ class FrameDecoder:
     return messages
 
 
-class _Run:
-  """One running child and what it produced so far."""
-
-  def __init__(self, job_id, slot: int, pid: int, start: float, deadline: float, fds):
-    self.job_id, self.slot, self.pid = job_id, slot, pid
-    self.stat_fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
-    self.start, self.deadline = start, deadline
-    self.out, self.err, self.status_pipe = bytearray(), bytearray(), bytearray()
-    self.buffers = dict(zip(fds, (self.out, self.err, self.status_pipe)))
-    self.status_fd = fds[2]
-    self.killed = None  # None, "timeout" or "output": why the parent killed it
-    self.capped = False  # an output stream went past limits.output_bytes
-    self.kill_time = 0.0
-    self.wait_status = None
-    self.cpu_s = 0.0
-    self.end = None
-    self.answered = False
-
-
 class Zygote:
   """The supervisor loop of one zygote (module docstring)."""
 
@@ -142,9 +125,9 @@ class Zygote:
     self._outbox = bytearray()
     self._want_write = False
     self._waiting = collections.deque()
-    self._runs: dict[int, _Run] = {}  # pid -> run
-    self._by_fd: dict[int, _Run] = {}
-    self._deadlines: list = []  # heap of (time, pid)
+    self._runs: dict[int, runs_lib.Run] = {}  # pid -> run, until it is reaped
+    self._by_fd: dict[int, runs_lib.Run] = {}
+    self._deadlines = runs_lib.Deadlines()
     self._closing = False
     wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.signal(signal.SIGCHLD, lambda *_: None)
@@ -157,8 +140,7 @@ class Zygote:
     """Answers the parent until it closes the socket."""
     self.send(("ready", os.getpid()))
     while not self._closing:
-      wake = [t for t in (self._deadlines[0][0] if self._deadlines else None,
-                          self._recheck_at) if t is not None]
+      wake = [t for t in (self._deadlines.next_time(), self._recheck_at) if t is not None]
       timeout = max(0.0, min(wake) - time.monotonic()) if wake else None
       for key, mask in self._selector.select(timeout):
         key.data(key.fd, mask)
@@ -207,21 +189,10 @@ class Zygote:
     self._start_waiting()
 
   # ---------------------------------------------------------------- starting runs
-  def _runnable(self) -> int:
-    """How many runs are runnable now (their pid 1 in state R)."""
-    count = 0
-    for run in self._runs.values():
-      try:
-        head = os.pread(run.stat_fd, 64, 0)
-      except OSError:  # exited, not reaped yet
-        continue
-      count += head[head.rfind(b")") + 2:][:1] == b"R"
-    return count
-
   def _start_waiting(self) -> None:
     self._recheck_at = None
     while self._waiting and self._free:
-      if self._runnable() >= self._max_runnable:
+      if sum(run.is_runnable() for run in self._runs.values()) >= self._max_runnable:
         self._recheck_at = time.monotonic() + ADMISSION_RECHECK_S
         return
       job_id, source, stdin = self._waiting.popleft()
@@ -231,8 +202,7 @@ class Zygote:
     pipes = [os.pipe2(os.O_CLOEXEC) for _ in range(3)]
     start = time.monotonic()
     try:
-      isolation.new_pid_namespace()
-      pid = os.fork()
+      pid = self._fork()
     except OSError as e:
       for fd in (fd for pipe in pipes for fd in pipe):
         os.close(fd)
@@ -242,18 +212,33 @@ class Zygote:
       return
     if pid == 0:
       self._child(source, stdin, self._uids[slot], pipes)
-    isolation.restore_pid_namespace(self._pid_ns_fd)
     read_fds = []
     for read_fd, write_fd in pipes:
       os.close(write_fd)
       os.set_blocking(read_fd, False)
       read_fds.append(read_fd)
-    run = _Run(job_id, slot, pid, start, start + self._limits.timeout_s, read_fds)
+    run = runs_lib.Run(job_id, slot, pid, start, start + self._limits.timeout_s, read_fds)
     self._runs[pid] = run
     for fd in read_fds:
       self._by_fd[fd] = run
       self._selector.register(fd, selectors.EVENT_READ, self._on_output)
-    heapq.heappush(self._deadlines, (run.deadline, pid))
+    self._deadlines.push(run.deadline, run)
+
+  def _fork(self) -> int:
+    """fork() into a new PID namespace (the child is its pid 1); returns the pid, 0 in the child.
+
+    Later forks of the zygote land in its own namespace again whether or not the fork
+    succeeded: after a failed fork (EAGAIN, ENOMEM) the namespace set up for it is dropped,
+    so the next run gets a fresh one instead of every later unshare failing.
+    """
+    isolation.new_pid_namespace()
+    pid = -1
+    try:
+      pid = os.fork()
+    finally:
+      if pid != 0:
+        isolation.restore_pid_namespace(self._pid_ns_fd)
+    return pid
 
   def _child(self, source: str, stdin: bytes, uid: int, pipes) -> None:
     """In the forked child: confine, then run the program; never returns."""
@@ -282,7 +267,7 @@ class Zygote:
     if run is not None:  # else closed by a drain earlier in the same round of events
       self._read(run, fd, draining=False)
 
-  def _read(self, run: _Run, fd: int, draining: bool) -> bool:
+  def _read(self, run: runs_lib.Run, fd: int, draining: bool) -> bool:
     """Reads once from one of the run's pipes; False once that pipe is closed or empty."""
     try:
       data = os.read(fd, _READ_SIZE)
@@ -301,25 +286,21 @@ class Zygote:
       return False
     return True
 
-  def _close_fd(self, run: _Run, fd: int) -> None:
+  def _close_fd(self, run: runs_lib.Run, fd: int) -> None:
     self._selector.unregister(fd)
     os.close(fd)
     del self._by_fd[fd]
     del run.buffers[fd]
 
-  def _kill(self, run: _Run, reason: str) -> None:
-    if run.killed is None and run.wait_status is None:
+  def _kill(self, run: runs_lib.Run, reason: str) -> None:
+    if run.killed is None and not run.reaped:
       run.killed, run.kill_time = reason, time.monotonic()
       os.kill(run.pid, signal.SIGKILL)
-      heapq.heappush(self._deadlines, (run.kill_time + REAP_GRACE_S, run.pid))
+      self._deadlines.push(run.kill_time + REAP_GRACE_S, run)
 
   def _check_deadlines(self) -> None:
     now = time.monotonic()
-    while self._deadlines and self._deadlines[0][0] <= now:
-      _, pid = heapq.heappop(self._deadlines)
-      run = self._runs.get(pid)
-      if run is None:
-        continue
+    for run in self._deadlines.pop_due(now):
       if run.killed is None:
         self._kill(run, "timeout")
       elif not run.answered and now >= run.kill_time + REAP_GRACE_S:
@@ -341,9 +322,7 @@ class Zygote:
       run = self._runs.pop(pid, None)
       if run is None:
         continue
-      run.wait_status, run.end = wait_status, time.monotonic()
-      run.cpu_s = usage.ru_utime + usage.ru_stime
-      os.close(run.stat_fd)
+      run.set_reaped(wait_status, usage.ru_utime + usage.ru_stime, time.monotonic())
       for read_fd in list(run.buffers):
         while self._read(run, read_fd, draining=True):
           pass
@@ -352,7 +331,7 @@ class Zygote:
       self._free.append(run.slot)
     self._start_waiting()
 
-  def _answer(self, run: _Run) -> None:
+  def _answer(self, run: runs_lib.Run) -> None:
     """Sends the run's result (its pipes may still be open if it is not reaped yet)."""
     run.answered = True
     wall = (run.end or time.monotonic()) - run.start
