@@ -145,16 +145,6 @@ def test_glob_directory_and_json_array_files_are_read_in_sorted_order_without_me
   assert [p.problem for p in problems] == ["A", "B"]
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ("42", "42"), (" +007 ", "7"), ("-1,024", "-1024"), ("1{,}000{,}000", "1000000"),
-    ("1\\,000", "1000"), ("$\\boxed{12}$", "12"), ("\\(5\\)", "5"), ("12.00", "12"),
-    ("\\text{3}", "3"), ("1/2", None), ("3.5", None), ("1,2", None), ("12,34", None),
-    ("30^\\circ", None), ("x=3", None), ("2, 3", None), ("", None), ("1e5", None),
-])
-def test_canonical_integer_accepts_only_integers(raw, expected):
-  assert data.canonical_integer(raw) == expected
-
-
 @pytest.mark.parametrize("value, expected", [
     (32, "32"), (32.0, "32"), (2.5, "2.5"), (" 7 ", "7"), ("", None), (None, None),
     (True, None), ([1], None), (float("nan"), None),

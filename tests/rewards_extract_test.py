@@ -53,12 +53,22 @@ def test_answer_block(text, expected):
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("42", 42), (" -42 ", -42), ("+7", 7), ("1,000", 1000), ("1 000 000", 1000000),
-    ("1{,}000", 1000), ("007", 7), ("42.0", None), ("4.2e1", None), ("$42$", None),
-    ("\\text{42}", None), ("", None), ("4 2x", None),
+    ("42", "42"), (" +007 ", "7"), (" -42 ", "-42"), ("-0", "0"), ("12.00", "12"),
+    # Thousands separators: groups of exactly three after the first, one kind per number.
+    ("1,000", "1000"), ("-1,024", "-1024"), ("1 000 000", "1000000"), ("1{,}000{,}000", "1000000"),
+    ("1\\,000", "1000"), ("1\\ 000", "1000"), ("10,\\!000", "10000"), ("1,000 000", None),
+    ("1,00", None), ("1,0000", None), ("12,34", None), ("1000,000", None), (",100", None),
+    # Lists and tuples are no integers (removing every separator would read 12 and 34).
+    ("1, 2", None), ("1,2", None), ("3, 4", None), ("1 2", None), ("(1, 2)", None),
+    # Wrappers, nested in any order.
+    ("$\\boxed{12}$", "12"), ("\\(5\\)", "5"), ("\\text{3}", "3"), ("$$42$$", "42"),
+    ("\\boxed{1, 2}", None),
+    # Not integers.
+    ("42.5", None), ("4.2e1", None), ("1e5", None), ("1/2", None), ("30^\\circ", None),
+    ("x=3", None), ("4 2x", None), ("", None), ("   ", None),
 ])
-def test_parse_integer(text, expected):
-  assert rewards.parse_integer(text) == expected
+def test_canonical_integer(text, expected):
+  assert rewards.canonical_integer(text) == expected
 
 
 @pytest.mark.parametrize("answer, expected", [

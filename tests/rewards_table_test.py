@@ -4,8 +4,9 @@ Run: python -m pytest -q tests/rewards_table_test.py
 Column `released` (scope full_response, lenient) was checked case by case against the released
 grader, rStar@ecbfb94 `fused_compute_score.compute_score`, run on the same strings. The other
 columns follow from the rules: `tag` takes the last `\\boxed{}` inside the last complete
-`<answer>` block; `strict` compares the extracted candidate as an integer after removing `,` and
-whitespace.
+`<answer>` block; `strict` compares the extracted candidate and the answer as integers
+(`rewards.canonical_integer`: thousands separators only in groups of three, a `.0` tail allowed,
+lists are no integers).
 """
 import pytest
 
@@ -26,6 +27,16 @@ TABLE = [
     ("thousands_comma_not_one", "<answer>\\boxed{1,000}</answer>", "1", 0, 0, 0, 0),
     ("thousands_braced_comma", "<answer>\\boxed{1{,}000}</answer>", "1000", 1, 1, 1, 1),
     ("thousands_space", "<answer>\\boxed{1 000}</answer>", "1000", 1, 1, 1, 1),
+    ("thousands_groups_of_three", "<answer>\\boxed{12,345,678}</answer>", "12345678", 1, 1, 1, 1),
+    ("thousands_negative_thin_space", "<answer>\\boxed{10,\\!000}</answer>", "10000", 1, 1, 1, 1),
+    # The released grader does not strip a thin space; as integers the two are equal.
+    ("thousands_thin_space", "<answer>\\boxed{1\\,000}</answer>", "1000", 0, 0, 1, 1),
+    # Separators outside groups of three are no thousands separators: lenient only.
+    ("misgrouped_comma", "<answer>\\boxed{12,34}</answer>", "1234", 1, 1, 0, 0),
+    ("digits_split_by_space", "<answer>\\boxed{1 2}</answer>", "12", 1, 1, 0, 0),
+    # A list is no integer: dropping every separator would read 12 and 34.
+    ("list_in_box", "<answer>\\boxed{1, 2}</answer>", "12", 0, 0, 0, 0),
+    ("list_after_answer_phrase", "So the answer is 3, 4", "34", 0, 0, 0, 0),
     ("dfrac_vs_frac", "<answer>\\boxed{\\dfrac{1}{2}}</answer>", "\\frac{1}{2}", 1, 1, 0, 0),
     ("decimal_vs_frac", "<answer>\\boxed{0.5}</answer>", "\\frac{1}{2}", 1, 1, 0, 0),
     # PRIME keeps unreduced fractions apart; math-verify does not.
@@ -53,7 +64,7 @@ TABLE = [
     # rel_tol 1e-4 and x100 / /100 matches (PAPER.md §11 row 13).
     ("close_number_lenient", "<answer>\\boxed{123460}</answer>", "123456", 1, 1, 0, 0),
     ("percent_scaling_lenient", "<answer>\\boxed{4200}</answer>", "42", 1, 1, 0, 0),
-    ("float_integer", "<answer>\\boxed{42.0}</answer>", "42", 1, 1, 0, 0),
+    ("float_integer", "<answer>\\boxed{42.0}</answer>", "42", 1, 1, 1, 1),
     # Integers pass through float() in the PRIME normalisation.
     ("huge_integers_float_collision", "<answer>\\boxed{123456789012345678901}</answer>",
      "123456789012345678902", 1, 1, 0, 0),
@@ -91,7 +102,7 @@ def test_table_through_default_scorer_matches_released_column():
 
 
 def test_table_through_paper_scorer_matches_strict_tag_column():
-  integer_rows = [row for row in TABLE if rewards.parse_integer(row[2]) is not None]
+  integer_rows = [row for row in TABLE if rewards.canonical_integer(row[2]) is not None]
   with rewards.Scorer(scope="answer_tag", strict_integer=True) as scorer:
     scores = [r.score for r in scorer.results([row[1] for row in integer_rows],
                                               [row[2] for row in integer_rows])]

@@ -2,8 +2,13 @@
 
 Run: python -m pytest -q tests/rl_penalties_test.py
 """
+import pathlib
+import subprocess
+import sys
+
 import pytest
 
+from rstar_jax import sandbox
 from rstar_jax.rl import penalties
 
 # One environment turn, byte for byte as PAPER.md §2.4 injects it.
@@ -40,6 +45,28 @@ def test_error_penalty_structured_ignores_sandbox_faults():
   record = _record(["ok", "sandbox_error"], [SUCCESS, SUCCESS], "<answer>1</answer>")
   assert penalties.tool_error_counts(record) == (0, 2)
   assert penalties.error_penalty(record) == 0.0
+
+
+@pytest.mark.parametrize("status", sandbox.STATUSES)
+def test_every_sandbox_status_is_a_tool_status(status):
+  # A failure of the user's code is an error, a fault of the sandbox itself is not.
+  record = _record([status], [SUCCESS], "<answer>1</answer>")
+  assert penalties.tool_error_counts(record) == (int(status not in ("ok", "sandbox_error")), 1)
+
+
+def test_tool_statuses_are_the_sandbox_statuses_plus_the_rollout_ones():
+  assert set(penalties.TOOL_STATUSES) == set(sandbox.STATUSES) | {"parse_error", "tool_error"}
+  assert len(set(penalties.TOOL_STATUSES)) == len(penalties.TOOL_STATUSES)
+
+
+def test_importing_penalties_loads_no_sandbox_service_modules():
+  code = ("import sys; import rstar_jax.rl.penalties; "
+          "print(sorted(m for m in sys.modules if m.split('.')[0] in ('aiohttp', 'redis') "
+          "or m.startswith(('rstar_jax.sandbox.client', 'rstar_jax.sandbox.server', "
+          "'rstar_jax.sandbox.pool', 'rstar_jax.sandbox.redis_queue'))))")
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=pathlib.Path(__file__).parents[1], check=True)
+  assert result.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize("detect", penalties.ERR_DETECTS)

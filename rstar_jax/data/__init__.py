@@ -10,7 +10,7 @@ from rstar_jax.data.builders import decontam_index, prompt_iterator, train_probl
 from rstar_jax.data.curriculum import Curriculum, Stage, curriculum_from_config
 from rstar_jax.data.decontam import NgramIndex, decontaminate, words
 from rstar_jax.data.files import DATA_SUFFIXES, iter_rows, resolve
-from rstar_jax.data.filters import canonical_integer, dedup, dedup_key, field_text
+from rstar_jax.data.filters import dedup, dedup_key, field_text
 from rstar_jax.data.hard_filter import RolloutFn, filter_hard_problems
 from rstar_jax.data.pipeline import EncodedPrompt, PromptIterator, collate, encode_prompts
 from rstar_jax.data.records import (
@@ -29,7 +29,7 @@ __all__ = [
     "Curriculum", "Stage", "curriculum_from_config",
     "NgramIndex", "decontaminate", "words",
     "DATA_SUFFIXES", "iter_rows", "resolve",
-    "canonical_integer", "dedup", "dedup_key", "field_text",
+    "dedup", "dedup_key", "field_text",
     "RolloutFn", "filter_hard_problems",
     "EncodedPrompt", "PromptIterator", "collate", "encode_prompts",
     "SKIP_REASONS", "DataStats", "Problem", "PromptBatch", "write_json_atomic",

@@ -31,6 +31,7 @@ from typing import Any, Sequence
 
 from absl import logging
 
+from rstar_jax import rewards
 from rstar_jax.data import decontam
 from rstar_jax.data import files
 from rstar_jax.data import filters
@@ -131,7 +132,7 @@ def _row_to_problem(row: dict[str, Any] | None, schema: Schema, location: str,
     skip("missing_answer", location)
     return None
   if integer_answers:
-    integer = filters.canonical_integer(answer)
+    integer = rewards.canonical_integer(answer)
     if integer is None:
       skip("non_integer_answer", location)
       return None

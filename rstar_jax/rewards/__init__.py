@@ -4,13 +4,15 @@ Level 0 (no JAX). `score(response, answer, truncated)` applies the defaults; `Sc
 `reward.*` options. See `scorer` for the formula, `verifier` for the rules, `pool` for the limits.
 """
 from rstar_jax.rewards.extract import (
-    answer_block, answer_tag_extract, last_boxed, parse_integer, prime_extract)
+    ANSWER_BLOCK_RE, answer_block, answer_tag_extract, last_boxed, prime_extract)
+from rstar_jax.rewards.integers import canonical_integer
 from rstar_jax.rewards.pool import Outcome, VerifierPool
 from rstar_jax.rewards.scorer import RewardConfig, RewardResult, Scorer, default_scorer, score
 from rstar_jax.rewards.verifier import SCOPES, Verdict, verify
 
 __all__ = [
-    "answer_block", "answer_tag_extract", "last_boxed", "parse_integer", "prime_extract",
+    "ANSWER_BLOCK_RE", "answer_block", "answer_tag_extract", "last_boxed", "prime_extract",
+    "canonical_integer",
     "Outcome", "VerifierPool", "RewardConfig", "RewardResult", "Scorer", "default_scorer",
     "score", "SCOPES", "Verdict", "verify",
 ]

@@ -15,9 +15,9 @@ _ANSWER_PHRASES = ("answer:", "answer is", "answers are")
 _ANSWER_SUFFIX_PHRASES = ("is answer", "is the answer", "are answers", "are the answers")
 _TRAILING_MARKERS = ("be ", "is ", "are ", "=", ": ", "get ", "be\n", "is\n", "are\n", ":\n",
                      "get\n")
-_ANSWER_BLOCK_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
-_INTEGER_RE = re.compile(r"[+-]?\d+")
-_INTEGER_SEPARATORS_RE = re.compile(r"[,\s]|\{,\}")
+# One complete answer block (DOTALL, non-greedy); its group is the block's content. Also the
+# block RoC's p_format counts (`rl.penalties.answer_count`, rStar@ecbfb94 `answer_tag_repetition`).
+ANSWER_BLOCK_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 
 
 def last_boxed(text: str) -> str | None:
@@ -93,7 +93,7 @@ def answer_block(response: str) -> str | None:
   An `<answer>` never closed (e.g. by truncation) is no block. With several blocks the last one
   is the final answer.
   """
-  blocks = _ANSWER_BLOCK_RE.findall(response)
+  blocks = ANSWER_BLOCK_RE.findall(response)
   return blocks[-1] if blocks else None
 
 
@@ -102,12 +102,3 @@ def answer_tag_extract(response: str) -> str | None:
   block = answer_block(response)
   return None if block is None else last_boxed(block)
 
-
-def parse_integer(text: str) -> int | None:
-  """The integer a string spells after removing `,`, `{,}` and whitespace; None otherwise.
-
-  `"1,000"`, `"1 000"`, `"1{,}000"` and `" -42 "` parse; `"42.0"`, `"4.2e1"`, `"$42$"` and
-  `"\\text{42}"` do not (strict integer equality, PAPER.md §4 [R]).
-  """
-  compact = _INTEGER_SEPARATORS_RE.sub("", text)
-  return int(compact) if _INTEGER_RE.fullmatch(compact) else None

@@ -15,7 +15,7 @@ import dataclasses
 import threading
 from typing import Any, Mapping, Sequence
 
-from rstar_jax.rewards import extract, pool, verifier
+from rstar_jax.rewards import integers, pool, verifier
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +103,7 @@ class Scorer:
       raise ValueError(f"answer must be a non-empty str, got {answer!r}")
     if not isinstance(truncated, bool):
       raise ValueError(f"truncated must be a bool, got {truncated!r}")
-    if self.config.strict_integer and extract.parse_integer(answer) is None:
+    if self.config.strict_integer and integers.canonical_integer(answer) is None:
       raise ValueError(f"answer {answer!r} is not an integer, which reward.strict_integer=True "
                        "requires")
 

@@ -7,8 +7,9 @@ Combines extraction scope and equivalence rule (PAPER.md §4, §11 rows 11 and 1
   strict_integer=False (released): correct if the PRIME grader accepts the candidate or
     math-verify accepts the response (full_response) / `\\boxed{candidate}` (answer_tag) against
     `\\boxed{answer}`, as rStar@ecbfb94 `fused_compute_score.compute_score` does.
-  strict_integer=True: correct iff candidate and answer spell the same integer after removing
-    `,` and whitespace (`extract.parse_integer`).
+  strict_integer=True: correct iff candidate and answer spell the same integer
+    (`integers.canonical_integer`: thousands separators only in groups of three, so a list such
+    as "1, 2" is no integer).
 Call it through `pool.VerifierPool` (or `scorer.Scorer`), which bounds its time.
 """
 import dataclasses
@@ -19,7 +20,7 @@ import threading
 from math_verify import grader as mv_grader
 from math_verify import parser as mv_parser
 
-from rstar_jax.rewards import extract, prime
+from rstar_jax.rewards import extract, integers, prime
 
 SCOPES = ("full_response", "answer_tag")
 
@@ -98,8 +99,8 @@ def verify(response: str, answer: str, scope: str = "full_response",
     _, candidate = extract.prime_extract(response)
     prediction_text = response
   if strict_integer:
-    truth = extract.parse_integer(answer)
-    value = extract.parse_integer(candidate)
+    truth = integers.canonical_integer(answer)
+    value = integers.canonical_integer(candidate)
     return Verdict(truth is not None and value == truth, candidate)
   correct = (prime.prime_correct(candidate, answer) or
              math_verify_correct(prediction_text, answer))

@@ -25,17 +25,19 @@ The text variants scan the decoded response exactly as released: everything afte
 import dataclasses
 import re
 
-# Every status the environment records for one tool call. The sandbox's own statuses
+from rstar_jax.rewards import extract
+from rstar_jax.sandbox import result as sandbox_result
+
+# Every status the environment records for one tool call: the sandbox's own statuses
 # (`sandbox.ExecutionResult.status`) plus the two the rollout adds: a call block that failed
 # to parse (PAPER.md §2.3 "Failed to decode tool call") and an unknown tool or a tool that
 # raised ("Error when executing tool").
-TOOL_STATUSES = ("ok", "parse_error", "tool_error", "runtime_error", "timeout",
-                 "memory_limit", "output_limit", "sandbox_error")
+TOOL_STATUSES = sandbox_result.STATUSES + ("parse_error", "tool_error")
 # The failures p_err counts [P §2.1]: parse failure, execution error (any way the user code
-# failed: exception, memory, runaway output) and timeout. "sandbox_error" is an
-# infrastructure fault, not the policy's, so it counts as a call but not as an error [R].
-ERROR_STATUSES = frozenset(("parse_error", "tool_error", "runtime_error", "timeout",
-                            "memory_limit", "output_limit"))
+# failed: exception, memory, runaway output) and timeout, i.e. every status but "ok" and
+# "sandbox_error", an infrastructure fault that is not the policy's: it counts as a call but
+# not as an error [R].
+ERROR_STATUSES = frozenset(TOOL_STATUSES) - {"ok", "sandbox_error"}
 
 ERR_DETECTS = ("structured", "substring")
 FORMAT_TURNS = ("all", "response")
@@ -45,7 +47,6 @@ FORMAT_TAGS = ("balanced", "open")
 NO_CALL_ERROR_PENALTY = 0.5
 
 _RESPONSE_BLOCK = re.compile(r"<tool_response>.*?</tool_response>", re.DOTALL)
-_ANSWER_BLOCK = re.compile(r"<answer>.*?</answer>", re.DOTALL)
 _ASSISTANT_TURN = re.compile(r"<\|im_start\|>assistant.*?<\|im_end\|>", re.DOTALL)
 _OPEN_TAG, _CLOSE_TAG = "<answer>", "</answer>"
 
@@ -137,7 +138,7 @@ def answer_count(text: str, tags: str = "balanced") -> int:
     return text.count(_OPEN_TAG)
   if _OPEN_TAG not in text or _CLOSE_TAG not in text:
     return 0
-  return len(_ANSWER_BLOCK.findall(text))
+  return len(extract.ANSWER_BLOCK_RE.findall(text))
 
 
 def format_penalty(record: RolloutRecord, turns: str = "all", tags: str = "balanced") -> float:
