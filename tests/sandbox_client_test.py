@@ -2,7 +2,9 @@
 
 The proxy (an aiohttp app on a loopback port) forwards `/run/long-batch` to a real
 `rstar-sandbox serve`, and can lose answers after the service ran the batch, answer
-`queue_timeout` as Code Judge does, and count submissions in flight.
+`queue_timeout` as Code Judge does, answer JSON nested too deeply to decode, and count
+submissions in flight. Calls that must be resolved are awaited with a generous limit, so a
+call left unresolved fails the test instead of hanging it.
   python -m pytest -q tests/sandbox_client_test.py
 """
 import asyncio
@@ -23,11 +25,18 @@ def service_url():
   process.stop()
 
 
-class _Proxy:
-  """Forwards batches to the service; `lose_first` / `queue_timeout_first` misbehave once."""
+# Seconds to wait for calls that must be resolved by then (they take well under a second).
+_RESOLVED_WITHIN_S = 60
 
-  def __init__(self, target: str, lose_first: bool = False, queue_timeout_first: bool = False):
+
+class _Proxy:
+  """Forwards batches to the service; `lose_first` / `queue_timeout_first` misbehave once,
+  `too_deep` answers every batch with JSON nested deeper than a decoder recurses."""
+
+  def __init__(self, target: str, lose_first: bool = False, queue_timeout_first: bool = False,
+               too_deep: bool = False):
     self.target, self.lose_first, self.queue_timeout_first = target, lose_first, queue_timeout_first
+    self.too_deep = too_deep
     self.forwarded = self.in_flight = self.max_in_flight = 0
     self.seen: set[str] = set()
     self.app = web.Application(client_max_size=1 << 26)
@@ -38,6 +47,10 @@ class _Proxy:
     solutions = [s["solution"] for s in body["submissions"]]
     first = not any(s in self.seen for s in solutions)
     self.seen.update(solutions)
+    if self.too_deep:
+      depth = 100_000
+      return web.Response(body=b'{"results": ' + b"[" * depth + b"]" * depth + b"}",
+                          content_type="application/json")
     if first and self.queue_timeout_first:
       return web.json_response({"sub_id": "x", "results": [
           {"sub_id": "x", "success": False, "run_success": False, "cost": 0.0, "stdout": None,
@@ -147,3 +160,66 @@ def test_results_are_structured(service_url):
 def test_bad_client_arguments_raise(kwargs, message):
   with pytest.raises(ValueError, match=message):
     client_lib.SandboxClient("http://127.0.0.1:1", **kwargs)
+
+
+def _sleepers(n: int) -> list[str]:
+  return [f"import time\ntime.sleep(1.0)\nprint({i})" for i in range(n)]
+
+
+async def _outcomes(calls) -> list:
+  return await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True),
+                                _RESOLVED_WITHIN_S)
+
+
+def test_close_resolves_calls_in_flight(service_url):
+  async def go():
+    proxy = _Proxy(service_url)
+    async with proxy as url:
+      client = client_lib.SandboxClient(url, batch_size=4)
+      await client.start()
+      calls = [asyncio.ensure_future(client.run(code)) for code in _sleepers(8)]
+      while proxy.in_flight < 8:  # both batches reached the service
+        await asyncio.sleep(0.01)
+      await client.close()
+      return await _outcomes(calls)
+  errors = asyncio.run(go())
+  assert all(isinstance(e, client_lib.SandboxUnavailableError) for e in errors), errors
+  assert {str(e) for e in errors} == {"the sandbox client was closed"}
+
+
+def test_close_resolves_calls_waiting_for_room(service_url):
+  async def go():
+    async with _Proxy(service_url) as url:
+      client = client_lib.SandboxClient(url, max_pending=1)
+      await client.start()
+      calls = [asyncio.ensure_future(client.run(code)) for code in _sleepers(3)]
+      await asyncio.sleep(0.1)  # one call accepted, two waiting for room
+      await client.close()
+      return await _outcomes(calls)
+  errors = asyncio.run(go())
+  assert all(isinstance(e, client_lib.SandboxUnavailableError) for e in errors), errors
+
+
+def test_unexpected_error_in_a_batch_resolves_its_calls(service_url):
+  async def go():
+    async with _Proxy(service_url, too_deep=True) as url:
+      async with client_lib.SandboxClient(url, batch_size=2) as client:
+        return await _outcomes([client.run(code) for code in _codes(3)])
+  errors = asyncio.run(go())
+  assert all(isinstance(e, client_lib.SandboxUnavailableError) for e in errors), errors
+  assert all("RecursionError" in str(e) for e in errors), errors
+
+
+def test_run_before_start_or_after_close_raises(service_url):
+  async def go():
+    client = client_lib.SandboxClient(service_url)
+    with pytest.raises(RuntimeError, match="not started"):
+      await client.run("print(1)")
+    async with client:
+      assert (await client.run("print(1)")).stdout == "1\n"
+    with pytest.raises(RuntimeError, match="closed"):
+      await client.run("print(2)")
+    with pytest.raises(RuntimeError, match="already closed"):
+      await client.start()
+    await client.close()  # a second close does nothing
+  asyncio.run(go())

@@ -239,6 +239,11 @@ def test_invalid_utf8_output_is_replaced(loop, pool):
   assert result.stderr == "\ufffd("
 
 
+def test_run_before_start_raises(loop):
+  with pytest.raises(RuntimeError, match="not started"):
+    loop.run(pool_lib.Pool(_config()).run("print(1)"))
+
+
 def test_run_after_close_raises(loop):
   p = pool_lib.Pool(_config())
   loop.run(p.start())

@@ -14,16 +14,23 @@ are accepted at once: later callers wait in `run` (backpressure), so a burst of 
 fine. A batch that fails (connection error, timeout, 5xx or malformed answer) is sent again
 after 0.5·2^k s, up to `max_attempts` sends; items answered `queue_timeout` (only Code Judge
 does) are sent again the same way. Each call's future is resolved once: the first answer
-wins, and a call still unanswered after the last attempt raises SandboxUnavailableError.
+wins, and a call still unanswered when its batch ends for any reason (the last attempt
+failed, `close()` stopped it, an unexpected error) raises SandboxUnavailableError saying why.
+`run` before `start` (or `async with`) and after `close` raises RuntimeError.
 """
 import asyncio
 import collections
 import dataclasses
+import functools
+import logging
 
 import aiohttp
 
 from rstar_jax.sandbox import codejudge
+from rstar_jax.sandbox import config as config_lib
 from rstar_jax.sandbox import result as result_lib
+
+_CLOSED = "the sandbox client was closed"
 
 
 class SandboxUnavailableError(RuntimeError):
@@ -37,23 +44,17 @@ class _Call:
   future: asyncio.Future
 
 
-def _check_positive(name: str, value, kind=int) -> None:
-  if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int) \
-      or not value > 0:
-    raise ValueError(f"{name} must be a positive {kind.__name__}, got {value!r}")
-
-
 class SandboxClient:
   """Batches calls to a Code Judge API (module docstring)."""
 
   def __init__(self, url: str, *, batch_size: int = 32, max_batches_in_flight: int = 64,
                max_pending: int = 4096, batch_wait_s: float = 0.005, max_attempts: int = 4,
                backoff_s: float = 0.5, request_timeout_s: float = 600.0):
-    _check_positive("batch_size", batch_size)
-    _check_positive("max_batches_in_flight", max_batches_in_flight)
-    _check_positive("max_pending", max_pending)
-    _check_positive("max_attempts", max_attempts)
-    _check_positive("request_timeout_s", request_timeout_s, float)
+    for name, value in (("batch_size", batch_size), ("max_pending", max_pending),
+                        ("max_batches_in_flight", max_batches_in_flight),
+                        ("max_attempts", max_attempts)):
+      config_lib.check_positive("SandboxClient", name, value)
+    config_lib.check_positive("SandboxClient", "request_timeout_s", request_timeout_s, float)
     if batch_wait_s < 0 or backoff_s < 0:
       raise ValueError(f"batch_wait_s and backoff_s must be >= 0, got {batch_wait_s}, "
                        f"{backoff_s}")
@@ -68,6 +69,7 @@ class SandboxClient:
     self.counters = collections.Counter()
     self._session = self._dispatcher = self._pending = self._in_flight = None
     self._batches: set[asyncio.Task] = set()
+    self._closed = False
 
   async def __aenter__(self) -> "SandboxClient":
     await self.start()
@@ -77,7 +79,10 @@ class SandboxClient:
     await self.close()
 
   async def start(self) -> None:
-    """Opens the HTTP session and starts batching."""
+    """Opens the HTTP session and starts batching (once; a closed client stays closed)."""
+    if self._closed or self._dispatcher is not None:
+      state = "closed" if self._closed else "started"
+      raise RuntimeError(f"the sandbox client was already {state}")
     self._pending = asyncio.Semaphore(self._max_pending)
     self._in_flight = asyncio.Semaphore(self._max_batches_in_flight)
     self._session = aiohttp.ClientSession(
@@ -86,19 +91,37 @@ class SandboxClient:
     self._dispatcher = asyncio.create_task(self._dispatch())
 
   async def close(self) -> None:
-    """Stops batching; calls not yet answered raise SandboxUnavailableError."""
+    """Stops batching; calls not yet answered raise SandboxUnavailableError. Idempotent."""
+    if self._closed:
+      return
+    self._closed = True
+    if self._dispatcher is None:  # never started
+      return
     self._dispatcher.cancel()
     for task in list(self._batches):
-      task.cancel()
+      task.cancel()  # each batch's done callback resolves its calls
     await asyncio.gather(self._dispatcher, *self._batches, return_exceptions=True)
     for call in self._queue:
-      _fail(call, "the sandbox client was closed")
+      _fail(call, _CLOSED)
     self._queue.clear()
     await self._session.close()
 
   async def run(self, source: str, stdin: str | None = "") -> result_lib.ExecutionResult:
-    """Runs `source` (a whole program, e.g. `wrap_code(code)`) with `stdin`; one result."""
+    """Runs `source` (a whole program, e.g. `wrap_code(code)`) with `stdin`; one result.
+
+    Raises:
+      SandboxUnavailableError: no answer within the attempts, or the client was closed
+        while the call waited.
+      RuntimeError: the client is not started, or already closed.
+    """
+    if self._closed:
+      raise RuntimeError("the sandbox client is closed")
+    if self._dispatcher is None:
+      raise RuntimeError("the sandbox client is not started: use `async with "
+                         "SandboxClient(url) as client` or `await client.start()`")
     async with self._pending:
+      if self._closed:  # closed while this call waited for room (backpressure)
+        raise SandboxUnavailableError(_CLOSED)
       call = _Call(source, stdin, asyncio.get_running_loop().create_future())
       self._queue.append(call)
       self.counters["calls"] += 1
@@ -116,18 +139,34 @@ class SandboxClient:
         batch = [self._queue.popleft() for _ in range(min(self._batch_size, len(self._queue)))]
         task = asyncio.create_task(self._send(batch))
         self._batches.add(task)
-        task.add_done_callback(self._batch_done)
+        task.add_done_callback(functools.partial(self._batch_done, batch))
 
-  def _batch_done(self, task: asyncio.Task) -> None:
+  def _batch_done(self, calls: list[_Call], task: asyncio.Task) -> None:
+    """Resolves every call of a finished batch task still unanswered, however it ended.
+
+    A callback rather than a `finally` in `_send`: a task cancelled before its first step
+    never runs its coroutine's `finally`.
+    """
     self._batches.discard(task)
     self._in_flight.release()
+    if task.cancelled():
+      reason = _CLOSED
+    elif task.exception() is not None:
+      error = task.exception()
+      logging.error("sandbox client batch failed unexpectedly", exc_info=error)
+      reason = f"the batch failed: {type(error).__name__}: {error}"
+    else:
+      reason = task.result()
+    for call in calls:
+      _fail(call, reason)
 
-  async def _send(self, calls: list[_Call]) -> None:
+  async def _send(self, calls: list[_Call]) -> str:
+    """Sends the calls until each is answered or the attempts run out; returns why not."""
     last_error = ""
     for attempt in range(self._max_attempts):
       calls = [c for c in calls if not c.future.done()]
       if not calls:
-        return
+        return ""
       if attempt:
         self.counters["retries"] += 1
         await asyncio.sleep(self._backoff_s * 2 ** (attempt - 1))
@@ -153,8 +192,7 @@ class SandboxClient:
           last_error = "queue_timeout"
         elif not call.future.done():
           call.future.set_result(result)
-    for call in calls:
-      _fail(call, f"no answer after {self._max_attempts} attempts ({last_error})")
+    return f"no answer after {self._max_attempts} attempts ({last_error})"
 
 
 def _fail(call: _Call, reason: str) -> None:

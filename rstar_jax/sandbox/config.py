@@ -17,7 +17,11 @@ UID_BASE = 2_000_000
 UID_BLOCK = 1 << 16
 
 
-def _positive(owner: str, name: str, value, kind=int) -> None:
+def check_positive(owner: str, name: str, value, kind=int) -> None:
+  """Raises ValueError naming `owner.name` unless `value` is a positive `kind` (int or float).
+
+  A float argument also accepts an int; bools are never numbers here.
+  """
   if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
     raise ValueError(f"{owner}.{name} must be an {kind.__name__}, got {value!r}")
   if not value > 0:
@@ -48,12 +52,12 @@ class Limits:
   workdir_bytes: int = 64 * MIB
 
   def __post_init__(self):
-    _positive("Limits", "timeout_s", self.timeout_s, float)
+    check_positive("Limits", "timeout_s", self.timeout_s, float)
     for field in dataclasses.fields(self):
       if field.name not in ("timeout_s", "cpu_s"):
-        _positive("Limits", field.name, getattr(self, field.name))
+        check_positive("Limits", field.name, getattr(self, field.name))
     if self.cpu_s is not None:
-      _positive("Limits", "cpu_s", self.cpu_s)
+      check_positive("Limits", "cpu_s", self.cpu_s)
     if self.open_files < 16:
       raise ValueError(f"Limits.open_files must be >= 16 (the interpreter needs some), "
                        f"got {self.open_files}")
@@ -98,12 +102,12 @@ class PoolConfig:
 
   def __post_init__(self):
     if self.workers is not None:
-      _positive("PoolConfig", "workers", self.workers)
-    _positive("PoolConfig", "jobs_per_worker", self.jobs_per_worker)
+      check_positive("PoolConfig", "workers", self.workers)
+    check_positive("PoolConfig", "jobs_per_worker", self.jobs_per_worker)
     if self.runnable_per_worker is not None:
-      _positive("PoolConfig", "runnable_per_worker", self.runnable_per_worker)
-    _positive("PoolConfig", "max_attempts", self.max_attempts)
-    _positive("PoolConfig", "uid_base", self.uid_base)
+      check_positive("PoolConfig", "runnable_per_worker", self.runnable_per_worker)
+    check_positive("PoolConfig", "max_attempts", self.max_attempts)
+    check_positive("PoolConfig", "uid_base", self.uid_base)
     if self.num_workers * self.jobs_per_worker > UID_BLOCK:
       raise ValueError(f"PoolConfig: workers ({self.num_workers}) x jobs_per_worker "
                        f"({self.jobs_per_worker}) exceeds the uid block ({UID_BLOCK})")

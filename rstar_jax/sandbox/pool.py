@@ -122,7 +122,7 @@ class Pool:
     self._next_id = 0
     self._uid_lock_fd = None
     self._uid_start = 0
-    self._closed = False
+    self._started = self._closed = False
     self._restart_failures = [0] * config.num_workers
     self._tasks: set[asyncio.Task] = set()
     self.counters = collections.Counter()
@@ -136,10 +136,13 @@ class Pool:
 
   async def start(self) -> None:
     """Starts every zygote; raises RuntimeError with the reason if one cannot start."""
+    if self._closed or self._started:
+      raise RuntimeError(f"the sandbox pool is already {'closed' if self._closed else 'started'}")
     if os.geteuid() != 0:
       raise PermissionError("the sandbox needs root: it runs each snippet under its own uid "
                             "in new namespaces")
     self._uid_lock_fd, self._uid_start = _lock_uid_block(self.config.uid_base)
+    self._started = True  # jobs submitted from now on wait for the zygotes
     started = await asyncio.gather(*(self._spawn(z) for z in self._zygotes),
                                    return_exceptions=True)
     errors = [e for e in started if isinstance(e, BaseException)]
@@ -170,9 +173,17 @@ class Pool:
       self._uid_lock_fd = None
 
   async def run(self, source: str, stdin: str | bytes | None = "") -> result_lib.ExecutionResult:
-    """Runs `source` as a Python program with `stdin`; never raises for the program's faults."""
+    """Runs `source` as a Python program with `stdin`; never raises for the program's faults.
+
+    Raises:
+      RuntimeError: the pool is not started (`async with Pool(...)` or `await pool.start()`)
+        or already closed.
+    """
     if self._closed:
       raise RuntimeError("the sandbox pool is closed")
+    if not self._started:
+      raise RuntimeError("the sandbox pool is not started: use `async with Pool(config) as "
+                         "pool` or `await pool.start()`")
     if isinstance(stdin, str):
       stdin = stdin.encode("utf-8")
     job = _Job(self._next_id, source, stdin or b"", asyncio.get_running_loop().create_future())

@@ -11,10 +11,10 @@ Then, single-threaded around one epoll loop:
   UID_START + s, so no two running snippets share a uid (RLIMIT_NPROC counts per snippet).
   A run is a fork that is pid 1 of a new PID namespace, confined (`isolation`), running
   `program.run`; a fork the kernel refuses (EAGAIN, ENOMEM) answers that job sandbox_error
-  and leaves the zygote able to start the next one. Jobs wait here, in arrival order, while no slot is free or while
-  `max_runnable` runs are runnable (state R in /proc/PID/stat; checked again every
-  ADMISSION_RECHECK_S), so CPU-bound runs are not spread over more runs than the cores
-  can serve within their wall-clock limit.
+  and leaves the zygote able to start the next one. Jobs wait here, in arrival order, while
+  no slot is free or while `max_runnable` runs are runnable (state R in /proc/PID/stat;
+  checked again every ADMISSION_RECHECK_S), so CPU-bound runs are not spread over more runs
+  than the cores can serve within their wall-clock limit.
 * The children's stdout/stderr pipes are read as data arrives, each kept up to
   `limits.output_bytes`; past that the run is killed (output_limit).
 * At the wall-clock deadline the parent SIGKILLs the run's pid 1; the kernel then kills every
