@@ -50,18 +50,19 @@ class Outcome:
   error: str | None = None
 
 
-def _is_int(value) -> bool:
+def _is_int_not_bool(value) -> bool:
+  """An `int` proper: `True` is an int to Python but no valid count."""
   return isinstance(value, int) and not isinstance(value, bool)
 
 
 def check_limits(num_workers: int, timeout_s: float, memory_limit_mb: int,
                  prefix: str = "") -> None:
   """Raises ValueError naming the first invalid pool setting (`prefix` + its name)."""
-  if not _is_int(num_workers) or num_workers < 1:
+  if not _is_int_not_bool(num_workers) or num_workers < 1:
     raise ValueError(f"{prefix}num_workers must be a positive int, got {num_workers!r}")
-  if not (_is_int(timeout_s) or isinstance(timeout_s, float)) or not timeout_s > 0:
+  if not (_is_int_not_bool(timeout_s) or isinstance(timeout_s, float)) or not timeout_s > 0:
     raise ValueError(f"{prefix}timeout_s must be a positive number, got {timeout_s!r}")
-  if not _is_int(memory_limit_mb) or memory_limit_mb < 0:
+  if not _is_int_not_bool(memory_limit_mb) or memory_limit_mb < 0:
     raise ValueError(f"{prefix}memory_limit_mb must be a non-negative int, got "
                      f"{memory_limit_mb!r}")
 

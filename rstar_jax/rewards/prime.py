@@ -36,7 +36,8 @@ def _is_float(text: str) -> bool:
     return False
 
 
-def _is_int(value: float) -> bool:
+def _is_near_integer(value: float) -> bool:
+  """prm800k's `_is_int`: within 1e-7 of an integer (so 2.00000001 counts)."""
   try:
     return abs(value - int(round(value))) <= 1e-7
   except (OverflowError, ValueError):
@@ -52,9 +53,10 @@ def _strip_properly_formatted_commas(expr: str) -> str:
     expr = stripped
 
 
-def _str_is_int(text: str) -> bool:
+def _str_is_near_integer(text: str) -> bool:
+  """prm800k's `_str_is_int`: a number within 1e-7 of an integer once thousands commas go."""
   try:
-    return _is_int(float(_strip_properly_formatted_commas(text)))
+    return _is_near_integer(float(_strip_properly_formatted_commas(text)))
   except ValueError:
     return False
 
@@ -87,7 +89,7 @@ def normalize(expr: str | None) -> str | None:
   if expr and expr[0] == "{" and expr[-1] == "}":
     expr = expr[1:-1]
   expr = re.sub(r",\\! *", "", expr)
-  if _is_float(expr) and _is_int(float(expr)):
+  if _is_float(expr) and _is_near_integer(float(expr)):
     expr = str(int(round(float(expr))))
   if "\\" in expr:
     with contextlib.suppress(Exception):  # pylatexenc may reject any malformed LaTeX
@@ -95,7 +97,7 @@ def normalize(expr: str | None) -> str | None:
   expr = re.sub("- *", "-", expr)
   expr = _MIXED_NUMBER_RE.sub("\\1+\\2", expr)  # "7 3/4" -> "7+3/4"
   expr = expr.lower()
-  if _str_is_int(expr):
+  if _str_is_near_integer(expr):
     # float(): large integers lose precision here, as in the released grader.
     expr = str(int(float(expr.replace(",", ""))))
   return expr
@@ -150,7 +152,7 @@ def grade_answer(given: str | None, truth: str) -> bool:
   for truth_element, given_element in zip(truth_elements, given_elements):
     if _FRACTION_RE.search(truth_element) and _FRACTION_RE.search(given_element):
       correct = truth_element == given_element
-    elif _str_is_int(truth_element) != _str_is_int(given_element):
+    elif _str_is_near_integer(truth_element) != _str_is_near_integer(given_element):
       correct = False
     else:
       correct = _equal_under_sympy(truth_element, given_element)
