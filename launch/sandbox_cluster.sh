@@ -11,6 +11,9 @@
 # redis/front/worker run in the foreground (use your process manager); `ssh` starts one
 # detached worker per host (logs in runs/sandbox_worker.log there); `local` starts redis, the
 # front end and N worker processes here and stops them all on Ctrl-C.
+# Other flags go to `rstar-sandbox`: `front` passes them to `serve --redis`, `worker`/`ssh` to
+# `worker`, and `local` splits them: --max-body-mib and --host to the front end, --queue and
+# --lease-s to both, the rest (pool flags: --timeout-s, --jobs-per-worker, ...) to the workers.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 role="${1:-}"
@@ -29,6 +32,25 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 sandbox="$repo/.venv/bin/rstar-sandbox"
+declare -a front_extra=() worker_extra=()
+# local mode: send each extra flag (and its value) to the command that takes it (cli.py).
+split_extra() {
+  local i=0 flag
+  while ((i < ${#extra[@]})); do
+    flag="${extra[i]}"
+    case "$flag" in
+      --host|--max-body-mib|--queue|--lease-s)
+        ((i + 1 < ${#extra[@]})) || { echo "$flag needs a value" >&2; exit 2; }
+        flag="$flag=${extra[i + 1]}"; i=$((i + 1)) ;;
+    esac
+    case "$flag" in
+      --host=*|--max-body-mib=*) front_extra+=("$flag") ;;
+      --queue=*|--lease-s=*) front_extra+=("$flag"); worker_extra+=("$flag") ;;
+      *) worker_extra+=("$flag") ;;
+    esac
+    i=$((i + 1))
+  done
+}
 need_redis() { [[ -n "$redis_url" ]] || { echo "--redis URL is required for $role" >&2; exit 2; }; }
 worker_args() { [[ -z "$workers" ]] || echo "--workers $workers"; }
 
@@ -55,6 +77,7 @@ case "$role" in
       echo "worker started on $host"
     done ;;
   local)
+    split_extra
     count="${hosts:-2}"
     pids=()
     # Stop the workers and the front end first, the queue last.
@@ -63,14 +86,14 @@ case "$role" in
     redis-server --bind 127.0.0.1 --port "$((http_port + 1))" --save "" --appendonly no \
       > /dev/null & pids+=($!)
     url="redis://127.0.0.1:$((http_port + 1))/0"
-    "$sandbox" serve --port "$http_port" --redis "$url" "${extra[@]}" & pids+=($!)
+    "$sandbox" serve --port "$http_port" --redis "$url" "${front_extra[@]}" & pids+=($!)
     for _ in $(seq "$count"); do
       # shellcheck disable=SC2046
-      "$sandbox" worker --redis "$url" $(worker_args) "${extra[@]}" & pids+=($!)
+      "$sandbox" worker --redis "$url" $(worker_args) "${worker_extra[@]}" & pids+=($!)
     done
     echo "sandbox cluster: http://127.0.0.1:$http_port (queue $url, $count workers); Ctrl-C stops it"
     wait ;;
   *)
-    sed -n '2,16p' "$0"
+    sed -n '2,19p' "$0"
     exit 2 ;;
 esac

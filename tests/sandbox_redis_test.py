@@ -27,7 +27,8 @@ def redis_url():
 
 @pytest.fixture(scope="module")
 def front(redis_url):
-  process, url = processes.start_service(["--redis", redis_url], min_workers=0)
+  process, url = processes.start_service(["--redis", redis_url, "--lease-s", LEASE_S],
+                                         min_workers=0)
   yield url
   process.stop()
 

@@ -124,17 +124,33 @@ def test_metrics_count_requests_and_statuses(url):
   assert "sandbox_workers_alive 1" in text
 
 
+# Every pool flag with a valid value (cli.POOL_FLAGS, in that order).
+_POOL_ARGS = ["--workers", "1", "--jobs-per-worker", "2", "--runnable-per-worker", "1",
+              "--timeout-s", "1", "--memory-mib", "100", "--output-kib", "10", "--preload", "",
+              "--no-warmup", "--uid-base", "3000000"]
+_REDIS = ["--redis", "redis://127.0.0.1:1/0"]
+
+
 @pytest.mark.parametrize("args, message", [
-    (["serve", "--workers", "0"], "PoolConfig.workers must be > 0"),
+    (["serve", "--workers", "0"], "PoolConfig.workers must be > 0, got 0"),
     (["serve", "--timeout-s", "-1"], "Limits.timeout_s must be > 0"),
-    (["serve", "--preload", "numpy,os.path/x"], "is not a module name"),
-    (["worker"], "--redis"),
-    (["serve", "--redis", "redis://127.0.0.1:1/0", "--workers", "2"], "runs no snippets"),
-])
-def test_cli_rejects_bad_arguments(args, message):
+    (["serve", "--preload", "numpy,os.path/x"],
+     "PoolConfig.preload: 'os.path/x' is not a module name"),
+    (["worker"], "the following arguments are required: --redis"),
+    (["worker", *_REDIS, "--lease-s", "0"], "--lease-s must be > 0, got 0.0"),
+    (["worker", *_REDIS, "--max-body-mib", "2"], "unrecognized arguments: --max-body-mib"),
+    (["serve", *_REDIS, "--workers", "2"], "with --redis the front end runs no snippets: "
+                                           "--workers belongs to `rstar-sandbox worker`"),
+    (["serve", *_REDIS, *_POOL_ARGS], "with --redis the front end runs no snippets: --workers, "
+     "--jobs-per-worker, --runnable-per-worker, --timeout-s, --memory-mib, --output-kib, "
+     "--preload, --no-warmup, --uid-base belong to `rstar-sandbox worker`"),
+    (["serve", "--lease-s", "5", "--queue", "q"], "--queue, --lease-s apply only with --redis"),
+], ids=["workers", "timeout", "preload", "worker_needs_redis", "lease", "worker_http_flag",
+        "front_one_pool_flag", "front_every_pool_flag", "queue_flags_without_redis"])
+def test_cli_rejects_flags_that_do_nothing_or_are_bad(args, message):
   run = subprocess.run([sys.executable, "-m", "rstar_jax.sandbox.cli", *args],
                        capture_output=True, text=True, timeout=60)
-  assert run.returncode == 2 and message in run.stderr
+  assert run.returncode == 2 and f"error: {message}" in run.stderr, run.stderr
 
 
 def test_console_script_is_installed():

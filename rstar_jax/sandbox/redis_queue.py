@@ -37,6 +37,7 @@ from rstar_jax.sandbox import pool as pool_lib
 from rstar_jax.sandbox import result as result_lib
 
 DEFAULT_PREFIX = "rstar-sandbox"
+DEFAULT_LEASE_S = 10.0
 _RESULT_TTL_S = 3600
 _SWEEP_INTERVAL_S = 5.0
 _BATCH = 256
@@ -138,7 +139,7 @@ async def requeue_dead_workers(client: aioredis.Redis, keys: QueueKeys,
 class RedisFront:
   """A server backend that queues jobs in redis for `RedisWorker`s (module docstring)."""
 
-  def __init__(self, url: str, prefix: str = DEFAULT_PREFIX, lease_s: float = 10.0,
+  def __init__(self, url: str, prefix: str = DEFAULT_PREFIX, lease_s: float = DEFAULT_LEASE_S,
                max_attempts: int = config_lib.PoolConfig.max_attempts):
     self._url, self._keys = url, QueueKeys(prefix)
     self._lease_s, self._max_attempts = lease_s, max_attempts
@@ -252,7 +253,7 @@ class RedisWorker:
   """Runs jobs from the redis queue on a local `pool.Pool` (module docstring)."""
 
   def __init__(self, url: str, config: config_lib.PoolConfig, prefix: str = DEFAULT_PREFIX,
-               lease_s: float = 10.0):
+               lease_s: float = DEFAULT_LEASE_S):
     if not lease_s > 0:
       raise ValueError(f"lease_s must be > 0, got {lease_s}")
     self._url, self._keys, self._lease_s = url, QueueKeys(prefix), lease_s
