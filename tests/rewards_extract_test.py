@@ -4,6 +4,7 @@ Run: python -m pytest -q tests/rewards_extract_test.py
 Expected values follow the released rules (rStar@ecbfb94 `fused_compute_score/prime_math`),
 derived by hand in the comments.
 """
+import signal
 import threading
 
 import pytest
@@ -183,8 +184,37 @@ def test_verify_in_a_thread_still_uses_math_verify():
   assert verdicts == [verifier.Verdict(True, "\\dfrac{84}{2}")]
 
 
+def test_verify_deadline_is_a_value_and_restores_the_alarm():
+  def sentinel(signum, frame):
+    raise AssertionError("the caller's SIGALRM handler ran")
+
+  previous = signal.signal(signal.SIGALRM, sentinel)
+  try:
+    verdict = verifier.verify("<answer>\\boxed{9^{9^{9^{9}}}}</answer>", "42", timeout_s=0.2)
+    assert verdict == verifier.Verdict(False, None, timed_out=True)
+    assert signal.getsignal(signal.SIGALRM) is sentinel
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert verifier.verify("\\boxed{42}", "42", timeout_s=0.2) == verifier.Verdict(True, "42")
+  finally:
+    signal.signal(signal.SIGALRM, previous)
+
+
 def test_verify_bad_options_raise():
   with pytest.raises(ValueError, match="reward.scope"):
     verifier.verify("x", "1", scope="tags")
   with pytest.raises(ValueError, match="reward.strict_integer"):
     verifier.verify("x", "1", strict_integer=1)
+  with pytest.raises(ValueError, match="timeout_s must be a positive number"):
+    verifier.verify("x", "1", timeout_s=0)
+  errors = []
+
+  def in_thread():
+    try:
+      verifier.verify("x", "1", timeout_s=1.0)
+    except ValueError as e:
+      errors.append(str(e))
+
+  thread = threading.Thread(target=in_thread)
+  thread.start()
+  thread.join()
+  assert len(errors) == 1 and "main thread" in errors[0]

@@ -17,6 +17,7 @@ import time
 import ml_collections
 import pytest
 
+from rstar_jax import chat
 from rstar_jax import rewards
 
 # A power tower sympy and math-verify cannot finish: verification runs into any time limit.
@@ -45,6 +46,18 @@ def test_score_default_api_correct_wrong_truncated():
   assert rewards.score(CORRECT, "42", truncated=True) == 0.0  # zero_on_truncation by default
 
 
+def test_rollout_text_with_special_tokens_and_tool_turns_scores_its_final_answer():
+  # The text RolloutRecord.response_text holds: decoded with special tokens, environment turns in.
+  tool_output = "Tool call success\nstdout: 42\n\nexecution time: 0.01s"
+  first_turn = ("I compute 6*7.\n" + chat.tool_call_text("print(6*7)") + chat.IM_END +
+                chat.tool_response_text([tool_output]))
+  answered = first_turn + "So it is 42.</reason>\n<answer>\\boxed{42}</answer>" + chat.IM_END
+  assert rewards.score(answered, "42") == 1.0
+  assert rewards.score(answered, "41") == 0.0
+  assert rewards.score(first_turn + "Hmm." + chat.IM_END, "42") == 0.0  # tool output is no answer
+  assert rewards.score(first_turn + "The answer is \\boxed{4", "42") == 0.0
+
+
 def test_truncation_rule_can_be_switched_off():
   with rewards.Scorer(zero_on_truncation=False) as lenient:
     result = lenient.result(CORRECT, "42", truncated=True)
@@ -57,15 +70,32 @@ def test_result_reports_candidate_and_skips_verifying_truncated(scorer):
       0.0, False, True)
 
 
-def test_timeout_kills_the_worker_and_scores_zero(scorer):
-  scorer.start()
-  before = set(scorer._pool.worker_pids())  # pylint: disable=protected-access
-  result = scorer.result(PATHOLOGICAL, "42")
-  assert result.score == 0.0 and result.timed_out and result.error is None
-  after = set(scorer._pool.worker_pids())  # pylint: disable=protected-access
-  killed = before - after
-  assert len(killed) == 1 and _is_gone(killed.pop())
-  assert scorer.score(CORRECT, "42") == 1.0  # a fresh worker serves the next call
+@pytest.mark.parametrize("timeout_s, expected", [(4.0, 3.5), (1.0, 0.875), (0.2, 0.175)])
+def test_worker_deadline_is_below_the_hard_limit(timeout_s, expected):
+  assert rewards.worker_timeout_s(timeout_s) == pytest.approx(expected)  # 7/8 of the limit
+
+
+def test_slow_verification_stops_itself_and_keeps_its_worker():
+  # The worker's own deadline (3.5 s) comes first: the call returns a value, no kill, no restart.
+  with rewards.VerifierPool(num_workers=1, timeout_s=4.0) as pool:
+    pool.start()
+    (pid,) = pool.worker_pids()
+    outcome = pool.verify(PATHOLOGICAL, "42")
+    assert outcome == rewards.Outcome(False, timed_out=True)
+    assert pool.worker_pids() == [pid] and not _is_gone(pid)
+    assert pool.verify(CORRECT, "42").correct and pool.worker_pids() == [pid]
+
+
+def test_worker_that_does_not_answer_is_killed_at_the_hard_limit():
+  # A stopped worker stands for one stuck in a C call that no signal interrupts.
+  with rewards.VerifierPool(num_workers=1, timeout_s=1.0) as pool:
+    pool.start()
+    (stuck,) = pool.worker_pids()
+    os.kill(stuck, signal.SIGSTOP)
+    assert pool.verify(CORRECT, "42") == rewards.Outcome(False, timed_out=True)
+    assert pool.worker_pids() == [] and _is_gone(stuck)
+    assert pool.verify(CORRECT, "42").correct  # a fresh worker serves the next call
+    assert pool.worker_pids() not in ([], [stuck])
 
 
 def test_stuck_verification_does_not_block_the_other_worker(scorer):

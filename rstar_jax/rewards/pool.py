@@ -1,15 +1,18 @@
 """Time-limited verification in persistent worker processes, usable from any thread.
 
 sympy and math-verify can run for minutes on a pathological answer (`\\boxed{9^{9^{9^9}}}`), and
-math-verify's own SIGALRM timeout only works in a main thread. So each verification runs in a
+a SIGALRM deadline only works in a main thread. So each verification runs in a
 separate worker process (`python -m rstar_jax.rewards.worker`, a fresh interpreter: no fork of a
 threaded parent, no inherited XLA runtime) and the calling thread waits for the answer with a
 deadline.
 
 What it guarantees:
-  * A call returns within `timeout_s` after its worker took the request: on expiry the worker is
-    killed (SIGKILL) and reaped, and the call reports `timed_out`; the next call on that slot
-    starts a fresh worker. The worker's start-up (imports, ~0.3 s) is not counted.
+  * A call returns within `timeout_s` after its worker took the request, and reports `timed_out`
+    when the verification did not finish. Two layers: the worker stops the verification itself
+    at `worker_timeout_s(timeout_s)` = 7/8 of the limit (3.5 s of 4 s) and answers, so the
+    worker lives on; if no answer has come at `timeout_s` (a single long C call, which a signal
+    cannot interrupt), the worker is killed (SIGKILL) and reaped, and the next call on that slot
+    starts a fresh one (~0.3-0.45 s of imports). Start-up is never counted in the limit.
   * No thread is started: the calling thread itself waits (`select` on the worker's pipe), so
     nothing is left behind, whether called from a thread pool or via `asyncio.to_thread`.
   * Up to `num_workers` calls run at once; more callers wait for a free worker.
@@ -32,6 +35,9 @@ import time
 
 _ROOT = pathlib.Path(__file__).resolve().parents[2]  # the directory holding rstar_jax/
 _START_TIMEOUT_S = 120.0
+# The share of the hard limit a worker gives the verification itself; the rest (0.5 s of 4 s)
+# is for the worker's signal handler to run and its answer to reach the parent.
+_WORKER_TIMEOUT_FRACTION = 0.875
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +47,8 @@ class Outcome:
   Attributes:
     correct: the verdict; False whenever the verification did not finish.
     candidate: the extracted answer, when the worker returned one.
-    timed_out: the time limit was hit and the worker killed.
+    timed_out: the verification did not finish in time: the worker stopped it at its own
+      deadline, or the pool killed the worker at the hard limit.
     error: a failure inside the worker (e.g. its memory limit), or None.
   """
   correct: bool
@@ -65,6 +72,11 @@ def check_limits(num_workers: int, timeout_s: float, memory_limit_mb: int,
   if not _is_int_not_bool(memory_limit_mb) or memory_limit_mb < 0:
     raise ValueError(f"{prefix}memory_limit_mb must be a non-negative int, got "
                      f"{memory_limit_mb!r}")
+
+
+def worker_timeout_s(timeout_s: float) -> float:
+  """The deadline a worker sets its verification: `0.875 * timeout_s`, below the hard limit."""
+  return _WORKER_TIMEOUT_FRACTION * timeout_s
 
 
 class _WorkerExited(Exception):
@@ -149,7 +161,8 @@ class _Worker:
       return Outcome(False, timed_out=True)
     if "error" in reply:
       return Outcome(False, error=reply["error"])
-    return Outcome(bool(reply["correct"]), candidate=reply["candidate"])
+    return Outcome(bool(reply["correct"]), candidate=reply["candidate"],
+                   timed_out=bool(reply["timed_out"]))
 
   def stop(self) -> None:
     """Kills and reaps the process (if any)."""
@@ -175,7 +188,7 @@ class VerifierPool:
   Args:
     num_workers: how many verifications may run at once.
     timeout_s: the hard limit of one verification (PAPER.md §4: the released reward runs
-      under the sandbox's 4 s).
+      under the sandbox's 4 s); workers stop at `worker_timeout_s(timeout_s)` themselves.
     memory_limit_mb: RLIMIT_AS of each worker; 0 sets none.
   """
 
@@ -221,7 +234,8 @@ class VerifierPool:
     worker = self._checkout()
     try:
       return worker.run({"response": response, "answer": answer, "scope": scope,
-                         "strict_integer": strict_integer}, self.timeout_s)
+                         "strict_integer": strict_integer,
+                         "timeout_s": worker_timeout_s(self.timeout_s)}, self.timeout_s)
     finally:
       self._checkin(worker)
 

@@ -7,6 +7,16 @@
 `pool.VerifierPool` worker so a pathological expression cannot hang the caller. Defaults: the
 released scope and leniency (whole response, PRIME grader then math-verify) and, as in the
 paper, zero reward for truncated responses.
+
+The response text a rollout is scored on is the one `rl.RolloutRecord.response_text` holds:
+`tokenizer.decode(response_ids)` with special tokens kept, i.e. everything after the prompt's
+generation prompt `<|im_start|>assistant\n<reason>`: every model turn (with its closing
+`<|im_end|>` when the engine returned it) and every injected environment turn
+(`<|im_start|>user\n<tool_response>...<|im_start|>assistant\n<reason>`, PAPER.md §2.4). This is
+what the released reward scores for agent rollouts (PAPER.md §4: special tokens are kept when
+trace text exists; `skip_special_tokens=True` is only its fallback without one). The verdict does
+not depend on the special tokens being there: extraction reads the last answer phrase or
+`\boxed{}`, and a correct number that appears only in a tool's output is not an answer.
 """
 import asyncio
 import atexit
@@ -108,7 +118,10 @@ class Scorer:
                        "requires")
 
   def result(self, response: str, answer: str, truncated: bool = False) -> RewardResult:
-    """The reward of one response with its reasons (blocks until verified or timed out)."""
+    """The reward of one response (text as in the module docstring) with its reasons.
+
+    Blocks until verified or timed out.
+    """
     self._check(response, answer, truncated)
     if truncated and self.config.zero_on_truncation:
       return RewardResult(0.0, False, True)
@@ -168,8 +181,9 @@ def score(response: str, answer: str, truncated: bool = False) -> float:
   """The reward with the default options (released scope and leniency, truncation scores 0).
 
   Args:
-    response: the model's text after the generation prompt (all turns, tool responses included;
-      the released reward manager decodes it with `skip_special_tokens=True`).
+    response: the rollout's decoded response with special tokens kept, as
+      `rl.RolloutRecord.response_text` (module docstring): all model and environment turns after
+      the generation prompt.
     answer: the ground-truth answer.
     truncated: the response was cut by the length budget.
 

@@ -1,4 +1,4 @@
-"""One verification, in-process and without a time limit: is a response's answer correct?
+"""One verification, in-process: is a response's answer correct?
 
 Combines extraction scope and equivalence rule (PAPER.md §4, §11 rows 11 and 13):
   scope "full_response" (released): candidate = `extract.prime_extract(response)`;
@@ -10,11 +10,19 @@ Combines extraction scope and equivalence rule (PAPER.md §4, §11 rows 11 and 1
   strict_integer=True: correct iff candidate and answer spell the same integer
     (`integers.canonical_integer`: thousands separators only in groups of three, so a list such
     as "1, 2" is no integer).
-Call it through `pool.VerifierPool` (or `scorer.Scorer`), which bounds its time.
+Time: `verify(..., timeout_s=t)` ends the verification itself after t seconds (a real-time
+interval timer, so the main thread only) and reports it as `timed_out`, as a value. math-verify's
+own SIGALRM timeouts are then off: they share that timer, and their fixed 5 s would outlast any
+shorter limit. Without `timeout_s` nothing is bounded. Call it through `pool.VerifierPool` (or
+`scorer.Scorer`), whose workers set `timeout_s` just below the pool's hard limit, so a slow
+verification returns a value and the hard limit (a kill) is left for what a signal cannot stop: a
+single long C call, or a grader that swallows the deadline.
 """
+import contextlib
 import dataclasses
 import functools
 import logging
+import signal
 import threading
 
 from math_verify import grader as mv_grader
@@ -26,7 +34,6 @@ SCOPES = ("full_response", "answer_tag")
 
 _GOLD_TARGETS = (mv_parser.LatexExtractionConfig(),)
 _PRED_TARGETS = (mv_parser.ExprExtractionConfig(), mv_parser.LatexExtractionConfig())
-_MATH_VERIFY_TIMEOUT_S = 5  # math-verify's defaults for parse and verify
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,10 +42,34 @@ class Verdict:
 
   Attributes:
     correct: whether the answer is accepted.
-    candidate: the extracted answer string the rules looked at (None: nothing to extract).
+    candidate: the extracted answer string the rules looked at (None: nothing to extract, or
+      the deadline came first).
+    timed_out: the verification reached its `timeout_s` and was stopped (`correct` is False).
   """
   correct: bool
   candidate: str | None
+  timed_out: bool = False
+
+
+class _DeadlineReached(BaseException):
+  """Raised by the timer; a BaseException, so the graders' `except Exception` cannot catch it."""
+
+
+def _raise_deadline(signum, frame):
+  del signum, frame
+  raise _DeadlineReached()
+
+
+@contextlib.contextmanager
+def _deadline(timeout_s: float):
+  """Raises `_DeadlineReached` in the calling (main) thread once `timeout_s` seconds pass."""
+  previous = signal.signal(signal.SIGALRM, _raise_deadline)
+  signal.setitimer(signal.ITIMER_REAL, timeout_s)
+  try:
+    yield
+  finally:
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, previous)
 
 
 def check_options(scope: str, strict_integer: bool) -> None:
@@ -50,9 +81,9 @@ def check_options(scope: str, strict_integer: bool) -> None:
 
 
 @functools.lru_cache(maxsize=4096)
-def _parse_gold(answer: str, timeout_s: int | None) -> list:
+def _parse_gold(answer: str) -> list:
   # The same truth is checked against every rollout of its prompt.
-  return mv_parser.parse("\\boxed{" + answer + "}", _GOLD_TARGETS, parsing_timeout=timeout_s)
+  return mv_parser.parse("\\boxed{" + answer + "}", _GOLD_TARGETS, parsing_timeout=None)
 
 
 def math_verify_correct(prediction_text: str, answer: str) -> bool:
@@ -60,36 +91,51 @@ def math_verify_correct(prediction_text: str, answer: str) -> bool:
 
   Gold `LatexExtractionConfig` on `\\boxed{answer}`, prediction `ExprExtractionConfig` +
   `LatexExtractionConfig` on `prediction_text`; an error or an unparsable gold counts as wrong.
-  math-verify's own 5 s timeouts use SIGALRM and raise outside the main thread, so there they
-  are switched off (the worker calls from its main thread and is bounded from outside anyway).
+  math-verify's own timeouts are off (module docstring: `verify`'s deadline bounds the call).
   """
-  timeout_s = (_MATH_VERIFY_TIMEOUT_S if threading.current_thread() is threading.main_thread()
-               else None)
   try:
-    gold = _parse_gold(answer, timeout_s)
+    gold = _parse_gold(answer)
     if not gold:
       return False
-    prediction = mv_parser.parse(prediction_text, _PRED_TARGETS, parsing_timeout=timeout_s)
-    return bool(prediction) and mv_grader.verify(gold, prediction, timeout_seconds=timeout_s)
+    prediction = mv_parser.parse(prediction_text, _PRED_TARGETS, parsing_timeout=None)
+    return bool(prediction) and mv_grader.verify(gold, prediction, timeout_seconds=None)
   except Exception:  # pylint: disable=broad-except  # the released scorer counts errors as 0
     return False
 
 
 def verify(response: str, answer: str, scope: str = "full_response",
-           strict_integer: bool = False) -> Verdict:
+           strict_integer: bool = False, timeout_s: float | None = None) -> Verdict:
   """Decides whether `response` answers `answer` (rules in the module docstring).
 
   Args:
-    response: the model's text after the generation prompt (all turns, tool responses included).
+    response: the model's text after the generation prompt, all turns and tool responses
+      included, special tokens kept (`scorer` module docstring).
     answer: the ground truth, e.g. "42".
     scope: "full_response" or "answer_tag" (config `reward.scope`).
     strict_integer: exact integer equality instead of the released leniency
       (config `reward.strict_integer`).
+    timeout_s: stop after this many seconds and report `timed_out` (main thread only); None
+      sets no limit.
 
   Returns:
     A `Verdict`.
   """
   check_options(scope, strict_integer)
+  if timeout_s is None:
+    return _verify(response, answer, scope, strict_integer)
+  if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not timeout_s > 0:
+    raise ValueError(f"timeout_s must be a positive number or None, got {timeout_s!r}")
+  if threading.current_thread() is not threading.main_thread():
+    raise ValueError("timeout_s needs the main thread (it sets a SIGALRM timer); call verify "
+                     "through rewards.VerifierPool from other threads")
+  try:
+    with _deadline(timeout_s):
+      return _verify(response, answer, scope, strict_integer)
+  except _DeadlineReached:
+    return Verdict(False, None, timed_out=True)
+
+
+def _verify(response: str, answer: str, scope: str, strict_integer: bool) -> Verdict:
   if scope == "answer_tag":
     candidate = extract.answer_tag_extract(response)
     if candidate is None:

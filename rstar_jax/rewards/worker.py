@@ -3,13 +3,15 @@
 Started by `pool.VerifierPool` as `python -m rstar_jax.rewards.worker`, never imported by the
 parent's hot path. Protocol, one JSON object per line:
   worker -> parent, once imports are done: {"ready": true}
-  parent -> worker: {"response": str, "answer": str, "scope": str, "strict_integer": bool}
-  worker -> parent: {"correct": bool, "candidate": str | null} or {"error": str}
+  parent -> worker: {"response": str, "answer": str, "scope": str, "strict_integer": bool,
+                     "timeout_s": float (the verification's own deadline, `verifier.verify`)}
+  worker -> parent: {"correct": bool, "candidate": str | null, "timed_out": bool}
+                    or {"error": str}
 The worker exits at end of input, and a watchdog thread ends it within a second of its parent's
 death even during a long verification (one that holds the GIL in a single C call excepted: the
-parent's kill covers that while the parent lives). Verifications run in
-the main thread, where math-verify's own SIGALRM timeouts work. Anything printed by the graders
-goes to stderr; the protocol keeps a private copy of the original stdout.
+parent's kill covers that while the parent lives). Verifications run in the main thread, where
+`verifier.verify` can set its SIGALRM deadline. Anything printed by the graders goes to stderr;
+the protocol keeps a private copy of the original stdout.
 """
 import argparse
 import json
@@ -38,8 +40,9 @@ def _answer(line: str) -> dict:
   try:
     request = json.loads(line)
     verdict = verifier.verify(request["response"], request["answer"], request["scope"],
-                              request["strict_integer"])
-    return {"correct": verdict.correct, "candidate": verdict.candidate}
+                              request["strict_integer"], request["timeout_s"])
+    return {"correct": verdict.correct, "candidate": verdict.candidate,
+            "timed_out": verdict.timed_out}
   except MemoryError:
     return {"error": "memory limit reached"}
   except Exception as e:  # pylint: disable=broad-except  # reported to the parent as a value
