@@ -70,7 +70,7 @@ def test_tool_texts_are_what_the_snippets_really_print(traces):
 
 
 def test_a_known_error_text_byte_for_byte():
-  result = sft_traces.run_snippet("print(533 * 970", exec_time_s=0.01)
+  result = sft_traces.run_trusted_snippet("print(533 * 970", exec_time_s=0.01)
   assert sandbox.tool_output_text(result) == (
       "Tool call failure\nreason: \nstderr: SyntaxError at line 1: '(' was never closed "
       "(<unknown>, line 1)\n  print(533 * 970\n\nexecution time: 0.01s")

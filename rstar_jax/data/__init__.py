@@ -17,7 +17,7 @@ from rstar_jax.data.records import (
     SKIP_REASONS, DataStats, Problem, PromptBatch, write_json_atomic, write_jsonl_atomic,
     write_problems)
 from rstar_jax.data.sft_traces import (
-    TRACE_KINDS, SftTrace, TraceMix, make_sft_traces, read_sft_traces, run_snippet, trace_stats,
+    TRACE_KINDS, SftTrace, TraceMix, make_sft_traces, read_sft_traces, trace_stats,
     write_sft_traces)
 from rstar_jax.data.stream import ShardedStream
 from rstar_jax.data.sources import SCHEMAS, Schema, load_problems, parse_spec, read_source
@@ -34,8 +34,8 @@ __all__ = [
     "EncodedPrompt", "PromptIterator", "collate", "encode_prompts",
     "SKIP_REASONS", "DataStats", "Problem", "PromptBatch", "write_json_atomic",
     "write_jsonl_atomic", "write_problems",
-    "TRACE_KINDS", "SftTrace", "TraceMix", "make_sft_traces", "read_sft_traces", "run_snippet",
-    "trace_stats", "write_sft_traces",
+    "TRACE_KINDS", "SftTrace", "TraceMix", "make_sft_traces", "read_sft_traces", "trace_stats",
+    "write_sft_traces",
     "ShardedStream",
     "SCHEMAS", "Schema", "load_problems", "parse_spec", "read_source",
     "FAMILIES", "LEVELS", "Draw", "SyntheticItem", "synthetic_problems",

@@ -124,11 +124,12 @@ class SftTrace:
     return cls(**(row | {"segments": segments}))
 
 
-def run_snippet(code: str, exec_time_s: float) -> sandbox.ExecutionResult:
-  """Runs `sandbox.wrap_code(code)` in a fresh Python process with empty stdin.
+def run_trusted_snippet(code: str, exec_time_s: float) -> sandbox.ExecutionResult:
+  """Runs `sandbox.wrap_code(code)` in a fresh Python process with empty stdin, unprotected.
 
   Returns the result with `wall_time_s=exec_time_s` (fixed, for deterministic text).
-  Only for the generator's own snippets: this is not a sandbox.
+  NOT A SANDBOX: no memory, file-system or network limits, only a wall-clock timeout. Only for
+  the trace generator's own snippets (`synthetic`); model-written code goes to `sandbox.Pool`.
   """
   with tempfile.TemporaryDirectory() as workdir:
     try:
@@ -229,7 +230,8 @@ def make_sft_traces(items: Sequence[synthetic.SyntheticItem], seed: int,
   snippets = sorted({getattr(item, name) for item, kind in zip(items, kinds)
                      for name in needed[kind]})
   with concurrent.futures.ThreadPoolExecutor(max_workers or os.cpu_count() or 1) as pool:
-    results = dict(zip(snippets, pool.map(lambda c: run_snippet(c, exec_time_s), snippets)))
+    outputs = pool.map(lambda code: run_trusted_snippet(code, exec_time_s), snippets)
+    results = dict(zip(snippets, outputs))
   return [_trace(i, item, kind, results, seed, mix, prompt_format, max_tool_response_chars)
           for i, (item, kind) in enumerate(zip(items, kinds))]
 
