@@ -44,11 +44,28 @@ def test_parse_whitespace_inside_tags_is_free():
     ('{"arguments": {}}', "'name'"),
     ("[1]", "list indices must be integers or slices, not str"),
     ("", "Expecting value: line 1 column 1 (char 0)"),
-    ('{"name": 1, "arguments": {}}', "name must be a string, got int"),
+    # The released FunctionCall is a pydantic model with `name: str` (texts as pydantic 2 words
+    # them, less its version-dependent "For further information" line).
+    ('{"name": 1, "arguments": {}}', "1 validation error for FunctionCall\nname\n  Input should "
+     "be a valid string [type=string_type, input_value=1, input_type=int]"),
+    ('{"name": null, "arguments": {}}', "1 validation error for FunctionCall\nname\n  Input "
+     "should be a valid string [type=string_type, input_value=None, input_type=NoneType]"),
+    ('{"name": ["ééé"], "arguments": {}}', "1 validation error for FunctionCall\nname\n  Input "
+     "should be a valid string [type=string_type, input_value=['ééé'], input_type=list]"),
+    # A repr over 50 characters shows its first 25 and last 24.
+    (json.dumps({"name": list(range(40)), "arguments": {}}), "1 validation error for "
+     "FunctionCall\nname\n  Input should be a valid string [type=string_type, input_value=[0, "
+     "1, 2, 3, 4, 5, 6, 7, ... 34, 35, 36, 37, 38, 39], input_type=list]"),
 ])
 def test_parse_failure_becomes_decode_error_text(body, message):
   items = chat.parse_tool_calls("<tool_call>" + body + "</tool_call>")
   assert items == [chat.ToolCallError("Failed to decode tool call: " + message)]
+
+
+def test_name_that_is_no_string_is_an_error_for_the_released_substring_rule():
+  # rStar@ecbfb94 RoC counts a <tool_response> block as an error when it contains "error".
+  (item,) = chat.parse_tool_calls('<tool_call>{"name": 7, "arguments": {}}</tool_call>')
+  assert "error" in chat.tool_response_text([item.text]).lower()
 
 
 def test_parse_keeps_only_first_block_before_separating_failures():

@@ -25,6 +25,8 @@ DEFAULT_MAX_PARALLEL_CALLS = 1
 _CALL_START = "<tool_call>"
 _CALL_END = "</tool_call>"
 _CALL_RE = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
+# pydantic shows a refused value's repr whole up to 50 characters, else its first 25 and last 24.
+_SHOWN_HEAD_CHARS, _SHOWN_TAIL_CHARS = 25, 24
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +62,11 @@ def parse_tool_calls(text: str, max_parallel_calls: int | None = DEFAULT_MAX_PAR
   1. If `<tool_call>` or `</tool_call>` is missing, there are no calls.
   2. Each non-overlapping `<tool_call>(.*?)</tool_call>` match (DOTALL), in order, is
      `json.loads`-ed and must hold `name` (a string) and `arguments`.
-  3. A failure is kept in place as `ToolCallError("Failed to decode tool call: {e}")`.
+  3. A failure is kept in place as `ToolCallError("Failed to decode tool call: {e}")`, with the
+     released messages: json's and Python's, and for a name that is no string the validation
+     error of the released `FunctionCall` model ("1 validation error for FunctionCall\\nname\\n
+     Input should be a valid string [...]"). That one contains "error", so RoC's released
+     p_err rule (`err_detect="substring"`) counts it, as it counts no "Expecting ..." JSON error.
   Only the first `max_parallel_calls` blocks are kept, counted before failures are separated
   (verl `multi_turn.max_parallel_calls: 1`, PAPER.md §11 row 16).
 
@@ -86,11 +92,27 @@ def parse_tool_calls(text: str, max_parallel_calls: int | None = DEFAULT_MAX_PAR
       call = json.loads(block)
       name, arguments = call["name"], call["arguments"]
       if not isinstance(name, str):
-        raise ValueError(f"name must be a string, got {type(name).__name__}")
+        raise ValueError(_name_type_error(name))
       items.append(ToolCall(name=name, arguments=json.dumps(arguments, ensure_ascii=False)))
     except Exception as e:  # pylint: disable=broad-except  # any failure goes back to the model
       items.append(ToolCallError(text=f"Failed to decode tool call: {e}"))
   return items
+
+
+def _name_type_error(name) -> str:
+  """The error the released parser meets for a non-string `name`, as pydantic words it.
+
+  The release stores a call as verl's `FunctionCall(name=..., arguments=...)`, a pydantic model
+  with `name: str` (J-shang/verl@d0dc976 `verl/experimental/agent_loop/tool_parser.py`), so a
+  number, null, list or object name fails in the parser with pydantic's ValidationError. Its
+  last line, "For further information visit https://errors.pydantic.dev/<version>/v/
+  string_type", depends on the installed pydantic and is left out.
+  """
+  shown = repr(name)
+  if len(shown) > _SHOWN_HEAD_CHARS + _SHOWN_TAIL_CHARS + 1:
+    shown = shown[:_SHOWN_HEAD_CHARS] + "..." + shown[-_SHOWN_TAIL_CHARS:]
+  return ("1 validation error for FunctionCall\nname\n  Input should be a valid string "
+          f"[type=string_type, input_value={shown}, input_type={type(name).__name__}]")
 
 
 def execution_error_text(error: BaseException | str) -> str:
