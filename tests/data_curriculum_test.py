@@ -10,11 +10,11 @@ from rstar_jax import data
 # PAPER.md §7: 300 + 85 + 125 steps, 8K -> 12K -> 12K, T 10/10/15, stage 3 filtered + reset.
 PAPER_STAGES = [
     dict(name="stage1", train_files=["problems:rl42k.jsonl"], max_response_tokens=8192,
-         max_turns=10, steps=300, warmup_steps=20),
+         max_turns=10, steps=300),
     dict(name="stage2", train_files=["problems:rl42k.jsonl"], max_response_tokens=12288,
          max_turns=10, steps=85),
     dict(name="stage3", train_files=["problems:rl42k.jsonl"], max_response_tokens=12288,
-         max_turns=15, steps=125, reset_optimizer=True, warmup_steps=20, hard_filter_samples=8),
+         max_turns=15, steps=125, reset_optimizer=True, hard_filter_samples=8),
 ]
 
 
@@ -23,8 +23,8 @@ def test_paper_stages_become_records_with_step_ranges():
   assert curriculum.total_steps == 510
   s1, s2, s3 = curriculum.stages
   assert (s1.first_step, s1.end_step, s2.first_step, s3.first_step, s3.end_step) == (0, 300, 300, 385, 510)
-  assert (s1.reset_optimizer, s1.warmup_steps, s1.hard_filter_samples) == (False, 20, 0)
-  assert (s2.reset_optimizer, s2.warmup_steps) == (False, 0)
+  assert (s1.reset_optimizer, s1.hard_filter_samples) == (False, 0)
+  assert s2.reset_optimizer is False
   assert (s3.max_turns, s3.reset_optimizer, s3.hard_filter_samples) == (15, True, 8)
   assert s3.train_files == ("problems:rl42k.jsonl",) and s3.field == "config.data.stages[2]"
 
@@ -33,6 +33,14 @@ def test_paper_stages_become_records_with_step_ranges():
                                         (384, "stage2"), (385, "stage3"), (509, "stage3")])
 def test_stage_at_returns_the_stage_of_a_global_step(step, name):
   assert data.curriculum_from_config(PAPER_STAGES).stage_at(step).name == name
+
+
+def test_reset_steps_are_the_first_steps_of_resetting_stages():
+  assert data.curriculum_from_config(PAPER_STAGES).reset_steps() == (385,)  # 300 + 85
+  every = [dict(s, reset_optimizer=True) for s in PAPER_STAGES]
+  assert data.curriculum_from_config(every).reset_steps() == (300, 385)  # step 0 is fresh anyway
+  never = [dict(s, reset_optimizer=False) for s in PAPER_STAGES]
+  assert data.curriculum_from_config(never).reset_steps() == ()
 
 
 def test_stage_at_rejects_steps_outside_the_curriculum():
@@ -60,8 +68,7 @@ def _with(index, **changes):
 @pytest.mark.parametrize("stages, message", [
     (_with(1, steps=0), r"config\.data\.stages\[1\]\.steps=0: must be a positive integer"),
     (_with(0, max_turns=True), r"config\.data\.stages\[0\]\.max_turns=True: must be a positive integer"),
-    (_with(2, warmup_steps=-1), r"stages\[2\]\.warmup_steps=-1: must be a non-negative integer"),
-    (_with(1, warmup_steps=100), r"stages\[1\]\.warmup_steps=100 exceeds config\.data\.stages\[1\]\.steps=85"),
+    (_with(0, warmup_steps=20), r"stages\[0\]\.warmup_steps: not a stage setting; .*optim\.warmup_steps"),
     (_with(2, reset_optimizer=1), r"stages\[2\]\.reset_optimizer=1: must be a bool"),
     (_with(0, max_turn=5), r"stages\[0\]\.max_turn: unknown key"),
     (_with(1, steps=None), r"stages\[1\]\.steps: missing \(required\)"),

@@ -3,7 +3,10 @@
 PAPER.md §7 trains in three stages (8K -> 12K -> 12K max response tokens, turn
 limits 10/10/15, 300 + ~85 + 125 steps); stage 3 runs on the problems the step-385
 policy does not always solve (an offline 8-rollout filter, `hard_filter`), with the
-optimizer state reset and the linear warm-up restarted (§7 [R]; PAPER.md §11 row 22).
+optimizer state reset (PAPER.md §11 row 22). The optimizer owns the learning-rate
+schedule: one linear warm-up of `optim.warmup_steps`, restarted at every reset (§7 [R],
+`train/optim.py`); `Curriculum.reset_steps()` gives the steps to pass as
+`optim.reset_at_steps`.
 
 Config: a list of stages, each a dict (or ConfigDict) with the keys
 
@@ -13,22 +16,24 @@ Config: a list of stages, each a dict (or ConfigDict) with the keys
   max_response_tokens  int > 0, response budget incl. environment tokens (§2.5)
   max_turns            int > 0, assistant-turn limit T (§2.5, §11 row 4)
   steps                int > 0, RL steps in this stage
-  reset_optimizer      bool (default False), reset the optimizer state at the stage's
-                       first step
-  warmup_steps         int >= 0 (default 0), linear lr warm-up steps from the stage's
-                       first step (PAPER.md §7: 20 in stage 1; restarted after a reset)
+  reset_optimizer      bool (default False), re-initialize the optimizer state (moments
+                       and warm-up) before the stage's first step; ignored for a first
+                       stage, which starts from a fresh optimizer anyway
   hard_filter_samples  int >= 0 (default 0 = off), n of the stage-start filter: roll
                        the current policy n times per problem of train_files and train
                        on the problems it does not solve n/n (§7: 8)
 
 e.g. `dict(name="stage3", train_files=["problems:data/rl42k.jsonl"], max_response_tokens=12288,
-max_turns=15, steps=125, reset_optimizer=True, warmup_steps=20, hard_filter_samples=8)`.
+max_turns=15, steps=125, reset_optimizer=True, hard_filter_samples=8)`.
 """
 import dataclasses
 from typing import Any, Sequence
 
 _REQUIRED = ("name", "train_files", "max_response_tokens", "max_turns", "steps")
-_DEFAULTS = {"reset_optimizer": False, "warmup_steps": 0, "hard_filter_samples": 0}
+_DEFAULTS = {"reset_optimizer": False, "hard_filter_samples": 0}
+# Keys a stage no longer takes, with where the setting lives now.
+_MOVED = {"warmup_steps": "the optimizer owns warm-up: set optim.warmup_steps (it restarts at "
+                          "every reset_optimizer stage)"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +53,6 @@ class Stage:
   max_turns: int
   steps: int
   reset_optimizer: bool
-  warmup_steps: int
   hard_filter_samples: int
   first_step: int
   field: str
@@ -67,6 +71,16 @@ class Curriculum:
   @property
   def total_steps(self) -> int:
     return self.stages[-1].end_step
+
+  def reset_steps(self) -> tuple[int, ...]:
+    """The global steps before which the optimizer is re-initialized: `optim.reset_at_steps`.
+
+    The first step of every stage with reset_optimizer=True, in order, step 0 excluded (the
+    optimizer starts fresh there). Steps count RL steps from 0; with one optimizer update per
+    RL step (PAPER.md §6) they are also the update indices `train.optim` counts.
+    """
+    return tuple(stage.first_step for stage in self.stages
+                 if stage.reset_optimizer and stage.first_step > 0)
 
   def stage_at(self, step: int) -> Stage:
     """The stage that global step `step` (from 0) belongs to."""
@@ -94,6 +108,8 @@ def _stage(entry: Any, index: int, first_step: int, where: str) -> Stage:
   settings = _as_dict(entry, where)
   allowed = _REQUIRED + tuple(_DEFAULTS)
   for key in settings:
+    if key in _MOVED:
+      raise ValueError(f"{where}.{key}: not a stage setting; {_MOVED[key]}")
     if key not in allowed:
       raise ValueError(f"{where}.{key}: unknown key; expected one of {list(allowed)}")
   for key in _REQUIRED:
@@ -111,14 +127,11 @@ def _stage(entry: Any, index: int, first_step: int, where: str) -> Stage:
   if not isinstance(settings["reset_optimizer"], bool):
     raise ValueError(f"{where}.reset_optimizer={settings['reset_optimizer']!r}: must be a bool")
   steps = _int(settings["steps"], f"{where}.steps", 1)
-  warmup = _int(settings["warmup_steps"], f"{where}.warmup_steps", 0)
-  if warmup > steps:
-    raise ValueError(f"{where}.warmup_steps={warmup} exceeds {where}.steps={steps}")
   return Stage(
       index=index, name=name, train_files=tuple(files),
       max_response_tokens=_int(settings["max_response_tokens"], f"{where}.max_response_tokens", 1),
       max_turns=_int(settings["max_turns"], f"{where}.max_turns", 1),
-      steps=steps, reset_optimizer=settings["reset_optimizer"], warmup_steps=warmup,
+      steps=steps, reset_optimizer=settings["reset_optimizer"],
       hard_filter_samples=_int(settings["hard_filter_samples"],
                                f"{where}.hard_filter_samples", 0),
       first_step=first_step, field=where)
