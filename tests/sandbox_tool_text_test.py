@@ -1,6 +1,8 @@
 """The tool-output text from structured results, byte for byte (PAPER.md §3.3, §3.4 layer 1).
 
-The expected strings are PAPER.md §3.3's table, which was produced by the released stack.
+The expected strings of the code format are PAPER.md §3.3's table, which was produced by the
+released stack; those of the paper format follow §3.3's "Paper-internal format" (and the
+choices `tool_text` documents where the paper is silent).
   python -m pytest -q tests/sandbox_tool_text_test.py
 """
 import pytest
@@ -78,3 +80,41 @@ def test_code_judge_null_streams_are_omitted():
           "reason": "queue_timeout"}
   assert sandbox.format_code_judge_result(body) == ("Tool call failure\nreason: queue_timeout\n"
                                                     "execution time: 0.00s")
+
+
+_TRACEBACK = ('Traceback (most recent call last):\n  File "/tmp/source.py", line 69, in <module>\n'
+              '    print(1/0)\n          ~^~\nZeroDivisionError: division by zero\n')
+
+
+@pytest.mark.parametrize("result, text", [
+    (_result("ok", "Total valid colorings: 24\n", exit_code=0, wall_time_s=0.2),
+     "Total valid colorings: 24\n"),
+    (_result("ok", "", "a warning\n", exit_code=0), ""),
+    (_result("runtime_error", "printed first\n", _TRACEBACK, 1, 0.03),
+     "tool call failed\nreason: error message: " + _TRACEBACK),
+    (_result("memory_limit", "", "MemoryError\n", 1, 0.1),
+     "tool call failed\nreason: error message: MemoryError\n"),
+    (_result("runtime_error", "", "", 3, 0.0),
+     "tool call failed\nreason: error message: exit status 3"),
+    (_result("timeout", "start\n", "", None, 4.0), "tool call failed\nreason: timeout"),
+    (_result("output_limit", "x" * 5000, "", None, 0.2),
+     "tool call failed\nreason: output limit exceeded"),
+    (_result("sandbox_error", "", "worker lost", None, 0.0),
+     "tool call failed\nreason: internal error"),
+], ids=["bare_output", "empty_output", "traceback", "memory", "silent_exit", "timeout",
+        "output_limit", "sandbox_error"])
+def test_paper_format_texts(result, text):
+  assert sandbox.tool_output_text(result, output_format="paper") == text
+
+
+def test_paper_format_cuts_each_stream():
+  ok = _result("ok", "abcdef", exit_code=0)
+  failed = _result("runtime_error", "", "Traceback (most recent call last):\n", 1)
+  assert sandbox.tool_output_text(ok, max_stream_chars=3, output_format="paper") == "abc"
+  assert sandbox.tool_output_text(failed, max_stream_chars=9, output_format="paper") == (
+      "tool call failed\nreason: error message: Traceback")
+
+
+def test_unknown_output_format_raises():
+  with pytest.raises(ValueError, match="output_format must be one of"):
+    sandbox.tool_output_text(_result("ok", exit_code=0), output_format="Paper")

@@ -20,8 +20,10 @@ from rstar_jax.sandbox.config import Limits
 from rstar_jax.sandbox.config import PoolConfig
 from rstar_jax.sandbox.result import ExecutionResult
 from rstar_jax.sandbox.result import STATUSES
+from rstar_jax.sandbox.tool_text import OUTPUT_FORMATS
 from rstar_jax.sandbox.tool_text import format_code_judge_result
 from rstar_jax.sandbox.tool_text import tool_output_text
+from rstar_jax.sandbox.wrapper import TRACEBACKS
 from rstar_jax.sandbox.wrapper import wrap_code
 
 _LAZY = {
@@ -36,6 +38,7 @@ _LAZY = {
 __all__ = [
     "ExecutionResult",
     "Limits",
+    "OUTPUT_FORMATS",
     "Pool",
     "PoolConfig",
     "RedisFront",
@@ -46,6 +49,7 @@ __all__ = [
     "SandboxUnavailableError",
     "Service",
     "Submission",
+    "TRACEBACKS",
     "format_code_judge_result",
     "tool_output_text",
     "wrap_code",
