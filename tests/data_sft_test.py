@@ -132,5 +132,6 @@ def test_task_files_are_byte_identical_for_a_seed(tmp_path):
   sft_texts = {t.segments[0][0].split("This is the problem:\n")[1].removesuffix(
       chat.IM_END + "\n" + chat.GENERATION_PROMPT) for t in sft}
   assert len(sft_texts) == 6 and not eval_texts & sft_texts
+  assert not {p.problem for p in train} & sft_texts
   assert stats["train"]["by_family_level"]["product/1"] == 2
   assert stats["sft"]["num_traces"] == 6

@@ -3,6 +3,8 @@
   python -m pytest -q tests/data_synthetic_test.py
 """
 import collections
+import importlib.util
+import pathlib
 import subprocess
 import sys
 
@@ -48,6 +50,26 @@ def test_splits_never_share_a_problem_text():
   # An excluded text is redrawn.
   base = data.synthetic_problems(0, "train", 1)[0].problem.problem
   assert data.synthetic_problems(0, "train", 1, exclude=frozenset([base]))[0].problem.problem != base
+
+
+def _default_synthetic_config():
+  path = pathlib.Path(__file__).parents[1] / "experiments" / "tiny.py"
+  spec = importlib.util.spec_from_file_location("tiny", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config().data.synthetic
+
+
+def test_task_splits_are_pairwise_disjoint_at_the_default_sizes():
+  # Seed 0 at 2000 train / 480 SFT drew 2 problems into both before SFT excluded train too.
+  synthetic = _default_synthetic_config()
+  splits = data.synthetic_splits(synthetic.seed, num_train=synthetic.num_train,
+                                 num_eval=synthetic.num_eval, num_sft=synthetic.num_sft)
+  texts = {name: [item.problem.problem for item in items] for name, items in splits.items()}
+  assert {name: len(t) for name, t in texts.items()} == {
+      "train": synthetic.num_train, "eval": synthetic.num_eval, "sft": synthetic.num_sft}
+  every = texts["train"] + texts["eval"] + texts["sft"]
+  assert len(set(every)) == len(every)  # no text twice, within or across splits
 
 
 def _run(code):

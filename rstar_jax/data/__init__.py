@@ -22,7 +22,7 @@ from rstar_jax.data.sft_traces import (
 from rstar_jax.data.stream import ShardedStream
 from rstar_jax.data.sources import SCHEMAS, Schema, load_problems, parse_spec, read_source
 from rstar_jax.data.synthetic import FAMILIES, LEVELS, Draw, SyntheticItem, synthetic_problems
-from rstar_jax.data.synthetic_task import write_synthetic_task
+from rstar_jax.data.synthetic_task import synthetic_splits, write_synthetic_task
 
 __all__ = [
     "decontam_index", "prompt_iterator", "train_problems",
@@ -39,5 +39,5 @@ __all__ = [
     "ShardedStream",
     "SCHEMAS", "Schema", "load_problems", "parse_spec", "read_source",
     "FAMILIES", "LEVELS", "Draw", "SyntheticItem", "synthetic_problems",
-    "write_synthetic_task",
+    "synthetic_splits", "write_synthetic_task",
 ]

@@ -19,10 +19,11 @@ digit DP, a sieve, factorization), so a snippet's output is a real check.
 
 Determinism: every number is drawn from SHA-256 of (seed, split, item, attempt,
 counter), so the files are byte-identical for a seed on any platform and Python
-version. Splits: items cycle through the families and then the levels; the eval
-split is generated first and train (or any other split) redraws an item whose text
-is already taken, so no problem text is in two splits. (The templates are shared,
-so n-gram decontamination does not apply to this task.)
+version. Splits: items cycle through the families and then the levels; a split
+redraws an item whose text is in `exclude`, so generating the splits in turn, each
+excluding the texts of all before it (`synthetic_task.synthetic_splits`: eval, train,
+sft), puts no problem text in two splits. (The templates are shared, so n-gram
+decontamination does not apply to this task.)
 
 Sizes: problem texts are 18-73 characters; the PAPER.md §2.2 prompt around them
 adds 1,862 tokens with `chat.CharTokenizer` (one per character or special token).
@@ -235,7 +236,7 @@ def synthetic_problems(seed: int, split: str, count: int, *, families: Sequence[
     count: number of problems.
     families: families to cycle through (item i has family i mod F).
     levels: levels to cycle through (item i has level (i // F) mod L).
-    exclude: problem texts that must not appear (e.g. the eval split's).
+    exclude: problem texts that must not appear (e.g. those of the splits drawn before).
 
   Returns:
     Items with ids "synthetic/{split}/{i:06d}" and meta {"family", "level"}.

@@ -3,9 +3,13 @@
 Files written under `out_dir` (all deterministic in the seed):
 
   train.jsonl       RL problems (load with "problems:OUT/train.jsonl")
-  eval.jsonl        evaluation problems, no text shared with train.jsonl or sft.jsonl
+  eval.jsonl        evaluation problems
   sft.jsonl         SFT traces (`sft_traces`), on their own problems ("sft" split)
   task_stats.json   problems per split / family / level, and `sft_traces.trace_stats`
+
+The three splits share no problem text (`synthetic_splits`): eval is drawn first, train
+redraws what eval holds, and sft redraws what eval or train holds, so neither RL training
+nor evaluation meets a problem the SFT traces solved.
 """
 import collections
 import os
@@ -28,6 +32,29 @@ def _split_counts(items: Sequence[synthetic.SyntheticItem]) -> dict[str, Any]:
                               if counts[family, level]}}
 
 
+def synthetic_splits(seed: int, *, num_train: int, num_eval: int, num_sft: int,
+                     families: Sequence[str] = synthetic.FAMILIES,
+                     levels: Sequence[int] = synthetic.LEVELS,
+                     ) -> dict[str, list[synthetic.SyntheticItem]]:
+  """The task's "train", "eval" and "sft" problems, pairwise disjoint in problem text.
+
+  Args:
+    seed: the task seed.
+    num_train, num_eval, num_sft: problems per split.
+    families, levels: the problem grid (`synthetic.synthetic_problems`).
+
+  Returns:
+    {"train": [...], "eval": [...], "sft": [...]}, each in item order.
+  """
+  grid = {"families": families, "levels": levels}
+  evaluation = synthetic.synthetic_problems(seed, "eval", num_eval, **grid)
+  taken = frozenset(item.problem.problem for item in evaluation)
+  train = synthetic.synthetic_problems(seed, "train", num_train, exclude=taken, **grid)
+  taken |= {item.problem.problem for item in train}
+  sft = synthetic.synthetic_problems(seed, "sft", num_sft, exclude=taken, **grid)
+  return {"train": train, "eval": evaluation, "sft": sft}
+
+
 def write_synthetic_task(out_dir: str | os.PathLike, seed: int, *, num_train: int,
                          num_eval: int, num_sft: int,
                          mix: sft_traces.TraceMix = sft_traces.TraceMix(),
@@ -45,11 +72,9 @@ def write_synthetic_task(out_dir: str | os.PathLike, seed: int, *, num_train: in
     prompt_format: the chat format of the SFT prompts.
   """
   out_dir = pathlib.Path(out_dir)
-  grid = {"families": families, "levels": levels}
-  evaluation = synthetic.synthetic_problems(seed, "eval", num_eval, **grid)
-  taken = frozenset(item.problem.problem for item in evaluation)
-  train = synthetic.synthetic_problems(seed, "train", num_train, exclude=taken, **grid)
-  sft_items = synthetic.synthetic_problems(seed, "sft", num_sft, exclude=taken, **grid)
+  splits = synthetic_splits(seed, num_train=num_train, num_eval=num_eval, num_sft=num_sft,
+                            families=families, levels=levels)
+  train, evaluation, sft_items = splits["train"], splits["eval"], splits["sft"]
   traces = sft_traces.make_sft_traces(sft_items, seed, mix, prompt_format=prompt_format)
   records.write_problems(out_dir / "train.jsonl", [item.problem for item in train])
   records.write_problems(out_dir / "eval.jsonl", [item.problem for item in evaluation])
