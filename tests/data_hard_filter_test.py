@@ -3,6 +3,12 @@
   python -m pytest -q tests/data_hard_filter_test.py
 """
 import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -85,6 +91,79 @@ def test_an_interrupted_filter_resumes_where_it_stopped(tmp_path):
   for name in ("hard.jsonl", "hard.stats.json"):
     full = (tmp_path / "full" / name).read_text().replace("full", "run")
     assert (tmp_path / "run" / name).read_text() == full
+
+
+def drawn_rewards(problems, n):
+  """A cheap deterministic policy: reward 1 with the SeededSolver's chances, without scoring."""
+  return [[float(data.Draw(0, p.id, k).uniform() < SUCCESS[p.meta["level"]]) for k in range(n)]
+          for p in problems]
+
+
+def _outputs(directory):
+  return {name: (directory / name).read_text().replace(str(directory), "DIR")
+          for name in ("hard.jsonl", "hard.stats.json")}
+
+
+def test_a_filter_killed_with_sigkill_resumes_from_its_finished_chunks(tmp_path):
+  problems = _problems()
+  data.filter_hard_problems(problems, drawn_rewards, 8, tmp_path / "full/hard.jsonl", chunk_size=8)
+  # A child process runs the filter; its policy blocks in the third chunk, and the child is killed.
+  child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+      import sys, time
+      sys.path.insert(0, {str(pathlib.Path(__file__).parent)!r})
+      import data_hard_filter_test as t
+      def policy(chunk, n):
+        if chunk[0].id == t._problems()[16].id:
+          print("blocked", flush=True)
+          time.sleep(600)
+        return t.drawn_rewards(chunk, n)
+      t.data.filter_hard_problems(t._problems(), policy, 8, {str(tmp_path / "run/hard.jsonl")!r},
+                                  chunk_size=8)
+      """)], stdout=subprocess.PIPE, text=True, cwd=pathlib.Path(__file__).parents[1])
+  try:
+    assert child.stdout.readline() == "blocked\n"
+  finally:
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+  progress = tmp_path / "run/hard.jsonl.progress.jsonl"
+  assert len(progress.read_text().splitlines()) == 16  # two chunks, flushed and synced
+  calls = []
+  data.filter_hard_problems(problems, lambda c, n: calls.append(c[0].id) or drawn_rewards(c, n),
+                            8, tmp_path / "run/hard.jsonl", chunk_size=8)
+  assert calls == [problems[16].id, problems[24].id]
+  assert _outputs(tmp_path / "run") == _outputs(tmp_path / "full")
+  assert not progress.exists()
+
+
+def test_a_partial_last_line_is_dropped_and_its_problems_run_again(tmp_path):
+  problems = _problems()
+  data.filter_hard_problems(problems, drawn_rewards, 8, tmp_path / "full/hard.jsonl", chunk_size=8)
+  progress = tmp_path / "run/hard.jsonl.progress.jsonl"
+
+  def interrupted(chunk, n):
+    if chunk[0].id == problems[16].id:
+      raise KeyboardInterrupt
+    return drawn_rewards(chunk, n)
+
+  with pytest.raises(KeyboardInterrupt):
+    data.filter_hard_problems(problems, interrupted, 8, tmp_path / "run/hard.jsonl", chunk_size=8)
+  # What a kill in the middle of the second chunk's write leaves: 13 rows and half of the 14th.
+  lines = progress.read_bytes().splitlines(keepends=True)
+  progress.write_bytes(b"".join(lines[:13]) + lines[13][:len(lines[13]) // 2])
+  calls = []
+  data.filter_hard_problems(problems, lambda c, n: calls.append(c[0].id) or drawn_rewards(c, n),
+                            8, tmp_path / "run/hard.jsonl", chunk_size=8)
+  assert calls == [problems[13].id, problems[21].id, problems[29].id]  # from the cut row on
+  assert _outputs(tmp_path / "run") == _outputs(tmp_path / "full")
+
+
+def test_a_bad_progress_line_is_an_error_naming_file_and_line(tmp_path):
+  progress = tmp_path / "hard.jsonl.progress.jsonl"
+  row = {"id": _problems()[0].id, "num_samples": 8, "num_correct": 1, "mean_reward": 0.125}
+  progress.write_text(json.dumps(row) + "\n{not json\n" + json.dumps(row) + "\n")
+  message = r"hard\.jsonl\.progress\.jsonl' line 2 is not a progress row"
+  with pytest.raises(ValueError, match=message):
+    data.filter_hard_problems(_problems(), drawn_rewards, 8, tmp_path / "hard.jsonl")
 
 
 def test_progress_of_another_run_is_rejected(tmp_path):

@@ -12,12 +12,16 @@ of n is dropped when c_i = n and kept otherwise. The kept problems are written a
 problems JSONL file (`records.write_problems`, loadable as "problems:PATH", with
 `num_correct` / `num_samples` per row) and the statistics as JSON beside it.
 
-Long filters resume: finished chunks are appended to `PATH.progress.jsonl`, and a
-rerun over the same problems skips them; the file is removed once the outputs are
-written.
+Long filters resume: each finished chunk is appended to `PATH.progress.jsonl` with one
+write, then flushed and fsync-ed, and a rerun over the same problems skips the rows
+found there; the file is removed once the outputs are written. A hard kill (SIGKILL,
+power loss) during a write can leave a last line without its newline: a rerun drops
+that partial line (cutting it from the file) and redoes its problems. Any other bad
+line is an error naming the file and line.
 """
 import collections
 import json
+import os
 import pathlib
 import time
 from typing import Any, Callable, Sequence
@@ -42,19 +46,43 @@ def _rewards(rollout_fn: RolloutFn, chunk: Sequence[records.Problem], n: int) ->
 
 def _read_progress(path: pathlib.Path, problems: Sequence[records.Problem],
                    n: int) -> list[tuple[int, float]]:
-  """(num_correct, mean reward) of the problems finished in an earlier run."""
+  """(num_correct, mean reward) of the problems finished in an earlier run.
+
+  A trailing line without a newline (a write cut by a kill) is dropped and cut from the file,
+  so that appends start on a fresh line.
+  """
   if not path.exists():
     return []
+  content = path.read_bytes()
+  complete = content[:content.rfind(b"\n") + 1]
+  if len(complete) < len(content):
+    logging.warning("hard filter: dropping a partial last line of %s (%d bytes, an interrupted "
+                    "write); its problems run again", path, len(content) - len(complete))
+    with path.open("r+b") as f:
+      f.truncate(len(complete))
   done = []
-  for line in path.read_text(encoding="utf-8").splitlines():
-    row = json.loads(line)
+  for number, line in enumerate(complete.splitlines(), start=1):
+    try:
+      row = json.loads(line.decode("utf-8"))
+      key = (row["id"], row["num_samples"])
+      result = (int(row["num_correct"]), float(row["mean_reward"]))
+    except (ValueError, KeyError, TypeError) as e:
+      raise ValueError(f"'{path}' line {number} is not a progress row ({e}): {line[:200]!r}; "
+                       "remove the file to start over") from e
     i = len(done)
-    if i >= len(problems) or row["id"] != problems[i].id or row["num_samples"] != n:
-      raise ValueError(f"'{path}' comes from another filter run (row {i}: {row}); remove it "
-                       "to start over")
-    done.append((row["num_correct"], row["mean_reward"]))
+    if i >= len(problems) or key != (problems[i].id, n):
+      raise ValueError(f"'{path}' comes from another filter run (line {number}: {row}); remove "
+                       "it to start over")
+    done.append(result)
   logging.info("hard filter: resuming after %d finished problems from %s", len(done), path)
   return done
+
+
+def _append_durably(f, text: str) -> None:
+  """Appends `text` with one write, then flushes and fsyncs, so finished work survives a kill."""
+  f.write(text.encode("utf-8"))
+  f.flush()
+  os.fsync(f.fileno())
 
 
 def filter_hard_problems(problems: Sequence[records.Problem], rollout_fn: RolloutFn,
@@ -86,16 +114,17 @@ def filter_hard_problems(problems: Sequence[records.Problem], rollout_fn: Rollou
   out_path.parent.mkdir(parents=True, exist_ok=True)
   results = _read_progress(progress_path, problems, num_samples)
   start_time, start_count = time.monotonic(), len(results)
-  with progress_path.open("a", encoding="utf-8") as progress:
+  with progress_path.open("ab") as progress:
     for begin in range(len(results), len(problems), chunk_size):
       chunk = problems[begin:begin + chunk_size]
       rewards = _rewards(rollout_fn, chunk, num_samples)
+      lines = []
       for problem, row in zip(chunk, rewards):
         num_correct, mean_reward = int((row >= 0.5).sum()), float(row.mean())
         results.append((num_correct, mean_reward))
-        progress.write(json.dumps({"id": problem.id, "num_samples": num_samples,
-                                   "num_correct": num_correct, "mean_reward": mean_reward}) + "\n")
-      progress.flush()
+        lines.append(json.dumps({"id": problem.id, "num_samples": num_samples,
+                                 "num_correct": num_correct, "mean_reward": mean_reward}) + "\n")
+      _append_durably(progress, "".join(lines))
       done = len(results)
       rate = (done - start_count) / max(time.monotonic() - start_time, 1e-9)
       solved = sum(c == num_samples for c, _ in results)
