@@ -26,10 +26,7 @@ import sys
 import time
 import urllib.request
 
-import aiohttp
-
 from rstar_jax.sandbox import client as client_lib
-from rstar_jax.sandbox import codejudge
 from rstar_jax.sandbox import processes
 from rstar_jax.sandbox import workloads
 
@@ -58,63 +55,36 @@ class Run:
     return self.right / self.elapsed_s if self.elapsed_s else 0.0
 
 
-def _cases(workload: str, n: int) -> list[workloads.Case]:
-  if workload == "alternating":
-    return [workloads.case(workloads.WORKLOADS[i % 2], i // 2) for i in range(n)]
-  return [workloads.case(workload, i) for i in range(n)]
-
-
 def _percentile(values: list[float], q: float) -> float:
   values = sorted(values)
   return values[min(len(values) - 1, int(q * len(values)))] if values else 0.0
 
 
-async def _progress(run: Run, done: list[int], start: float) -> None:
+async def _progress(run: Run, tally: workloads.Tally, start: float) -> None:
   while True:
     await asyncio.sleep(10)
-    rate = done[0] / (time.monotonic() - start)
-    eta = (run.requests - done[0]) / rate if rate else float("inf")
-    print(f"  {run.service} {run.workload} @{run.in_flight}: {done[0]}/{run.requests} "
+    rate = tally.sent / (time.monotonic() - start)
+    eta = (run.requests - tally.sent) / rate if rate else float("inf")
+    print(f"  {run.service} {run.workload} @{run.in_flight}: {tally.sent}/{run.requests} "
           f"({rate:.0f}/s, ETA {eta:.0f} s)", flush=True)
 
 
 async def load(url: str, service: str, workload: str, in_flight: int, n: int) -> Run:
   """Sends n `/run` requests with `in_flight` of them open at any time."""
-  run, cases, latencies, done = Run(service, workload, in_flight, n), _cases(workload, n), [], [0]
-  connector = aiohttp.TCPConnector(limit=in_flight)
-  timeout = aiohttp.ClientTimeout(total=900)
-  async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-
-    async def sender() -> None:
-      while done[0] < n:
-        case = cases[done[0]]
-        done[0] += 1
-        sent = time.monotonic()
-        try:
-          async with session.post(url + "/run", json=case.submission()) as response:
-            body = await response.json() if response.status == 200 else None
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
-          body = None
-        latencies.append(time.monotonic() - sent)
-        if body is None or body.get("reason") in ("queue_timeout", "internal_error"):
-          run.lost += 1
-        elif case.is_right(codejudge.result_from_json(body)):
-          run.right += 1
-        else:
-          run.wrong += 1
-
-    start = time.monotonic()
-    reporter = asyncio.create_task(_progress(run, done, start))
-    await asyncio.gather(*(sender() for _ in range(in_flight)))
-    run.elapsed_s = time.monotonic() - start
-    reporter.cancel()
-  run.p50_s, run.p99_s = _percentile(latencies, 0.5), _percentile(latencies, 0.99)
+  run, tally = Run(service, workload, in_flight, n), workloads.Tally()
+  start = time.monotonic()
+  reporter = asyncio.create_task(_progress(run, tally, start))
+  await workloads.send_requests(url, workloads.cases(workload, n), in_flight, tally)
+  run.elapsed_s = time.monotonic() - start
+  reporter.cancel()
+  run.right, run.wrong, run.lost = tally.right, tally.wrong, tally.lost
+  run.p50_s, run.p99_s = _percentile(tally.latencies_s, 0.5), _percentile(tally.latencies_s, 0.99)
   return run
 
 
 async def burst(url: str, n: int) -> Run:
   """n calls submitted at once through SandboxClient (batches of 32 to /run/long-batch)."""
-  run, cases, latencies = Run("ours", "burst (client)", n, n), _cases("alternating", n), []
+  run, cases, latencies = Run("ours", "burst (client)", n, n), workloads.cases("alternating", n), []
   async with client_lib.SandboxClient(url) as client:
 
     async def call(case: workloads.Case) -> None:

@@ -62,7 +62,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 
 from rstar_jax.sandbox import config as config_lib
 from rstar_jax.sandbox import result as result_lib

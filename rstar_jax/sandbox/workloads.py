@@ -1,8 +1,10 @@
-"""Load-test workloads with known answers: trivial prints and a mixed set of tool calls.
+"""Load-test workloads with known answers (trivial prints, a mixed set of tool calls), and a
+load generator that sends them to a Code Judge API and counts right, wrong and lost answers.
 
 Each `Case` is a Code Judge submission (what goes over the wire) with its expected outcome, so
 a load run counts an answer as wrong when its status or output differs, whatever the service.
-Cases are deterministic functions of their index.
+Cases are deterministic functions of their index. `send_requests` posts each case to `/run`
+with a fixed number of requests open (tests/sandbox_load_test.py, benchmarks/sandbox_bench.py).
 
 * `trivial(i)`: the program `print(i)` (not wrapped), the floor of a sandbox's cost.
 * `mixed(i)`: rStar2-style cells (`wrap_code`) cycling through 40 kinds: 8 sympy
@@ -11,13 +13,20 @@ Cases are deterministic functions of their index.
   TypeError), 4 reading stdin, 3 displaying a last expression, 1 sleeping past the limit,
   1 allocating 2 GiB (memory_limit), 1 math.comb.
 """
+import asyncio
 import dataclasses
+import time
 from typing import Any
 
+import aiohttp
+
+from rstar_jax.sandbox import codejudge
 from rstar_jax.sandbox import result as result_lib
 from rstar_jax.sandbox import wrapper
 
 WORKLOADS = ("trivial", "mixed")
+# Code Judge reasons that mean the service gave no usable answer.
+_LOST_REASONS = ("queue_timeout", "internal_error")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,3 +150,67 @@ def case(workload: str, i: int) -> Case:
   if workload not in WORKLOADS:
     raise ValueError(f"workload must be one of {WORKLOADS}, got {workload!r}")
   return trivial(i) if workload == "trivial" else mixed(i)
+
+
+def cases(workload: str, n: int) -> list[Case]:
+  """The first n cases of `workload`: one of WORKLOADS, or "alternating" (trivial, mixed, ...)."""
+  if workload == "alternating":
+    return [case(WORKLOADS[i % 2], i // 2) for i in range(n)]
+  return [case(workload, i) for i in range(n)]
+
+
+@dataclasses.dataclass
+class Tally:
+  """What a load run got back so far.
+
+  Attributes:
+    sent: requests sent (read it while the run goes on for progress).
+    right, wrong: answers that are / are not the case's expected outcome.
+    lost: no usable answer (connection error, non-200, queue_timeout or internal_error).
+    latencies_s: seconds from sending each request to its answer, in completion order.
+    wrong_examples: (case, answer body) of the first few wrong answers.
+  """
+  sent: int = 0
+  right: int = 0
+  wrong: int = 0
+  lost: int = 0
+  latencies_s: list[float] = dataclasses.field(default_factory=list)
+  wrong_examples: list[tuple[Case, dict]] = dataclasses.field(default_factory=list)
+
+
+async def send_requests(url: str, run_cases: list[Case], in_flight: int, tally: Tally,
+                        timeout_s: float = 900.0) -> None:
+  """Posts each case to `url`/run as one submission, `in_flight` requests open at a time.
+
+  Args:
+    url: the service's base URL.
+    run_cases: the cases, sent in order.
+    in_flight: how many requests are open at once.
+    tally: filled in as answers arrive.
+    timeout_s: the limit of each request.
+  """
+  connector = aiohttp.TCPConnector(limit=in_flight)
+  async with aiohttp.ClientSession(connector=connector,
+                                   timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
+
+    async def sender() -> None:
+      while tally.sent < len(run_cases):
+        item = run_cases[tally.sent]
+        tally.sent += 1
+        sent = time.monotonic()
+        try:
+          async with session.post(url + "/run", json=item.submission()) as response:
+            body = await response.json() if response.status == 200 else None
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+          body = None
+        tally.latencies_s.append(time.monotonic() - sent)
+        if body is None or body.get("reason") in _LOST_REASONS:
+          tally.lost += 1
+        elif item.is_right(codejudge.result_from_json(body)):
+          tally.right += 1
+        else:
+          tally.wrong += 1
+          if len(tally.wrong_examples) < 5:
+            tally.wrong_examples.append((item, body))
+
+    await asyncio.gather(*(sender() for _ in range(in_flight)))
