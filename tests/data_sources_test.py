@@ -90,6 +90,59 @@ def test_eval_layouts_load_with_their_field_names(tmp_path):
   assert stats.kept == 5
 
 
+def test_ids_shared_across_files_are_qualified_with_their_file(tmp_path):
+  # DAPO-Math-17k-Processed's en and cn exports both number extra_info.index from 0.
+  for config, prompts in (("en", ("Find 1+1.", "Find 2+2.")), ("cn", ("求 1+1。", "求 3+3。"))):
+    _parquet(tmp_path / f"dapo/{config}/train-00000-of-00001.parquet",
+             [_dapo_row(i, prompt, str(2 + 2 * i)) for i, prompt in enumerate(prompts)])
+  aime = _parquet(tmp_path / "aime24/train.parquet",
+                  [{"id": 0, "problem": "Aya walks.", "answer": "204"}])
+  specs = [f"dapo_math:{tmp_path / 'dapo/en'}", f"dapo_math:{tmp_path / 'dapo/cn'}",
+           f"aime_2024:{aime}"]
+  problems, _ = data.load_problems(specs, "config.data.train_files")
+  assert [p.id for p in problems] == [
+      "dapo_math/0@en/train-00000-of-00001.parquet", "dapo_math/1@en/train-00000-of-00001.parquet",
+      "dapo_math/0@cn/train-00000-of-00001.parquet", "dapo_math/1@cn/train-00000-of-00001.parquet",
+      "aime_2024/0"]  # a file whose ids collide with no other keeps its plain ids
+  # One spec over both files (sorted: cn first): the same ids.
+  both, _ = data.read_source(f"dapo_math:{tmp_path / 'dapo'}/*/train-*.parquet", "f")
+  assert [p.id for p in both] == [p.id for p in problems[2:4] + problems[:2]]
+  # A file alone keeps its plain ids.
+  alone, _ = data.read_source(f"dapo_math:{tmp_path / 'dapo/cn'}", "f")
+  assert [p.id for p in alone] == ["dapo_math/0", "dapo_math/1"]
+
+
+def test_repeats_of_a_problem_in_a_file_are_numbered_when_kept(tmp_path):
+  rows = [{"expected_answer": "12", "problem_type": "has_answer_extracted",
+           "problem": "How many divisors does 60 have?", "generated_solution": f"solution {k}"}
+          for k in range(3)]
+  path = _parquet(tmp_path / "omr/cot.parquet", rows)
+  kept, _ = data.load_problems([f"openmathreasoning:{path}"], "f", deduplicate=False)
+  base = kept[0].id
+  assert [p.id for p in kept] == [base, base + "#2", base + "#3"]
+  deduplicated, _ = data.load_problems([f"openmathreasoning:{path}"], "f")
+  assert [p.id for p in deduplicated] == [base]
+
+
+def test_one_id_on_two_problems_of_a_file_is_an_error_naming_both_rows(tmp_path):
+  path = _jsonl(tmp_path / "rows.jsonl", [json.dumps({"id": "a", "problem": "P?", "answer": "1"}),
+                                         json.dumps({"id": "b", "problem": "Q?", "answer": "2"}),
+                                         json.dumps({"id": "a", "problem": "R?", "answer": "3"})])
+  with pytest.raises(ValueError, match=r"config\.data\.train_files\[0\]: rows .*rows\.jsonl:1 and "
+                                       r".*rows\.jsonl:3 have the same id 'a' but different problems"):
+    data.load_problems([f"problems:{path}"], "config.data.train_files")
+
+
+def test_a_file_listed_twice_keeps_unique_ids_or_is_an_error(tmp_path):
+  path = _jsonl(tmp_path / "rows.jsonl", [json.dumps({"id": "a", "problem": "P?", "answer": "1"})])
+  specs = [f"problems:{path}", f"problems:{tmp_path}/./rows.jsonl"]
+  problems, stats = data.load_problems(specs, "config.data.train_files")
+  assert [p.id for p in problems] == ["a"] and stats.skipped == {"duplicate": 1}
+  with pytest.raises(ValueError, match=r"problem id 'a' is used by config\.data\.train_files\[0\] "
+                                       r"\(.*rows\.jsonl:1\) and config\.data\.train_files\[1\]"):
+    data.load_problems(specs, "config.data.train_files", deduplicate=False)
+
+
 def test_bad_rows_are_skipped_and_counted_by_reason(tmp_path):
   path = _jsonl(tmp_path / "rows.jsonl", [
       json.dumps({"problem": "What is 6*7?", "answer": "42"}),

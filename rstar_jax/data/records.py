@@ -36,8 +36,10 @@ class Problem:
   """One math problem with its reference answer.
 
   Attributes:
-    id: unique id, `"{source}/{row id}"` for loaded rows (or a text hash where the
-      source has no id column); kept verbatim when read back from a problems file.
+    id: `"{schema}/{row id}"` for loaded rows (a text hash where the source has no id
+      column), kept verbatim when read back from a problems file; unique within a load,
+      where a repeat in a file is numbered `#k` and ids shared across files are qualified
+      `@{file}` (`sources` module docstring).
     problem: the raw problem text, the `{QUESTION}` of PAPER.md §2.2.
     answer: the reference answer as a string; a canonical integer ("-12", no sign
       for positives, no separators) when integer answers are required.

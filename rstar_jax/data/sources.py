@@ -22,10 +22,27 @@ OpenMathReasoning rows are one per generated solution, so the same problem repea
 paper's further cleaning (Qwen3-32B answer agreement) needs a model and is not done
 here. Bad rows are skipped and counted (`records.SKIP_REASONS`); they never stop a
 load. A path that matches no file is one ValueError naming the config field.
+
+Ids. A row's id is `{schema}/{row id}` (the id column, or the first 16 hex digits of the
+SHA-1 of the problem text where the source has none; our own files keep theirs verbatim).
+The ids of one load (`read_source`, or `load_problems` after deduplication and
+decontamination) are unique:
+  * Within a file, a repeated id on a row with the same problem text is a repeat of that
+    problem (OpenMathReasoning has one row per solution): the k-th occurrence is
+    `{id}#{k}` (k >= 2). Deduplication, on by default, drops such repeats first. The same
+    id on a different text contradicts the file's id column: a ValueError naming both rows.
+  * Across files, id columns may restart (DAPO-Math-17k-Processed's `en` and `cn` both
+    number from 0). When rows of different files share an id, every row of each such file
+    is qualified with the file, `{id}@{file}`, `file` being its path relative to the
+    directory those files have in common: "dapo_math/17@cn/train-00000-of-00001.parquet".
+    Other files keep their plain ids, so adding an unrelated source changes no id.
+  * An id still shared after that (the same file listed twice, with deduplication off) is
+    a ValueError naming both rows.
 """
 import collections
 import dataclasses
 import hashlib
+import os
 import pathlib
 from typing import Any, Sequence
 
@@ -151,6 +168,58 @@ def _row_to_problem(row: dict[str, Any] | None, schema: Schema, location: str,
   return records.Problem(f"{schema.name}/{row_id}", text, answer, schema.name)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Row:
+  """A loaded problem with where it came from: its file (resolved), location and config field."""
+  problem: records.Problem
+  path: pathlib.Path
+  location: str
+  field: str
+
+
+def _number_repeats(rows: Sequence[_Row]) -> list[_Row]:
+  """One file's rows, a repeated id renamed `{id}#{k}`; the same id on another text raises."""
+  first: dict[str, _Row] = {}
+  counts: collections.Counter = collections.Counter()
+  numbered = []
+  for row in rows:
+    earlier = first.setdefault(row.problem.id, row)
+    if earlier is not row:
+      if earlier.problem.problem != row.problem.problem:
+        raise ValueError(f"{row.field}: rows {earlier.location} and {row.location} have the same "
+                         f"id {row.problem.id!r} but different problems; ids must be unique "
+                         "within a file")
+      counts[row.problem.id] += 1
+      new_id = f"{row.problem.id}#{counts[row.problem.id] + 1}"
+      row = dataclasses.replace(row, problem=dataclasses.replace(row.problem, id=new_id))
+    numbered.append(row)
+  return numbered
+
+
+def _unique_ids(rows: Sequence[_Row]) -> list[records.Problem]:
+  """The problems, with ids shared across files qualified by file (module docstring)."""
+  files_of_id = collections.defaultdict(set)
+  for row in rows:
+    files_of_id[row.problem.id].add(row.path)
+  shared = {path for paths in files_of_id.values() if len(paths) > 1 for path in paths}
+  if shared:
+    common = pathlib.Path(os.path.commonpath([str(path.parent) for path in shared]))
+    tags = {path: path.relative_to(common).as_posix() for path in shared}
+    rows = [dataclasses.replace(row, problem=dataclasses.replace(
+        row.problem, id=f"{row.problem.id}@{tags[row.path]}")) if row.path in shared else row
+            for row in rows]
+    logging.info("problem ids shared across files: ids of %s qualified with the file",
+                 sorted(tags.values()))
+  seen: dict[str, _Row] = {}
+  for row in rows:
+    earlier = seen.setdefault(row.problem.id, row)
+    if earlier is not row:
+      raise ValueError(f"problem id {row.problem.id!r} is used by {earlier.field} "
+                       f"({earlier.location}) and {row.field} ({row.location}); is a file "
+                       "listed twice?")
+  return [row.problem for row in rows]
+
+
 def _check_columns(path: pathlib.Path, schema: Schema, field: str) -> None:
   if path.suffix != ".parquet":
     return
@@ -162,42 +231,53 @@ def _check_columns(path: pathlib.Path, schema: Schema, field: str) -> None:
                      f"'{schema.name}' (its columns: {present})")
 
 
+def _read_rows(spec: str, field: str, integer_answers: bool,
+               max_answer_digits: int) -> tuple[list[_Row], records.DataStats]:
+  """Every kept row of one spec, repeats within a file numbered; counts and logs the rest."""
+  schema, pattern = parse_spec(spec, field)
+  stats = records.DataStats()
+  skip = _Skipper(stats)
+  rows = []
+  for path in files.resolve(pattern, field):
+    _check_columns(path, schema, field)
+    file_rows = []
+    for location, row in files.iter_rows(path, schema.columns()):
+      stats.rows_read += 1
+      problem = _row_to_problem(row, schema, location, integer_answers, max_answer_digits, skip)
+      if problem is not None:
+        file_rows.append(_Row(problem, path.resolve(), location, field))
+    rows += _number_repeats(file_rows)
+  stats.kept = len(rows)
+  stats.log(f"{field} ({spec})")
+  if stats.rows_read and not rows:
+    logging.warning("%s: none of %d rows was kept; do the files match schema '%s' (problem "
+                    "field %r, answer field %r)?", field, stats.rows_read, schema.name,
+                    schema.problem, schema.answer)
+  return rows, stats
+
+
 def read_source(spec: str, field: str, *, integer_answers: bool = True,
                 max_answer_digits: int = 40) -> tuple[list[records.Problem], records.DataStats]:
-  """Reads every row of one `"SCHEMA:PATH"` source into problems.
+  """Reads every row of one `"SCHEMA:PATH"` source into problems with unique ids.
 
   Args:
     spec: `"SCHEMA:PATH"`, PATH a file, directory or glob (see `files.resolve`).
     field: the config field the spec came from (e.g. "config.data.train_files[0]"),
       named in errors.
-    integer_answers: require integer answers (PAPER.md §8); canonicalizes them.
+    integer_answers: require integer answers (PAPER.md §8); canonicalizes them
+      (`rewards.canonical_integer`).
     max_answer_digits: integer answers with more digits are "answer_too_long".
 
   Returns:
-    The problems in file order, and the counts of rows read, kept and skipped.
+    The problems in file order (ids as in the module docstring), and the counts of rows
+    read, kept and skipped.
 
   Raises:
-    ValueError: the spec is malformed, no file matches, or a Parquet file lacks a
-      required column.
+    ValueError: the spec is malformed, no file matches, a Parquet file lacks a required
+      column, or a file gives one id to two different problems.
   """
-  schema, pattern = parse_spec(spec, field)
-  stats = records.DataStats()
-  skip = _Skipper(stats)
-  problems = []
-  for path in files.resolve(pattern, field):
-    _check_columns(path, schema, field)
-    for location, row in files.iter_rows(path, schema.columns()):
-      stats.rows_read += 1
-      problem = _row_to_problem(row, schema, location, integer_answers, max_answer_digits, skip)
-      if problem is not None:
-        problems.append(problem)
-  stats.kept = len(problems)
-  stats.log(f"{field} ({spec})")
-  if stats.rows_read and not problems:
-    logging.warning("%s: none of %d rows was kept; do the files match schema '%s' (problem "
-                    "field %r, answer field %r)?", field, stats.rows_read, schema.name,
-                    schema.problem, schema.answer)
-  return problems, stats
+  rows, stats = _read_rows(spec, field, integer_answers, max_answer_digits)
+  return _unique_ids(rows), stats
 
 
 def load_problems(specs: Sequence[str], field: str, *, integer_answers: bool = True,
@@ -216,20 +296,26 @@ def load_problems(specs: Sequence[str], field: str, *, integer_answers: bool = T
     decontam_index: when given, drop problems overlapping its evaluation sets.
 
   Returns:
-    The problems in spec and file order, and the merged counts.
+    The problems in spec and file order, ids unique over the result (module docstring),
+    and the merged counts.
+
+  Raises:
+    ValueError: as `read_source`, or an id still shared after qualification by file.
   """
   if isinstance(specs, str) or not specs:
     raise ValueError(f"{field}={specs!r}: expected a non-empty list of 'SCHEMA:PATH' strings")
   stats = records.DataStats()
-  problems = []
+  rows = []
   for i, spec in enumerate(specs):
-    part, part_stats = read_source(spec, f"{field}[{i}]", integer_answers=integer_answers,
-                                   max_answer_digits=max_answer_digits)
-    problems += part
+    part, part_stats = _read_rows(spec, f"{field}[{i}]", integer_answers, max_answer_digits)
+    rows += part
     stats.merge(part_stats)
+  problems = [row.problem for row in rows]
   if deduplicate:
     problems = filters.dedup(problems, stats)
   if decontam_index is not None:
     problems = decontam.decontaminate(problems, decontam_index, stats)
+  kept = {id(problem) for problem in problems}  # the filters return the same objects
+  problems = _unique_ids([row for row in rows if id(row.problem) in kept])
   stats.log(field)
   return problems, stats
