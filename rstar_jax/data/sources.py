@@ -44,7 +44,7 @@ import dataclasses
 import hashlib
 import os
 import pathlib
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 from absl import logging
 
@@ -168,56 +168,61 @@ def _row_to_problem(row: dict[str, Any] | None, schema: Schema, location: str,
   return records.Problem(f"{schema.name}/{row_id}", text, answer, schema.name)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Row:
-  """A loaded problem with where it came from: its file (resolved), location and config field."""
+class _Row(NamedTuple):
+  """A loaded problem with where it came from: its file (resolved path), location and field."""
   problem: records.Problem
-  path: pathlib.Path
+  path: str
   location: str
   field: str
 
 
-def _number_repeats(rows: Sequence[_Row]) -> list[_Row]:
-  """One file's rows, a repeated id renamed `{id}#{k}`; the same id on another text raises."""
+def _renamed(problem: records.Problem, new_id: str) -> records.Problem:
+  return records.Problem(new_id, problem.problem, problem.answer, problem.source, problem.meta)
+
+
+def _check_file_ids(rows: Sequence[_Row]) -> None:
+  """Raises if one file gives one id to two different problems (rows of one file, in order)."""
   first: dict[str, _Row] = {}
-  counts: collections.Counter = collections.Counter()
-  numbered = []
   for row in rows:
     earlier = first.setdefault(row.problem.id, row)
-    if earlier is not row:
-      if earlier.problem.problem != row.problem.problem:
-        raise ValueError(f"{row.field}: rows {earlier.location} and {row.location} have the same "
-                         f"id {row.problem.id!r} but different problems; ids must be unique "
-                         "within a file")
-      counts[row.problem.id] += 1
-      new_id = f"{row.problem.id}#{counts[row.problem.id] + 1}"
-      row = dataclasses.replace(row, problem=dataclasses.replace(row.problem, id=new_id))
-    numbered.append(row)
-  return numbered
+    if earlier is not row and earlier.problem.problem != row.problem.problem:
+      raise ValueError(f"{row.field}: rows {earlier.location} and {row.location} have the same "
+                       f"id {row.problem.id!r} but different problems; ids must be unique "
+                       "within a file")
 
 
 def _unique_ids(rows: Sequence[_Row]) -> list[records.Problem]:
-  """The problems, with ids shared across files qualified by file (module docstring)."""
+  """The rows' problems with unique ids: repeats numbered, shared ids qualified by file.
+
+  Rules in the module docstring; rows come in load order, each file checked by
+  `_check_file_ids`, so one id within one file (and spec) is one problem.
+  """
+  occurrences: collections.Counter = collections.Counter()
   files_of_id = collections.defaultdict(set)
+  numbered = []
   for row in rows:
+    key = (row.problem.id, row.path, row.field)
+    occurrences[key] += 1
+    if occurrences[key] > 1:
+      row = row._replace(problem=_renamed(row.problem, f"{row.problem.id}#{occurrences[key]}"))
     files_of_id[row.problem.id].add(row.path)
+    numbered.append(row)
   shared = {path for paths in files_of_id.values() if len(paths) > 1 for path in paths}
   if shared:
-    common = pathlib.Path(os.path.commonpath([str(path.parent) for path in shared]))
-    tags = {path: path.relative_to(common).as_posix() for path in shared}
-    rows = [dataclasses.replace(row, problem=dataclasses.replace(
-        row.problem, id=f"{row.problem.id}@{tags[row.path]}")) if row.path in shared else row
-            for row in rows]
+    common = os.path.commonpath([os.path.dirname(path) for path in shared])
+    tags = {path: pathlib.Path(path).relative_to(common).as_posix() for path in shared}
+    numbered = [row._replace(problem=_renamed(row.problem, f"{row.problem.id}@{tags[row.path]}"))
+                if row.path in shared else row for row in numbered]
     logging.info("problem ids shared across files: ids of %s qualified with the file",
                  sorted(tags.values()))
   seen: dict[str, _Row] = {}
-  for row in rows:
+  for row in numbered:
     earlier = seen.setdefault(row.problem.id, row)
     if earlier is not row:
       raise ValueError(f"problem id {row.problem.id!r} is used by {earlier.field} "
                        f"({earlier.location}) and {row.field} ({row.location}); is a file "
                        "listed twice?")
-  return [row.problem for row in rows]
+  return [row.problem for row in numbered]
 
 
 def _check_columns(path: pathlib.Path, schema: Schema, field: str) -> None:
@@ -233,20 +238,22 @@ def _check_columns(path: pathlib.Path, schema: Schema, field: str) -> None:
 
 def _read_rows(spec: str, field: str, integer_answers: bool,
                max_answer_digits: int) -> tuple[list[_Row], records.DataStats]:
-  """Every kept row of one spec, repeats within a file numbered; counts and logs the rest."""
+  """Every kept row of one spec, each file's ids checked; counts and logs the rest."""
   schema, pattern = parse_spec(spec, field)
   stats = records.DataStats()
   skip = _Skipper(stats)
   rows = []
   for path in files.resolve(pattern, field):
     _check_columns(path, schema, field)
-    file_rows = []
+    file_rows, resolved = [], str(path.resolve())
     for location, row in files.iter_rows(path, schema.columns()):
       stats.rows_read += 1
       problem = _row_to_problem(row, schema, location, integer_answers, max_answer_digits, skip)
       if problem is not None:
-        file_rows.append(_Row(problem, path.resolve(), location, field))
-    rows += _number_repeats(file_rows)
+        file_rows.append(_Row(problem, resolved, location, field))
+    if schema.id:  # text-hash ids are equal only for equal texts
+      _check_file_ids(file_rows)
+    rows += file_rows
   stats.kept = len(rows)
   stats.log(f"{field} ({spec})")
   if stats.rows_read and not rows:
