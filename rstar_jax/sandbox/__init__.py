@@ -3,10 +3,11 @@
 Modules: `result` (ExecutionResult and its statuses), `wrapper` (the §3.1 notebook-cell
 wrapper), `tool_text` (the §3.3 tool-output text), `codejudge` (Code Judge's wire format),
 `config` (limits and pool shape), `isolation` / `program` / `runs` / `zygote` (what runs in a
-zygote and its children), `pool` (the executor: its module docstring lists what is and is not
-covered), `server` / `metrics` (the HTTP service), `client` (the async client), `redis_queue`
-(multi-host mode), `cli` (`rstar-sandbox serve|worker`), `processes` and `workloads` (local
-processes, known-answer workloads and a load generator for tests and benchmarks).
+zygote and its children), `frames` (the pool-zygote messages), `pool` (the executor: its
+module docstring lists what is and is not covered), `server` / `metrics` (the HTTP service),
+`client` (the async client), `redis_queue` (multi-host mode), `cli` (`rstar-sandbox
+serve|worker`), `processes` and `workloads` (local processes, known-answer workloads and a
+load generator for tests and benchmarks).
 
 The service-side names (`Pool`, `SandboxClient`, ...) are imported on first use, so that a
 zygote, which imports `rstar_jax.sandbox.zygote`, forks from an image without aiohttp or

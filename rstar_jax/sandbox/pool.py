@@ -64,8 +64,8 @@ import sys
 import tempfile
 
 from rstar_jax.sandbox import config as config_lib
+from rstar_jax.sandbox import frames
 from rstar_jax.sandbox import result as result_lib
-from rstar_jax.sandbox import zygote
 
 _MAX_RESTART_DELAY_S = 5.0
 _MAX_UID_BLOCKS = 256
@@ -281,7 +281,7 @@ class Pool:
   # ---------------------------------------------------------------- dispatch
   def _dispatch(self) -> None:
     capacity = self.config.jobs_per_worker
-    frames: dict[_Zygote, list[bytes]] = {}
+    outgoing: dict[_Zygote, list[bytes]] = {}
     while self._queue:
       z = min((z for z in self._zygotes if z.ready), key=lambda z: len(z.jobs), default=None)
       if z is None or len(z.jobs) >= capacity:
@@ -290,9 +290,9 @@ class Pool:
       if job.future.done():  # the caller went away while it waited
         continue
       z.jobs[job.job_id] = job
-      frames.setdefault(z, []).append(
-          zygote.encode_frame(("run", job.job_id, job.source, job.stdin)))
-    for z, batch in frames.items():
+      outgoing.setdefault(z, []).append(
+          frames.encode_frame(("run", job.job_id, job.source, job.stdin)))
+    for z, batch in outgoing.items():
       z.writer.write(b"".join(batch))
 
   def _answer(self, job: _Job, result: result_lib.ExecutionResult) -> None:
@@ -310,8 +310,8 @@ def lost_result(reason: str) -> result_lib.ExecutionResult:
 async def _read_message(reader: asyncio.StreamReader):
   """The next zygote message, or None at end of stream."""
   try:
-    header = await reader.readexactly(zygote.FRAME_HEADER.size)
-    (size,) = zygote.FRAME_HEADER.unpack(header)
-    return zygote.decode_payload(await reader.readexactly(size))
+    header = await reader.readexactly(frames.FRAME_HEADER.size)
+    (size,) = frames.FRAME_HEADER.unpack(header)
+    return frames.decode_payload(await reader.readexactly(size))
   except (asyncio.IncompleteReadError, ConnectionError):
     return None

@@ -22,12 +22,12 @@ sends to Code Judge) that runs `code` the way the released wrapper does
     traceback Python itself prints when the code is the script, byte for byte. The code is
     compiled under the wrapper's own file name (`__file__`, "/tmp/source.py" in this sandbox,
     "<tempdir>/source.py" in Code Judge; "<string>" under `python -c`, where Python would
-    show no source lines but these do) with its own line numbers and source lines, and only frames of the code and what it called are shown, so
-    `print(1)\\nprint(1/0)` reports `Traceback (most recent call last):\\n  File
-    "/tmp/source.py", line 2, in <module>\\n    print(1/0)\\n          ~^~\\n
-    ZeroDivisionError: division by zero\\n` (the caret line as the interpreter draws it), and
-    a syntax error, as in Python, has no traceback header: `  File "/tmp/source.py", line 1`,
-    the line, a caret line, `SyntaxError: ...`.
+    show no source lines but these do) with its own line numbers and source lines, and only
+    frames of the code and what it called are shown, so `print(1)\\nprint(1/0)` reports
+    `Traceback (most recent call last):\\n  File "/tmp/source.py", line 2, in <module>\\n
+    print(1/0)\\n          ~^~\\nZeroDivisionError: division by zero\\n` (the caret line as
+    the interpreter draws it), and a syntax error, as in Python, has no traceback header:
+    `  File "/tmp/source.py", line 1`, the line, a caret line, `SyntaxError: ...`.
 * `SystemExit` and `KeyboardInterrupt` are not caught (the interpreter handles them).
 
 Two deliberate differences from the released wrapper (PAPER.md §3.3 caveats, [R]):

@@ -31,7 +31,6 @@ import collections
 import gc
 import importlib
 import os
-import pickle
 import resource
 import selectors
 import signal
@@ -41,6 +40,7 @@ import sys
 import time
 
 from rstar_jax.sandbox import config as config_lib
+from rstar_jax.sandbox import frames
 from rstar_jax.sandbox import isolation
 from rstar_jax.sandbox import program
 from rstar_jax.sandbox import result as result_lib
@@ -48,7 +48,6 @@ from rstar_jax.sandbox import runs as runs_lib
 
 REAP_GRACE_S = 2.0
 ADMISSION_RECHECK_S = 0.005
-FRAME_HEADER = struct.Struct(">I")
 _READ_SIZE = 1 << 16
 _SETUP_FAILED = b"F"
 _SETUP_EXIT_CODE = 125
@@ -67,36 +66,6 @@ WARMUPS = {
     "numpy": ("numpy.linalg.det(numpy.eye(2)); numpy.linalg.solve(numpy.eye(2), numpy.ones(2))\n"
               "numpy.random.rand(); numpy.fft.fft(numpy.ones(4))\n"),
 }
-
-
-def encode_frame(message) -> bytes:
-  """A length-prefixed pickle of `message` (both directions of the zygote socket)."""
-  payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-  return FRAME_HEADER.pack(len(payload)) + payload
-
-
-def decode_payload(payload: bytes):
-  """The message of one frame's payload (the bytes after its FRAME_HEADER)."""
-  return pickle.loads(payload)
-
-
-class FrameDecoder:
-  """Splits a byte stream into the messages of `encode_frame`."""
-
-  def __init__(self):
-    self._buffer = bytearray()
-
-  def feed(self, data: bytes) -> list:
-    """Appends `data`; returns the messages completed by it, in order."""
-    self._buffer += data
-    messages = []
-    while len(self._buffer) >= FRAME_HEADER.size:
-      (size,) = FRAME_HEADER.unpack_from(self._buffer)
-      if len(self._buffer) < FRAME_HEADER.size + size:
-        break
-      messages.append(decode_payload(self._buffer[FRAME_HEADER.size:FRAME_HEADER.size + size]))
-      del self._buffer[:FRAME_HEADER.size + size]
-    return messages
 
 
 class Zygote:
@@ -121,7 +90,7 @@ class Zygote:
     isolation.expose_paths([sys.prefix, sys.base_prefix, sys.exec_prefix,
                             os.path.dirname(os.path.realpath(sys.executable)), *sys.path])
     self._selector = selectors.EpollSelector()
-    self._decoder = FrameDecoder()
+    self._decoder = frames.FrameDecoder()
     self._outbox = bytearray()
     self._want_write = False
     self._waiting = collections.deque()
@@ -152,7 +121,7 @@ class Zygote:
   def send(self, message) -> None:
     """Queues a message for the parent; it is written as the socket accepts it."""
     was_empty = not self._outbox
-    self._outbox += encode_frame(message)
+    self._outbox += frames.encode_frame(message)
     if was_empty:
       self._flush()
 
@@ -375,7 +344,7 @@ def main(argv: list[str]) -> int:
       if config.warmup and name in WARMUPS:
         exec(WARMUPS[name], {name: module})  # pylint: disable=exec-used
   except Exception as e:  # pylint: disable=broad-except
-    sock.sendall(encode_frame(("error", f"{type(e).__name__}: {e}")))
+    sock.sendall(frames.encode_frame(("error", f"{type(e).__name__}: {e}")))
     return 1
   # The children's environment, set once here rather than in every child.
   os.environ.clear()
