@@ -14,8 +14,8 @@ CFG = tiny_models.tiny_config("qwen3", vocab_size=96)
 
 def _rl_config(**overrides):
   config = dict(keep=2, roc={}, roc_mode=None, reject_equal=True, adv_std="unbiased", adv_epsilon=1e-6,
-                eps_low=0.2, eps_high=0.28, dual_clip=3.0, row_length=32, rows_per_microbatch=2,
-                num_microbatches=None, logits_chunk=0)
+                eps_low=0.2, eps_high=0.28, dual_clip=3.0, loss_agg="token_mean", use_sampler_logprobs=False,
+                row_length=32, rows_per_microbatch=2, num_microbatches=None, logits_chunk=0)
   return ml_collections.ConfigDict({**config, **overrides})
 
 
@@ -85,3 +85,48 @@ def test_keep_larger_than_the_group_and_empty_rollouts_are_named():
     updater.update(state, rollouts, 0)
   with pytest.raises(ValueError, match="at least one group"):
     rl_train.RolloutGroups([], np.zeros((0, 0)), [])
+
+
+def _two_group_rollouts(rng):
+  trajectories = [[_trajectory(rng, response_len=6 + n) for n in range(2)],
+                  [_trajectory(rng, response_len=9 + 3 * n) for n in range(2)]]
+  return rl_train.RolloutGroups(trajectories, np.array([[1.0, 0.0], [0.0, 1.0]]), [[_record()] * 2] * 2)
+
+
+def test_group_token_mean_is_the_mean_of_per_group_token_means():
+  rollouts = _two_group_rollouts(np.random.default_rng(4))
+  optimizer, state = _setup()
+  updater = rl_train.RLUpdater(CFG, _rl_config(loss_agg="group_token_mean"), optimizer, None, state)
+  _, metrics = updater.update(state, rollouts, seed=0)
+  a = 0.5 / np.sqrt(0.5)  # +-advantage of a (1, 0) group (unbiased std)
+  group_means = []
+  for group, rewards in zip(rollouts.trajectories, rollouts.rewards):
+    n = [int(t.loss_mask[1:].sum()) for t in group]
+    signs = np.where(rewards > 0, 1.0, -1.0)
+    group_means.append(-sum(a * sg * k for sg, k in zip(signs, n)) / sum(n))  # ratio 1: l_t = -A
+  np.testing.assert_allclose(metrics["loss/policy"], np.mean(group_means), rtol=1e-4)
+  _, state = _setup()  # the update donated the first state
+  token_mean = rl_train.RLUpdater(CFG, _rl_config(), optimizer, None, state).update(state, rollouts, 0)[1]
+  assert abs(token_mean["loss/policy"] - metrics["loss/policy"]) > 1e-3  # the two rules differ here
+
+
+def test_sampler_logprobs_replace_the_recomputed_old_logprobs():
+  rollouts = _two_group_rollouts(np.random.default_rng(5))
+  optimizer, state = _setup()
+  shift = 0.05
+  sampler = []
+  for group in rollouts.trajectories:
+    row = []
+    for t in group:
+      logits = np.asarray(models.logits(CFG, state.params, t.token_ids[None, :-1]), np.float64)[0]
+      logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+      row.append(np.concatenate([[0.0], logp[np.arange(len(t.token_ids) - 1), t.token_ids[1:]] - shift]))
+    sampler.append(row)
+  rollouts = rl_train.RolloutGroups(rollouts.trajectories, rollouts.rewards, rollouts.records, sampler)
+  updater = rl_train.RLUpdater(CFG, _rl_config(use_sampler_logprobs=True), optimizer, None, state)
+  _, metrics = updater.update(state, rollouts, seed=0)
+  np.testing.assert_allclose(metrics["policy/ratio_mean"], np.exp(shift), rtol=1e-4)
+  np.testing.assert_allclose(metrics["policy/ratio_std"], 0.0, atol=1e-3)
+  no_logprobs = rl_train.RolloutGroups(rollouts.trajectories, rollouts.rewards, rollouts.records)
+  with pytest.raises(ValueError, match="use_sampler_logprobs=True but the rollouts carry no sampler log-probs"):
+    updater.update(state, no_logprobs, seed=0)

@@ -19,10 +19,11 @@ import numpy as np
 class PackedBatch(NamedTuple):
   """Fixed-shape update batch; every array [M, b, T].
 
-  input_ids, targets: int32 tokens fed and predicted; loss_mask: float32, 1 where the target was
-  written by the policy; advantages: float32 per target token (the trajectory's advantage);
+  input_ids, targets: int32 tokens fed and predicted; loss_mask: float32, 1 (or the trajectory's
+  mask scale) where the target was written by the policy, else 0; advantages: float32 per target token (the trajectory's advantage);
   positions: int32 RoPE positions restarting per segment; segment_ids: int32, 0 for padding;
-  old_logp: float32 log pi_old of each target (0 until the trainer recomputes it).
+  old_logp: float32 log pi_old of each target (given by the caller, else 0 until the trainer
+  recomputes it).
   """
   input_ids: np.ndarray
   targets: np.ndarray
@@ -54,7 +55,8 @@ def _rows_first_fit(lengths: Sequence[int], row_length: int) -> list[list[int]]:
 
 def pack_trajectories(token_ids: Sequence[np.ndarray], loss_masks: Sequence[np.ndarray],
                       advantages: Sequence[float] | None, row_length: int, rows_per_microbatch: int,
-                      num_microbatches: int | None = None) -> PackedBatch:
+                      num_microbatches: int | None = None, mask_scales: Sequence[float] | None = None,
+                      old_logprobs: Sequence[np.ndarray] | None = None) -> PackedBatch:
   """Packs trajectories (token ids and loss masks, 1-D each) into a PackedBatch.
 
   Args:
@@ -64,17 +66,23 @@ def pack_trajectories(token_ids: Sequence[np.ndarray], loss_masks: Sequence[np.n
     row_length: T, positions per row; a trajectory needs n - 1 <= T.
     rows_per_microbatch: b.
     num_microbatches: M, or None for the smallest power of two that fits.
+    mask_scales: per trajectory factor on its loss mask (token weights of a loss aggregation),
+      or None for 1.
+    old_logprobs: per trajectory, [n] float log pi_old of each token given the tokens before it
+      (e.g. the sampler's; entry 0 unused), written to `old_logp`; or None (zeros).
 
   Raises:
     ValueError: naming the trajectory that is too long or mismatched, or when M is too small.
   """
-  if len(token_ids) != len(loss_masks) or (advantages is not None and len(advantages) != len(token_ids)):
-    raise ValueError(f"got {len(token_ids)} token arrays, {len(loss_masks)} masks and "
-                     f"{'no' if advantages is None else len(advantages)} advantages")
+  for name, values in (("loss_masks", loss_masks), ("advantages", advantages), ("mask_scales", mask_scales),
+                       ("old_logprobs", old_logprobs)):
+    if values is not None and len(values) != len(token_ids):
+      raise ValueError(f"got {len(token_ids)} token arrays but {len(values)} {name}")
   lengths = []
   for i, (ids, mask) in enumerate(zip(token_ids, loss_masks)):
-    if len(ids) != len(mask):
-      raise ValueError(f"trajectory {i}: {len(ids)} tokens but {len(mask)} mask entries")
+    if len(ids) != len(mask) or (old_logprobs is not None and len(old_logprobs[i]) != len(ids)):
+      raise ValueError(f"trajectory {i}: {len(ids)} tokens but {len(mask)} mask entries"
+                       + ("" if old_logprobs is None else f" and {len(old_logprobs[i])} log-probs"))
     if not 2 <= len(ids) <= row_length + 1:
       raise ValueError(f"trajectory {i} has {len(ids)} tokens; rows hold 2..{row_length + 1} "
                        f"(row_length={row_length})")
@@ -98,8 +106,10 @@ def pack_trajectories(token_ids: Sequence[np.ndarray], loss_masks: Sequence[np.n
       ids = np.asarray(token_ids[i])
       out["input_ids"][r, span] = ids[:-1]
       out["targets"][r, span] = ids[1:]
-      out["loss_mask"][r, span] = np.asarray(loss_masks[i])[1:]
+      out["loss_mask"][r, span] = np.asarray(loss_masks[i])[1:] * (1.0 if mask_scales is None else mask_scales[i])
       out["advantages"][r, span] = 1.0 if advantages is None else advantages[i]
+      if old_logprobs is not None:
+        out["old_logp"][r, span] = np.asarray(old_logprobs[i])[1:]
       out["positions"][r, span] = np.arange(n)
       out["segment_ids"][r, span] = segment
       offset += n
