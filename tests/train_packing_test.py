@@ -45,8 +45,8 @@ def test_mask_scales_and_old_logprobs_follow_their_trajectory():
   logprobs = [np.array([0.0, -0.5, -0.25]), np.array([0.0, -1.0, -2.0, -3.0])]
   batch = packing.pack_trajectories(ids, masks, None, row_length=5, rows_per_microbatch=2,
                                     mask_scales=[2.0, 0.5], old_logprobs=logprobs)
-  # longest first: row 0 holds trajectory 1 (3 positions), row 1 trajectory 0 (2 positions)
-  np.testing.assert_array_equal(batch.loss_mask[0], [[0, 0.5, 0.5, 0, 0], [2.0, 2.0, 0, 0, 0]])
-  np.testing.assert_array_equal(batch.old_logp[0], [[-1.0, -2.0, -3.0, 0, 0], [-0.5, -0.25, 0, 0, 0]])
+  # longest first: trajectory 1 (3 positions) then trajectory 0 (2 positions) share row 0
+  np.testing.assert_array_equal(batch.loss_mask[0], [[0, 0.5, 0.5, 2.0, 2.0], [0, 0, 0, 0, 0]])
+  np.testing.assert_array_equal(batch.old_logp[0], [[-1.0, -2.0, -3.0, -0.5, -0.25], [0, 0, 0, 0, 0]])
   with pytest.raises(ValueError, match="trajectory 0: 3 tokens but 3 mask entries and 2 log-probs"):
     packing.pack_trajectories(ids[:1], masks[:1], None, 5, 1, old_logprobs=[np.zeros(2)])
