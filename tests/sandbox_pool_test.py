@@ -244,6 +244,17 @@ def test_run_before_start_raises(loop):
     loop.run(pool_lib.Pool(_config()).run("print(1)"))
 
 
+@pytest.mark.parametrize("source, stdin, message", [
+    (b"print(1)", "", "source must be a str, got bytes"),
+    ("print(1)", 7, "stdin must be a str, bytes or None, got int"),
+])
+def test_a_bad_submission_fails_its_caller_and_the_pool_keeps_serving(loop, pool, source, stdin,
+                                                                      message):
+  with pytest.raises(TypeError, match=message):
+    loop.run(pool.run(source, stdin))
+  assert loop.run(pool.run("print(2)")).stdout == "2\n"
+
+
 def test_run_after_close_raises(loop):
   p = pool_lib.Pool(_config())
   loop.run(p.start())

@@ -92,9 +92,10 @@ def _lock_uid_block(uid_base: int) -> tuple[int, int]:
 
 @dataclasses.dataclass
 class _Job:
+  """A queued run; `frame` is its encoded ("run", job_id, source, stdin) message, built once at
+  submission so dispatching and re-dispatching after a zygote death cannot fail on it."""
   job_id: int
-  source: str
-  stdin: bytes
+  frame: bytes
   future: asyncio.Future
   attempts: int = 0
 
@@ -177,7 +178,12 @@ class Pool:
     Raises:
       RuntimeError: the pool is not started (`async with Pool(...)` or `await pool.start()`)
         or already closed.
+      TypeError: `source` is not a str or `stdin` not a str, bytes or None.
     """
+    if not isinstance(source, str):
+      raise TypeError(f"source must be a str, got {type(source).__name__}")
+    if not isinstance(stdin, (str, bytes, type(None))):
+      raise TypeError(f"stdin must be a str, bytes or None, got {type(stdin).__name__}")
     if self._closed:
       raise RuntimeError("the sandbox pool is closed")
     if not self._started:
@@ -185,7 +191,8 @@ class Pool:
                          "pool` or `await pool.start()`")
     if isinstance(stdin, str):
       stdin = stdin.encode("utf-8")
-    job = _Job(self._next_id, source, stdin or b"", asyncio.get_running_loop().create_future())
+    job = _Job(self._next_id, frames.encode_frame(("run", self._next_id, source, stdin or b"")),
+               asyncio.get_running_loop().create_future())
     self._next_id += 1
     self._queue.append(job)
     self.counters["submitted"] += 1
@@ -290,8 +297,7 @@ class Pool:
       if job.future.done():  # the caller went away while it waited
         continue
       z.jobs[job.job_id] = job
-      outgoing.setdefault(z, []).append(
-          frames.encode_frame(("run", job.job_id, job.source, job.stdin)))
+      outgoing.setdefault(z, []).append(job.frame)
     for z, batch in outgoing.items():
       z.writer.write(b"".join(batch))
 
