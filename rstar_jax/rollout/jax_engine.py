@@ -1,0 +1,209 @@
+"""An in-process JAX generation engine over the slot KV cache, with continuous batching.
+
+  engine = JaxEngine(cfg, params, num_slots=8, max_length=4096, eos_token_ids=(im_end_id,))
+  results = engine.generate([GenerateRequest("r0", prompt_ids, SamplingParams(temperature=1.0)), ...])
+
+Token ids go in and come out exactly (no text, no re-tokenization). Each iteration is one
+`models.extend` call over all slots:
+  - requests wait in submission order; a free slot takes the next one (the slot is emptied first);
+  - every busy slot writes up to `prefill_chunk` pending tokens: a new request its prompt (over
+    several iterations when longer: chunked prefill), a decoding one its last sampled token; idle
+    slots write nothing (num_new = 0);
+  - the chunk is right-padded to a power of two (1 for pure decode steps, at most
+    `prefill_chunk`), so a run compiles at most log2(prefill_chunk) + 2 shapes;
+  - a slot whose pending tokens are all written samples its next token (`sampling.sample_tokens`);
+    a stop id or the length budget finishes the request and frees the slot for the next one.
+Prefill and decode share iterations, so a long prompt stalls the decoding slots by at most one chunk.
+
+Lengths: a request needs 1 <= len(input_ids) < max_length; its max_new_tokens (None: no limit) is
+clamped to max_length - len(input_ids), since the last sampled token is never written to the cache.
+Finish reasons have SGLang's shape (SGLANG_API.md §1.3): {"type": "stop", "matched": token_id}
+or {"type": "length", "length": max_new_tokens}; a matched stop id is the last of output_ids.
+Sampling seeds: a request's `sampling_seed`, or else the engine's running request number, so
+repeated calls draw fresh samples and a run with the same seed and requests repeats exactly.
+"""
+import collections
+import dataclasses
+from typing import Sequence
+
+import jax.numpy as jnp
+import numpy as np
+
+from rstar_jax import models
+from rstar_jax.models import MeshRules
+from rstar_jax.rollout import sampling as sampling_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerateRequest:
+  """rid: the caller's id (unique within one `generate` call); input_ids: the prompt's token ids."""
+  rid: str
+  input_ids: Sequence[int]
+  sampling: sampling_lib.SamplingParams = sampling_lib.SamplingParams()
+
+
+@dataclasses.dataclass
+class GenerateResult:
+  """output_ids: int32 [N] sampled ids (a matched stop id last); output_logprobs: fp32 [N],
+  log softmax(z / temperature) of each (SGLang's convention); finish_reason: SGLang-shaped dict."""
+  rid: str
+  output_ids: np.ndarray
+  output_logprobs: np.ndarray
+  finish_reason: dict
+  prompt_tokens: int
+
+  @property
+  def completion_tokens(self) -> int:
+    return int(self.output_ids.shape[0])
+
+
+@dataclasses.dataclass
+class _Running:
+  """A request in a slot: `pending` ids still to write; outputs so far."""
+  index: int
+  request: GenerateRequest
+  max_new: int
+  stop_ids: frozenset
+  sample_seed: int
+  pending: np.ndarray
+  output_ids: list = dataclasses.field(default_factory=list)
+  output_logprobs: list = dataclasses.field(default_factory=list)
+
+
+def _bucket(n: int, limit: int) -> int:
+  """The padded chunk length: the next power of two >= n, at most `limit`."""
+  return min(1 << max(n - 1, 0).bit_length(), limit)
+
+
+class JaxEngine:
+  """Generates for batches of requests on one model (module docstring)."""
+
+  def __init__(self, cfg: models.ModelConfig, params, *, num_slots: int, max_length: int,
+               eos_token_ids: Sequence[int], prefill_chunk: int = 256, seed: int = 0,
+               mesh_rules: MeshRules | None = None):
+    if num_slots < 1 or max_length < 2 or prefill_chunk < 1:
+      raise ValueError(f"need num_slots >= 1, max_length >= 2 and prefill_chunk >= 1, got "
+                       f"{num_slots}, {max_length}, {prefill_chunk}")
+    bad_eos = [t for t in eos_token_ids if not 0 <= t < cfg.vocab_size]
+    if bad_eos:
+      raise ValueError(f"eos_token_ids {bad_eos} are outside the vocabulary [0, {cfg.vocab_size})")
+    self.cfg, self.params, self.mesh_rules = cfg, params, mesh_rules
+    self.num_slots, self.max_length, self.prefill_chunk = num_slots, max_length, prefill_chunk
+    self.eos_token_ids = frozenset(int(t) for t in eos_token_ids)
+    self.seed = seed
+    self.cache = models.init_cache(cfg, num_slots, max_length, mesh_rules=mesh_rules)
+    self._requests_started = 0
+
+  def set_params(self, params) -> None:
+    """Swaps in new weights (same config and shardings) for the following requests."""
+    self.params = params
+
+  def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
+    """Runs every request to its end; results in request order.
+
+    Raises:
+      ValueError: naming the request, for a repeated rid, empty or out-of-vocabulary input_ids,
+        or a prompt of max_length tokens or more.
+    """
+    self._check(requests)
+    results: list[GenerateResult | None] = [None] * len(requests)
+    queue = collections.deque(range(len(requests)))
+    slots: list[_Running | None] = [None] * self.num_slots
+    while queue or any(slots):
+      self._admit(requests, queue, slots, results)
+      if not any(slots):
+        continue
+      logits, ready = self._write_pending(slots)
+      if ready:
+        self._sample(logits, slots, ready, results)
+    return results
+
+  def _check(self, requests: Sequence[GenerateRequest]) -> None:
+    seen = set()
+    for request in requests:
+      ids = np.asarray(request.input_ids)
+      where = f"request {request.rid!r}"
+      if request.rid in seen:
+        raise ValueError(f"{where}: rid repeated within one generate call")
+      seen.add(request.rid)
+      if ids.ndim != 1 or ids.size == 0 or not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"{where}: input_ids must be a non-empty list of ints")
+      if ids.min() < 0 or ids.max() >= self.cfg.vocab_size:
+        raise ValueError(f"{where}: input_ids must be in [0, {self.cfg.vocab_size}), got "
+                         f"min {ids.min()} max {ids.max()}")
+      if ids.size >= self.max_length:
+        raise ValueError(f"{where}: {ids.size} prompt tokens leave no room to generate in "
+                         f"max_length={self.max_length}")
+
+  def _admit(self, requests, queue, slots, results) -> None:
+    """Fills free slots from the queue (empty budgets finish at once) and empties their cache rows."""
+    reset = np.zeros(self.num_slots, bool)
+    for b in range(self.num_slots):
+      while slots[b] is None and queue:
+        index = queue.popleft()
+        running = self._start(index, requests[index])
+        if running.max_new == 0:
+          results[index] = self._result(running, {"type": "length", "length": 0})
+        else:
+          slots[b], reset[b] = running, True
+    if reset.any():
+      self.cache = models.reset_slots(self.cache, jnp.asarray(reset))
+
+  def _start(self, index: int, request: GenerateRequest) -> _Running:
+    params = request.sampling
+    prompt = np.asarray(request.input_ids, np.int32)
+    room = self.max_length - prompt.size
+    max_new = room if params.max_new_tokens is None else min(params.max_new_tokens, room)
+    stop_ids = frozenset(params.stop_token_ids) | (frozenset() if params.ignore_eos else self.eos_token_ids)
+    seed = params.sampling_seed if params.sampling_seed is not None else self._requests_started
+    self._requests_started += 1
+    return _Running(index, request, max_new, stop_ids, seed, prompt)
+
+  def _write_pending(self, slots):
+    """One extend call writing each slot's next chunk; returns (logits [B, V], the slots whose
+    pending tokens are all written, ready to sample)."""
+    take = np.array([0 if s is None else min(s.pending.size, self.prefill_chunk) for s in slots], np.int32)
+    tokens = np.zeros((self.num_slots, _bucket(int(take.max()), self.prefill_chunk)), np.int32)
+    for b, s in enumerate(slots):
+      if s is not None:
+        tokens[b, :take[b]] = s.pending[:take[b]]
+        s.pending = s.pending[take[b]:]
+    logits, self.cache = models.extend(self.cfg, self.params, self.cache, tokens, take,
+                                       self.mesh_rules)
+    return logits, [b for b, s in enumerate(slots) if s is not None and s.pending.size == 0]
+
+  def _sample(self, logits, slots, ready: list[int], results) -> None:
+    """Samples the next token of each ready slot; finishes requests at a stop id or their budget."""
+    rows = [slots[b] if b in ready else None for b in range(self.num_slots)]
+    default = sampling_lib.SamplingParams()
+    params = [default if s is None else s.request.sampling for s in rows]
+    tokens, logprobs = sampling_lib.sample_tokens(
+        logits, self.seed,
+        np.array([0 if s is None else s.sample_seed & 0xFFFFFFFF for s in rows], np.uint32),
+        np.array([0 if s is None else len(s.output_ids) for s in rows], np.int32),
+        np.array([p.temperature for p in params], np.float32),
+        np.array([p.top_p for p in params], np.float32),
+        np.array([p.top_k for p in params], np.int32),
+        np.array([p.min_p for p in params], np.float32),
+        use_filters=any(p.needs_filter for p in params))
+    tokens, logprobs = np.asarray(tokens), np.asarray(logprobs)
+    for b in ready:
+      s = slots[b]
+      token = int(tokens[b])
+      s.output_ids.append(token)
+      s.output_logprobs.append(float(logprobs[b]))
+      if token in s.stop_ids:
+        finish = {"type": "stop", "matched": token}
+      elif len(s.output_ids) >= s.max_new:
+        finish = {"type": "length", "length": s.max_new}
+      else:
+        s.pending = np.array([token], np.int32)
+        continue
+      results[s.index] = self._result(s, finish)
+      slots[b] = None
+
+  @staticmethod
+  def _result(s: _Running, finish_reason: dict) -> GenerateResult:
+    return GenerateResult(s.request.rid, np.array(s.output_ids, np.int32),
+                          np.array(s.output_logprobs, np.float32), finish_reason,
+                          len(s.request.input_ids))

@@ -1,0 +1,162 @@
+"""The JAX engine against step-by-step full forwards: greedy tokens, logprobs, stops, budgets,
+continuous batching (more requests than slots, chunked prefill), sharding, errors, compilation.
+
+  python -m pytest -q tests/rollout_engine_test.py
+"""
+import jax
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from rstar_jax import models
+from rstar_jax import rollout
+import compile_counter
+import tiny_models
+
+# vocab 96 divides over tensor=2 for the sharded test.
+CFG = tiny_models.tiny_config("qwen3", vocab_size=96)
+PROMPT_LENS = (3, 11, 6, 20, 1)
+MAX_NEW = 7
+
+
+@pytest.fixture(scope="module")
+def params():
+  return models.init_params(CFG, jax.random.key(0))
+
+
+def _prompts():
+  return [tiny_models.random_ids((n,), seed=10 + i, vocab=96).tolist() for i, n in enumerate(PROMPT_LENS)]
+
+
+def _requests(**sampling):
+  sampling = {"max_new_tokens": MAX_NEW, **sampling}
+  return [rollout.GenerateRequest(f"r{i}", ids, rollout.SamplingParams(sampling_seed=i, **sampling))
+          for i, ids in enumerate(_prompts())]
+
+
+def _reference_logits(params, prompt, outputs) -> np.ndarray:
+  """Logits [len(outputs), V] of each output position from one full forward."""
+  ids = np.array([prompt + list(outputs)], np.int32)
+  return np.asarray(models.logits(CFG, params, ids))[0, len(prompt) - 1:-1]
+
+
+def _reference_greedy(params, prompt, max_new, stop_ids=()):
+  outputs = []
+  while len(outputs) < max_new:
+    ids = np.array([prompt + outputs], np.int32)
+    outputs.append(int(np.argmax(np.asarray(models.logits(CFG, params, ids))[0, -1])))
+    if outputs[-1] in stop_ids:
+      break
+  return outputs
+
+
+@pytest.mark.parametrize("num_slots, prefill_chunk", [(2, 4), (8, 256), (1, 1)])
+def test_greedy_equals_step_by_step_full_forwards(params, num_slots, prefill_chunk):
+  engine = rollout.JaxEngine(CFG, params, num_slots=num_slots, max_length=64, eos_token_ids=(),
+                             prefill_chunk=prefill_chunk)
+  results = engine.generate(_requests(temperature=0.0))
+  for prompt, result in zip(_prompts(), results):
+    expected = _reference_greedy(params, prompt, MAX_NEW)
+    assert result.output_ids.tolist() == expected
+    assert result.finish_reason == {"type": "length", "length": MAX_NEW}
+    assert (result.prompt_tokens, result.completion_tokens) == (len(prompt), MAX_NEW)
+    reference = jax.nn.log_softmax(_reference_logits(params, prompt, expected))
+    np.testing.assert_allclose(result.output_logprobs,
+                               np.asarray(reference)[np.arange(MAX_NEW), expected], atol=1e-4)
+
+
+def test_sampling_is_reproducible_and_independent_of_batching(params):
+  sampling = dict(temperature=0.9, top_k=20, top_p=0.95)
+  runs = []
+  for num_slots, chunk in [(2, 4), (8, 256)]:
+    engine = rollout.JaxEngine(CFG, params, num_slots=num_slots, max_length=64, eos_token_ids=(),
+                               prefill_chunk=chunk, seed=5)
+    runs.append(engine.generate(_requests(**sampling)))
+  for a, b, prompt in zip(*runs, _prompts()):
+    assert a.output_ids.tolist() == b.output_ids.tolist()
+    scaled = np.asarray(jax.nn.log_softmax(_reference_logits(params, prompt, a.output_ids.tolist()) / 0.9))
+    np.testing.assert_allclose(a.output_logprobs, scaled[np.arange(MAX_NEW), a.output_ids], atol=1e-4)
+  greedy = rollout.JaxEngine(CFG, params, num_slots=8, max_length=64, eos_token_ids=()).generate(
+      _requests(temperature=0.0))
+  assert [r.output_ids.tolist() for r in runs[0]] != [r.output_ids.tolist() for r in greedy]
+
+
+def test_requests_without_a_seed_draw_fresh_samples_on_each_call(params):
+  engine = rollout.JaxEngine(CFG, params, num_slots=4, max_length=64, eos_token_ids=())
+  request = [rollout.GenerateRequest("a", [1, 2, 3], rollout.SamplingParams(max_new_tokens=12))]
+  first, second = engine.generate(request)[0], engine.generate(request)[0]
+  assert first.output_ids.tolist() != second.output_ids.tolist()
+  again = rollout.JaxEngine(CFG, params, num_slots=4, max_length=64, eos_token_ids=()).generate(request)[0]
+  assert again.output_ids.tolist() == first.output_ids.tolist()
+
+
+def test_stop_ids_end_the_output_and_are_kept(params):
+  prompt = _prompts()[1]
+  free = _reference_greedy(params, prompt, MAX_NEW)
+  stop = free[3]
+  expected = free[:free.index(stop) + 1]
+  for engine_eos, request_stop in [((stop,), ()), ((), (stop,))]:
+    engine = rollout.JaxEngine(CFG, params, num_slots=2, max_length=64, eos_token_ids=engine_eos)
+    result = engine.generate([rollout.GenerateRequest("s", prompt, rollout.SamplingParams(
+        max_new_tokens=MAX_NEW, temperature=0.0, stop_token_ids=request_stop))])[0]
+    assert result.output_ids.tolist() == expected
+    assert result.finish_reason == {"type": "stop", "matched": stop}
+  engine = rollout.JaxEngine(CFG, params, num_slots=2, max_length=64, eos_token_ids=(stop,))
+  ignored = engine.generate([rollout.GenerateRequest("s", prompt, rollout.SamplingParams(
+      max_new_tokens=MAX_NEW, temperature=0.0, ignore_eos=True))])[0]
+  assert ignored.output_ids.tolist() == free
+
+
+def test_budgets_are_clamped_to_the_context(params):
+  engine = rollout.JaxEngine(CFG, params, num_slots=2, max_length=16, eos_token_ids=(), prefill_chunk=8)
+  prompt = tiny_models.random_ids((13,), seed=3, vocab=96).tolist()
+  results = engine.generate([
+      rollout.GenerateRequest("none", prompt, rollout.SamplingParams(max_new_tokens=None, temperature=0.0)),
+      rollout.GenerateRequest("big", prompt, rollout.SamplingParams(max_new_tokens=100, temperature=0.0)),
+      rollout.GenerateRequest("zero", prompt, rollout.SamplingParams(max_new_tokens=0)),
+  ])
+  expected = _reference_greedy(params, prompt, 3)
+  for result in results[:2]:
+    assert result.output_ids.tolist() == expected
+    assert result.finish_reason == {"type": "length", "length": 3}
+  assert results[2].output_ids.tolist() == [] and results[2].finish_reason == {"type": "length", "length": 0}
+
+
+def test_sharded_engine_equals_one_device(params):
+  mesh_rules = models.MeshRules(models.make_mesh(data=2, fsdp=2, tensor=2))
+  sharded_params = jax.device_put(params, models.param_shardings(CFG, mesh_rules))
+  assert sharded_params["embed_tokens"].sharding.spec == P("tensor", "fsdp")
+  engine = rollout.JaxEngine(CFG, sharded_params, num_slots=4, max_length=64, eos_token_ids=(),
+                             prefill_chunk=8, mesh_rules=mesh_rules)
+  single = rollout.JaxEngine(CFG, params, num_slots=4, max_length=64, eos_token_ids=(), prefill_chunk=8)
+  for a, b in zip(engine.generate(_requests(temperature=0.0)), single.generate(_requests(temperature=0.0))):
+    assert a.output_ids.tolist() == b.output_ids.tolist()
+
+
+def test_a_second_call_of_the_same_shapes_compiles_nothing(params):
+  engine = rollout.JaxEngine(CFG, params, num_slots=2, max_length=64, eos_token_ids=(), prefill_chunk=8)
+  engine.generate(_requests(temperature=0.7, top_p=0.9))
+  with compile_counter.count_compiles() as compiles:
+    engine.generate(_requests(temperature=0.7, top_p=0.9))
+  assert not compiles
+
+
+@pytest.mark.parametrize("request_, message", [
+    (rollout.GenerateRequest("e", []), "request 'e': input_ids must be a non-empty list of ints"),
+    (rollout.GenerateRequest("v", [1, 96]), r"request 'v': input_ids must be in \[0, 96\)"),
+    (rollout.GenerateRequest("l", list(range(16))), "request 'l': 16 prompt tokens leave no room"),
+])
+def test_bad_requests_name_the_request(params, request_, message):
+  engine = rollout.JaxEngine(CFG, params, num_slots=2, max_length=16, eos_token_ids=())
+  with pytest.raises(ValueError, match=message):
+    engine.generate([rollout.GenerateRequest("ok", [1, 2]), request_])
+
+
+def test_repeated_rids_and_bad_engine_settings_are_errors(params):
+  engine = rollout.JaxEngine(CFG, params, num_slots=2, max_length=16, eos_token_ids=())
+  with pytest.raises(ValueError, match="request 'a': rid repeated"):
+    engine.generate([rollout.GenerateRequest("a", [1]), rollout.GenerateRequest("a", [2])])
+  with pytest.raises(ValueError, match=r"eos_token_ids \[200\] are outside the vocabulary"):
+    rollout.JaxEngine(CFG, params, num_slots=2, max_length=16, eos_token_ids=(200,))
+  with pytest.raises(ValueError, match="need num_slots >= 1"):
+    rollout.JaxEngine(CFG, params, num_slots=0, max_length=16, eos_token_ids=())
