@@ -3,6 +3,8 @@ continuous batching (more requests than slots, chunked prefill), sharding, error
 
   python -m pytest -q tests/rollout_engine_test.py
 """
+import asyncio
+
 import jax
 import numpy as np
 import pytest
@@ -160,3 +162,47 @@ def test_repeated_rids_and_bad_engine_settings_are_errors(params):
     rollout.JaxEngine(CFG, params, num_slots=2, max_length=16, eos_token_ids=(200,))
   with pytest.raises(ValueError, match="need num_slots >= 1"):
     rollout.JaxEngine(CFG, params, num_slots=0, max_length=16, eos_token_ids=())
+
+
+def test_async_callers_share_the_batch_and_get_their_own_results(params):
+  engine = rollout.JaxEngine(CFG, params, num_slots=2, max_length=64, eos_token_ids=(), prefill_chunk=4)
+  front = rollout.AsyncJaxEngine(engine)
+  requests = _requests(temperature=0.0)
+
+  async def late(request, delay_s):
+    await asyncio.sleep(delay_s)  # joins while the others decode
+    return await front.generate(request)
+
+  async def main():
+    return await asyncio.gather(*(late(r, 0.05 * i) for i, r in enumerate(requests)))
+
+  results = asyncio.run(main())
+  for prompt, result, request in zip(_prompts(), results, requests):
+    assert result.rid == request.rid
+    assert result.output_ids.tolist() == _reference_greedy(params, prompt, MAX_NEW)
+  assert not engine.has_work
+
+
+def test_async_errors_reach_every_caller_and_the_engine_recovers(params):
+  engine = rollout.JaxEngine(CFG, params, num_slots=2, max_length=64, eos_token_ids=())
+  front = rollout.AsyncJaxEngine(engine)
+  requests = _requests(temperature=0.0)
+
+  async def duplicate():
+    first = asyncio.ensure_future(front.generate(requests[0]))
+    await asyncio.sleep(0)
+    with pytest.raises(ValueError, match="request 'r0': rid already in flight"):
+      await front.generate(requests[0])
+    return await first
+
+  assert asyncio.run(duplicate()).output_ids.tolist() == _reference_greedy(params, _prompts()[0], MAX_NEW)
+  engine.set_params({"broken": np.zeros(3)})
+
+  async def all_fail():
+    return await asyncio.gather(*(front.generate(r) for r in requests[:3]), return_exceptions=True)
+
+  errors = asyncio.run(all_fail())
+  assert all(isinstance(e, Exception) for e in errors) and not engine.has_work
+  engine.set_params(params)
+  assert asyncio.run(front.generate(requests[1])).output_ids.tolist() == _reference_greedy(
+      params, _prompts()[1], MAX_NEW)
