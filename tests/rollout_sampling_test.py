@@ -89,3 +89,15 @@ def test_needs_filter():
   assert not sampling.SamplingParams().needs_filter
   assert sampling.SamplingParams(top_p=0.9).needs_filter
   assert not sampling.SamplingParams(temperature=0.0, top_k=5).needs_filter
+
+
+def test_ids_past_the_vocab_limit_are_never_drawn_but_logprobs_cover_the_whole_vocabulary():
+  logits = np.tile(np.array([0.0, 0.0, 5.0, 5.0], np.float32), (2000, 1))
+  b = logits.shape[0]
+  for temperature in (1.0, 0.0):
+    tokens, logprobs = sampling.sample_tokens(
+        logits, 0, np.zeros(b, np.uint32), np.arange(b, dtype=np.int32), np.full(b, temperature, np.float32),
+        np.ones(b, np.float32), np.full(b, -1, np.int32), np.zeros(b, np.float32), 2)
+    tokens = np.asarray(tokens)
+    assert set(tokens.tolist()) == ({0, 1} if temperature else {0})
+    np.testing.assert_allclose(logprobs, np.log(1 / (2 + 2 * np.exp(5.0))), rtol=1e-5)

@@ -4,7 +4,8 @@
   results = engine.generate([GenerateRequest("r0", prompt_ids, SamplingParams(temperature=1.0)), ...])
   result = await AsyncJaxEngine(engine).generate(request)   # concurrent callers share the batch
 
-Token ids go in and come out exactly (no text, no re-tokenization). Each iteration is one
+Token ids go in and come out exactly (no text, no re-tokenization); `vocab_limit` (the tokenizer's
+size) keeps the ids a checkpoint pads its vocabulary with from being sampled. Each iteration is one
 `models.extend` call over all slots:
   - requests wait in submission order; a free slot takes the next one (the slot is emptied first);
   - every busy slot writes up to `prefill_chunk` pending tokens: a new request its prompt (over
@@ -85,14 +86,17 @@ class JaxEngine:
 
   def __init__(self, cfg: models.ModelConfig, params, *, num_slots: int, max_length: int,
                eos_token_ids: Sequence[int], prefill_chunk: int = 256, seed: int = 0,
-               mesh_rules: MeshRules | None = None):
+               vocab_limit: int | None = None, mesh_rules: MeshRules | None = None):
     if num_slots < 1 or max_length < 2 or prefill_chunk < 1:
       raise ValueError(f"need num_slots >= 1, max_length >= 2 and prefill_chunk >= 1, got "
                        f"{num_slots}, {max_length}, {prefill_chunk}")
     bad_eos = [t for t in eos_token_ids if not 0 <= t < cfg.vocab_size]
     if bad_eos:
       raise ValueError(f"eos_token_ids {bad_eos} are outside the vocabulary [0, {cfg.vocab_size})")
+    if vocab_limit is not None and not 0 < vocab_limit <= cfg.vocab_size:
+      raise ValueError(f"vocab_limit must be in [1, {cfg.vocab_size}], got {vocab_limit}")
     self.cfg, self.params, self.mesh_rules = cfg, params, mesh_rules
+    self.vocab_limit = vocab_limit
     self.num_slots, self.max_length, self.prefill_chunk = num_slots, max_length, prefill_chunk
     self.eos_token_ids = frozenset(int(t) for t in eos_token_ids)
     self.seed = seed
@@ -227,7 +231,7 @@ class JaxEngine:
         np.array([p.temperature for p in params], np.float32),
         np.array([p.top_p for p in params], np.float32),
         np.array([p.top_k for p in params], np.int32),
-        np.array([p.min_p for p in params], np.float32),
+        np.array([p.min_p for p in params], np.float32), self.vocab_limit,
         use_filters=any(p.needs_filter for p in params))
     tokens, logprobs = np.asarray(tokens), np.asarray(logprobs)
     finished = []

@@ -7,7 +7,9 @@ Per row b with logits z (fp32 [V]) and temperature tau:
                           top_p:  sum of the probabilities ranked before v <= top_p
                           min_p:  p_v >= min_p * max p
                         and renormalized; x ~ that distribution, logprob = log softmax(z / tau)[x]
-The logprob is taken before the filters, over the whole vocabulary, as SGLang returns it; the
+Ids >= `vocab_limit` (the rows a checkpoint pads its vocabulary with, beyond the tokenizer's) are
+never drawn, greedy included. The logprob is taken before the filters and that limit, over the
+whole vocabulary, as SGLang returns it and the trainer computes it; the
 most likely token always passes. The filters follow SGLang's torch sampler (sort, then
 top_k, top_p, min_p on the sorted probabilities). Randomness: row b draws with
 `fold_in(fold_in(key(seed), sample_seed[b]), step[b])`, so a sequence's tokens depend on its own
@@ -93,7 +95,7 @@ def _filter_mask(scaled_logits, top_k, top_p, min_p):
 
 @functools.partial(jax.jit, static_argnames=("use_filters",))
 def sample_tokens(logits, seed, sample_seeds, steps, temperature, top_p, top_k, min_p,
-                  use_filters: bool = True):
+                  vocab_limit=None, use_filters: bool = True):
   """Next tokens and their logprobs for each row (module docstring).
 
   Args:
@@ -102,6 +104,7 @@ def sample_tokens(logits, seed, sample_seeds, steps, temperature, top_p, top_k, 
     sample_seeds: uint32 [B], each row's sequence seed.
     steps: int32 [B], each row's output position (0 for the first new token).
     temperature, top_p, min_p: fp32 [B]; top_k: int32 [B] (-1: off).
+    vocab_limit: int scalar, ids at or above it are never drawn; None: V.
     use_filters: False skips top_k/top_p/min_p (exact when no row sets them; avoids a sort).
 
   Returns:
@@ -111,11 +114,13 @@ def sample_tokens(logits, seed, sample_seeds, steps, temperature, top_p, top_k, 
   greedy = temperature < GREEDY_TEMPERATURE
   scaled = logits / jnp.where(greedy, 1.0, temperature)[:, None]
   logprobs = jax.nn.log_softmax(scaled, axis=-1)
+  if vocab_limit is not None:
+    scaled = jnp.where(jnp.arange(scaled.shape[-1]) < vocab_limit, scaled, -jnp.inf)
   candidates = scaled
   if use_filters:
     candidates = jnp.where(_filter_mask(scaled, top_k, top_p, min_p), scaled, -jnp.inf)
   base = jax.random.key(seed)
   keys = jax.vmap(lambda s, t: jax.random.fold_in(jax.random.fold_in(base, s), t))(sample_seeds, steps)
   sampled = jax.vmap(jax.random.categorical)(keys, candidates)
-  tokens = jnp.where(greedy, jnp.argmax(logits, axis=-1), sampled).astype(jnp.int32)
+  tokens = jnp.where(greedy, jnp.argmax(scaled, axis=-1), sampled).astype(jnp.int32)
   return tokens, jnp.take_along_axis(logprobs, tokens[:, None], axis=-1)[:, 0]

@@ -1,0 +1,186 @@
+"""The multi-turn agent loop (PAPER.md §2.3-2.6): a prompt becomes a trajectory whose tool calls the
+sandbox answers.
+
+  rollout = await run_agent(engine, tools, tokenizer, prompt_ids, AgentConfig(...), rid="p0/s3")
+
+`engine` is anything with `async generate(GenerateRequest) -> GenerateResult` (`AsyncJaxEngine`);
+`tools` anything with `async run(source, stdin) -> sandbox.ExecutionResult` (`sandbox.Pool` in
+process, `sandbox.SandboxClient` for a service). Many `run_agent` calls run concurrently: while one
+waits for its tool calls, the engine keeps decoding the others.
+
+Turn loop (released `rstar2_agent_loop.py`, PAPER.md §2.5):
+  1. the turn is generated from the ids so far with max_new_tokens = max_response_length -
+     len(response); it ends at the engine's EOS ids (no stop strings);
+  2. its ids are appended verbatim (loss mask 1), with the sampler's logprobs;
+  3. the loop ends when the turn hit the length budget or the engine's context ("length":
+     truncated; the engine's max_length should cover prompt + max_response_length), holds no tool call
+     ("stop"), assistant turns reach max_assistant_turns ("max_turns": a call in that turn is
+     not run), or the tool response does not fit the remaining budget ("tool_response_overflow":
+     it is not appended, nor counted in the record's tool statuses);
+  4. else the decoded turn's first max_parallel_calls call blocks are parsed
+     (`chat.parse_tool_calls`); calls that do not decode or that the tool refuses answer with
+     their error text; valid calls run concurrently as `sandbox.wrap_code(code)` with the call's
+     input, each result becoming `sandbox.tool_output_text` cut by `chat.truncate_tool_response`
+     (a sandbox that raises answers `Error when executing tool: ...`); the texts form one
+     `chat.tool_response_text` segment, tokenized on its own and appended with loss mask 0.
+Token ids are never re-tokenized: the next turn is generated from exactly the ids so far.
+Seeds: turn t of a rollout samples with seed crc32("{sampling_seed}/{t}") when `sampling_seed`
+is given, so a rollout repeats exactly whatever else the engine runs meanwhile (on one engine
+configuration); without it the engine numbers the requests.
+"""
+import asyncio
+import dataclasses
+import zlib
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from rstar_jax import chat
+from rstar_jax import rl
+from rstar_jax import sandbox
+from rstar_jax.chat import tokenization
+from rstar_jax.rollout import jax_engine
+from rstar_jax.rollout import sampling as sampling_lib
+
+FINISH_REASONS = ("stop", "length", "max_turns", "tool_response_overflow")
+
+
+class Engine(Protocol):
+  async def generate(self, request: jax_engine.GenerateRequest) -> jax_engine.GenerateResult:
+    ...
+
+
+class Tools(Protocol):
+  async def run(self, source: str, stdin: str | bytes | None = "") -> sandbox.ExecutionResult:
+    ...
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentConfig:
+  """The rollout's budgets and environment options (PAPER.md §2.5, §3.3-3.4; config `rollout.*`).
+
+  Attributes:
+    max_response_length: tokens after the prompt, model and environment tokens together.
+    max_assistant_turns: paper 10 (stages 1-2), 15 (stage 3), 30 (evaluation); released 5.
+    max_parallel_calls: call blocks of a turn that are handled (released 1).
+    max_tool_response_chars: cut of one tool text (released 256); None: no cut.
+    tool_response_truncate_side: "middle", "left" or "right".
+    output_format: tool text format, "code" (released) or "paper".
+    max_stream_chars: the sandbox's per-stream cut (released 1000).
+    traceback: `sandbox.wrap_code` error report, "short" (released) or "full" (pairs with "paper").
+    tool_name: the tool's function name.
+    sampling: temperature, top_p, ... of every turn (max_new_tokens and the seed are set per turn).
+  """
+  max_response_length: int = 8192
+  max_assistant_turns: int = 10
+  max_parallel_calls: int = chat.DEFAULT_MAX_PARALLEL_CALLS
+  max_tool_response_chars: int | None = chat.DEFAULT_MAX_TOOL_RESPONSE_CHARS
+  tool_response_truncate_side: str = "middle"
+  output_format: str = "code"
+  max_stream_chars: int = sandbox.codejudge.MAX_STREAM_CHARS
+  traceback: str = "short"
+  tool_name: str = chat.TOOL_NAME
+  sampling: sampling_lib.SamplingParams = sampling_lib.SamplingParams(max_new_tokens=None)
+
+  def __post_init__(self):
+    for name in ("max_response_length", "max_assistant_turns", "max_parallel_calls"):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"AgentConfig.{name} must be an int >= 1, got {value!r}")
+    if self.output_format not in sandbox.OUTPUT_FORMATS:
+      raise ValueError(f"AgentConfig.output_format must be one of {sandbox.OUTPUT_FORMATS}, "
+                       f"got {self.output_format!r}")
+    chat.truncate_tool_response("", self.max_tool_response_chars, self.tool_response_truncate_side)
+
+
+@dataclasses.dataclass
+class AgentRollout:
+  """One finished rollout.
+
+  Attributes:
+    trajectory: prompt + response ids with the loss mask (1 exactly on sampled tokens).
+    sampler_logprobs: fp32 [T], the engine's logprob of each sampled token, 0 elsewhere.
+    record: what RoC reads (tool statuses, assistant turns, response text).
+    finish_reason: one of FINISH_REASONS.
+  """
+  trajectory: chat.Trajectory
+  sampler_logprobs: np.ndarray
+  record: rl.RolloutRecord
+  finish_reason: str
+
+  @property
+  def truncated(self) -> bool:
+    """Whether the response ran out of budget (its reward is 0 by default, PAPER.md §4)."""
+    return self.finish_reason == "length"
+
+
+async def _tool_text(tools: Tools, request: chat.PythonRequest, config: AgentConfig) -> tuple[str, str]:
+  """(tool text, status) of one valid call run in the sandbox."""
+  try:
+    result = await tools.run(sandbox.wrap_code(request.code, config.traceback), request.input)
+  except Exception as error:  # a sandbox that gave up: the model reads the error, as released
+    return chat.execution_error_text(error), "sandbox_error"
+  text = sandbox.tool_output_text(result, config.max_stream_chars, config.output_format)
+  return chat.truncate_tool_response(text, config.max_tool_response_chars,
+                                     config.tool_response_truncate_side), result.status
+
+
+async def _answer_calls(tools: Tools, calls: Sequence[chat.ToolCall | chat.ToolCallError],
+                        config: AgentConfig) -> list[tuple[str, str]]:
+  """(text, status) per parsed call block, in order; valid calls run concurrently."""
+  async def answer(call):
+    if isinstance(call, chat.ToolCallError):
+      return call.text, "parse_error"
+    request = chat.python_request(call, config.tool_name)
+    if isinstance(request, chat.ToolCallError):
+      return request.text, "tool_error"
+    return await _tool_text(tools, request, config)
+
+  return list(await asyncio.gather(*(answer(call) for call in calls)))
+
+
+def turn_seed(sampling_seed: int, turn: int) -> int:
+  """The sampling seed of turn `turn` (from 0) of a rollout seeded `sampling_seed`."""
+  return zlib.crc32(f"{sampling_seed}/{turn}".encode())
+
+
+async def run_agent(engine: Engine, tools: Tools, tokenizer: tokenization.Tokenizer,
+                    prompt_ids: Sequence[int], config: AgentConfig, rid: str,
+                    sampling_seed: int | None = None) -> AgentRollout:
+  """Runs the turn loop (module docstring) from `prompt_ids` to the end of the response."""
+  prompt = [int(t) for t in prompt_ids]
+  ids, mask, logprobs = list(prompt), [0] * len(prompt), [0.0] * len(prompt)
+  statuses: list[str] = []
+  turns = 0
+  finish = "length"  # the budget can be used up by a tool response, before any further turn
+  while (budget := config.max_response_length - (len(ids) - len(prompt))) > 0:
+    seed = None if sampling_seed is None else turn_seed(sampling_seed, turns)
+    result = await engine.generate(jax_engine.GenerateRequest(
+        f"{rid}/t{turns}", list(ids),
+        dataclasses.replace(config.sampling, max_new_tokens=budget, sampling_seed=seed)))
+    turns += 1
+    ids += result.output_ids.tolist()
+    mask += [1] * result.completion_tokens
+    logprobs += result.output_logprobs.tolist()
+    if result.finish_reason["type"] == "length":
+      finish = "length"
+      break
+    calls = chat.parse_tool_calls(tokenizer.decode(result.output_ids), config.max_parallel_calls)
+    if not calls:
+      finish = "stop"
+      break
+    if turns >= config.max_assistant_turns:
+      finish = "max_turns"
+      break
+    answers = await _answer_calls(tools, calls, config)
+    env_ids = tokenizer.encode(chat.tool_response_text([text for text, _ in answers]))
+    if len(env_ids) > budget - result.completion_tokens:
+      finish = "tool_response_overflow"
+      break
+    statuses += [status for _, status in answers]
+    ids += env_ids
+    mask += [0] * len(env_ids)
+    logprobs += [0.0] * len(env_ids)
+  trajectory = chat.Trajectory(np.array(ids, np.int32), np.array(mask, np.int32), len(prompt))
+  record = rl.RolloutRecord(tuple(statuses), turns, tokenizer.decode(trajectory.response_ids))
+  return AgentRollout(trajectory, np.array(logprobs, np.float32), record, finish)
