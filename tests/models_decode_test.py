@@ -1,6 +1,7 @@
 """Incremental decoding with the KV cache equals the full forward; steady calls never recompile."""
 import jax
 import numpy as np
+import pytest
 
 from rstar_jax import models
 import compile_counter
@@ -72,6 +73,34 @@ def test_multi_token_append_and_slot_refill_continue_correctly():
     np.testing.assert_allclose(last[0], full["a"][9 + t], atol=1e-5)
     np.testing.assert_allclose(last[1], full["c"][3 + t], atol=1e-5)
   np.testing.assert_array_equal(cache.lengths, [12, 6])
+
+
+def test_extending_chosen_slots_leaves_the_others_untouched():
+  params = _params(3)
+  seqs = [tiny_models.random_ids((1, 12), seed=30 + i)[0] for i in range(3)]
+  full = [np.asarray(models.logits(CFG, params, s[None]))[0] for s in seqs]
+  cache = models.init_cache(CFG, 3, 16)
+  _, cache = models.extend(CFG, params, cache, np.stack([s[:4] for s in seqs]), np.array([4, 4, 4]))
+  before = np.asarray(cache.k[:, 1])
+  # slots 2 and 0 (in that order) take a prefill chunk of 5 and 2 tokens; slot 1 is not computed
+  chunk = np.zeros((2, 5), np.int32)
+  chunk[0], chunk[1, :2] = seqs[2][4:9], seqs[0][4:6]
+  last, cache = models.extend(CFG, params, cache, chunk, np.array([5, 2]), slots=np.array([2, 0]))
+  np.testing.assert_allclose(last[0], full[2][8], atol=1e-5)
+  np.testing.assert_allclose(last[1], full[0][5], atol=1e-5)
+  np.testing.assert_array_equal(cache.lengths, [6, 4, 9])
+  np.testing.assert_array_equal(cache.k[:, 1], before)
+  last, cache = models.extend(CFG, params, cache, np.array([[seqs[0][6]], [seqs[1][4]], [seqs[2][9]]]),
+                              np.ones(3, np.int32))
+  for i, position in enumerate((6, 4, 9)):
+    np.testing.assert_allclose(last[i], full[i][position], atol=1e-5)
+
+
+def test_bad_slots_are_refused():
+  cache = models.init_cache(CFG, 3, 16)
+  for slots in ([0, 0], [0, 3], [1]):
+    with pytest.raises(ValueError, match="slots must be 2 distinct indices in \\[0, 3\\)"):
+      models.extend(CFG, _params(), cache, np.zeros((2, 1), np.int32), np.ones(2, np.int32), slots=slots)
 
 
 def test_packed_segments_equal_separate_sequences():

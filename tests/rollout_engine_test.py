@@ -206,3 +206,19 @@ def test_async_errors_reach_every_caller_and_the_engine_recovers(params):
   engine.set_params(params)
   assert asyncio.run(front.generate(requests[1])).output_ids.tolist() == _reference_greedy(
       params, _prompts()[1], MAX_NEW)
+
+
+def test_a_follow_up_request_reuses_the_cached_prefix(params):
+  engine = rollout.JaxEngine(CFG, params, num_slots=2, max_length=64, eos_token_ids=(), prefill_chunk=4)
+  first = engine.generate(_requests(temperature=0.0)[1:2])[0]
+  follow_up = _prompts()[1] + first.output_ids.tolist() + [5, 6, 7]
+  request = rollout.GenerateRequest("next", follow_up, rollout.SamplingParams(max_new_tokens=5, temperature=0.0))
+  reused = engine.generate([request])[0]
+  assert reused.cached_tokens == len(_prompts()[1]) + MAX_NEW - 1
+  assert reused.output_ids.tolist() == _reference_greedy(params, follow_up, 5)
+  fresh = rollout.JaxEngine(CFG, params, num_slots=2, max_length=64, eos_token_ids=()).generate([request])[0]
+  assert fresh.cached_tokens == 0 and fresh.output_ids.tolist() == reused.output_ids.tolist()
+  # the same ids again: all but the last prompt id are reused; new weights reuse nothing
+  assert engine.generate([request])[0].cached_tokens == len(follow_up) - 1
+  engine.set_params(params)
+  assert engine.generate([request])[0].cached_tokens == 0

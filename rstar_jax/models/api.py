@@ -3,7 +3,7 @@
   params = init_params(cfg, key, mesh_rules)        # created directly in their shardings
   logits(cfg, params, input_ids)                    # [B, T] int32 -> [B, T, V] fp32, causal
   forward(cfg, params, input_ids, positions, segment_ids, mesh_rules)   # packed sequences
-  logits, cache = extend(cfg, params, cache, tokens, num_new)           # incremental decoding
+  logits, cache = extend(cfg, params, cache, tokens, num_new[, slots=]) # incremental decoding
 
 Every entry point is a module-level jitted function with the config (and mesh rules) static,
 so calls with equal shapes compile once.
@@ -123,8 +123,7 @@ def logits(cfg: ModelConfig, params, input_ids):
   return forward(cfg, params, input_ids)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "mesh_rules"), donate_argnames=("cache",))
-def _extend(cfg, params, cache, tokens, num_new, mesh_rules):
+def _extend_body(cfg, params, cache, tokens, num_new, mesh_rules):
   b, t = tokens.shape
   start = cache.lengths
   positions = start[:, None] + jnp.arange(t, dtype=jnp.int32)[None, :]
@@ -141,13 +140,36 @@ def _extend(cfg, params, cache, tokens, num_new, mesh_rules):
   return out, KVCache(k, v, new_lengths)
 
 
-def extend(cfg: ModelConfig, params, cache: KVCache, tokens, num_new, mesh_rules: MeshRules | None = None):
-  """Appends tokens to each cache slot; returns (logits fp32 [B, V] of each slot's last new token, cache).
+_extend = jax.jit(_extend_body, static_argnames=("cfg", "mesh_rules"), donate_argnames=("cache",))
 
-  tokens: int [B, T], right-padded; num_new: int32 [B], real tokens per slot (0: slot unchanged,
-  its logits meaningless). The cache is donated. See kv_cache.py for the padding convention.
+
+@functools.partial(jax.jit, static_argnames=("cfg", "mesh_rules"), donate_argnames=("cache",))
+def _extend_slots(cfg, params, cache, tokens, num_new, slots, mesh_rules):
+  sub = KVCache(cache.k[:, slots], cache.v[:, slots], cache.lengths[slots])
+  out, sub = _extend_body(cfg, params, sub, tokens, num_new, mesh_rules)
+  return out, KVCache(cache.k.at[:, slots].set(sub.k), cache.v.at[:, slots].set(sub.v),
+                      cache.lengths.at[slots].set(sub.lengths))
+
+
+def extend(cfg: ModelConfig, params, cache: KVCache, tokens, num_new, mesh_rules: MeshRules | None = None,
+           slots=None):
+  """Appends tokens to cache slots; returns (logits fp32 [b, V] of each row's last new token, cache).
+
+  tokens: int [b, T], right-padded; num_new: int32 [b], real tokens per row (0: slot unchanged,
+  its logits meaningless). Row i goes to slot `slots[i]` (int32 [b], distinct), or to slot i when
+  `slots` is None (then b = the number of slots). A call with `slots` computes only its b rows,
+  so a prefill of a few slots does not pay for the others. The cache is donated. See kv_cache.py
+  for the padding convention.
   """
   _check_tokens(cfg, tokens, "tokens")
-  if tokens.shape[0] != cache.num_slots:
-    raise ValueError(f"tokens has {tokens.shape[0]} rows but the cache has {cache.num_slots} slots")
-  return _extend(cfg, params, cache, tokens, jnp.asarray(num_new, jnp.int32), mesh_rules)
+  num_new = jnp.asarray(num_new, jnp.int32)
+  if slots is None:
+    if tokens.shape[0] != cache.num_slots:
+      raise ValueError(f"tokens has {tokens.shape[0]} rows but the cache has {cache.num_slots} slots")
+    return _extend(cfg, params, cache, tokens, num_new, mesh_rules)
+  slots = np.asarray(slots)
+  if slots.shape != (tokens.shape[0],) or len(set(slots.tolist())) != slots.size or (
+      slots.size and not 0 <= slots.min() <= slots.max() < cache.num_slots):
+    raise ValueError(f"slots must be {tokens.shape[0]} distinct indices in [0, {cache.num_slots}), "
+                     f"one per row of tokens, got {slots.tolist()}")
+  return _extend_slots(cfg, params, cache, tokens, num_new, jnp.asarray(slots, jnp.int32), mesh_rules)

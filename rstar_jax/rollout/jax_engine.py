@@ -5,17 +5,19 @@
   result = await AsyncJaxEngine(engine).generate(request)   # concurrent callers share the batch
 
 Token ids go in and come out exactly (no text, no re-tokenization); `vocab_limit` (the tokenizer's
-size) keeps the ids a checkpoint pads its vocabulary with from being sampled. Each iteration is one
-`models.extend` call over all slots:
-  - requests wait in submission order; a free slot takes the next one (the slot is emptied first);
-  - every busy slot writes up to `prefill_chunk` pending tokens: a new request its prompt (over
-    several iterations when longer: chunked prefill), a decoding one its last sampled token; idle
-    slots write nothing (num_new = 0);
-  - the chunk is right-padded to a power of two (1 for pure decode steps, at most
-    `prefill_chunk`), so a run compiles at most log2(prefill_chunk) + 2 shapes;
+size) keeps the ids a checkpoint pads its vocabulary with from being sampled. Each iteration:
+  - requests wait in submission order; a free slot takes the next one. A freed slot keeps the
+    keys/values of its last sequence, and a request whose ids start with them takes that slot and
+    writes only the rest (prefix reuse: the next turn of a multi-turn rollout prefills only the
+    tool output; `cached_tokens` counts the reused ids); else the least recently freed slot;
+  - slots with several pending tokens (a prompt, over several iterations when longer than
+    `prefill_chunk`: chunked prefill) write up to `prefill_chunk` of them in one `models.extend`
+    over just those slots (rows and length padded to powers of two); then every decoding slot
+    writes its last sampled token in one `models.extend` over all slots (T = 1);
   - a slot whose pending tokens are all written samples its next token (`sampling.sample_tokens`);
     a stop id or the length budget finishes the request and frees the slot for the next one.
-Prefill and decode share iterations, so a long prompt stalls the decoding slots by at most one chunk.
+Prefill and decode share iterations, so a long prompt stalls the decoding slots by at most one
+chunk, and a prefill costs only its own rows.
 `AsyncJaxEngine` runs the iterations in a worker thread for the callers of one asyncio loop: a
 request submitted while a step runs joins at the next step (continuous batching), and the loop
 keeps serving other work (tool calls, HTTP) meanwhile.
@@ -51,12 +53,14 @@ class GenerateRequest:
 @dataclasses.dataclass
 class GenerateResult:
   """output_ids: int32 [N] sampled ids (a matched stop id last); output_logprobs: fp32 [N],
-  log softmax(z / temperature) of each (SGLang's convention); finish_reason: SGLang-shaped dict."""
+  log softmax(z / temperature) of each (SGLang's convention); finish_reason: SGLang-shaped dict;
+  cached_tokens: prompt ids whose keys/values were reused, not recomputed."""
   rid: str
   output_ids: np.ndarray
   output_logprobs: np.ndarray
   finish_reason: dict
   prompt_tokens: int
+  cached_tokens: int = 0
 
   @property
   def completion_tokens(self) -> int:
@@ -65,19 +69,27 @@ class GenerateResult:
 
 @dataclasses.dataclass
 class _Running:
-  """A submitted request: `pending` ids still to write; outputs so far."""
+  """A submitted request: its prompt `input_ids`, the `pending` ids still to write; outputs so far."""
   request: GenerateRequest
   max_new: int
   stop_ids: frozenset
   sample_seed: int
+  input_ids: np.ndarray
   pending: np.ndarray
+  cached_tokens: int = 0
   output_ids: list = dataclasses.field(default_factory=list)
   output_logprobs: list = dataclasses.field(default_factory=list)
 
 
 def _bucket(n: int, limit: int) -> int:
-  """The padded chunk length: the next power of two >= n, at most `limit`."""
+  """The padded size: the next power of two >= n, at most `limit`."""
   return min(1 << max(n - 1, 0).bit_length(), limit)
+
+
+def _common_prefix(a: np.ndarray, b: np.ndarray) -> int:
+  n = min(a.size, b.size)
+  mismatch = np.flatnonzero(a[:n] != b[:n])
+  return int(mismatch[0]) if mismatch.size else n
 
 
 class JaxEngine:
@@ -105,10 +117,15 @@ class JaxEngine:
     self._queue: collections.deque[_Running] = collections.deque()
     self._slots: list[_Running | None] = [None] * num_slots
     self._in_flight: set[str] = set()
+    self._held = [np.zeros(0, np.int32)] * num_slots  # ids cached in each free slot, for reuse
+    self._freed_at = [0] * num_slots
+    self._iterations = 0
 
   def set_params(self, params) -> None:
-    """Swaps in new weights (same config and shardings) for the following steps."""
+    """Swaps in new weights (same config and shardings) for the following steps; cached prefixes
+    of the old weights are no longer reused."""
     self.params = params
+    self._held = [np.zeros(0, np.int32)] * self.num_slots
 
   @property
   def has_work(self) -> bool:
@@ -140,6 +157,7 @@ class JaxEngine:
   def step(self) -> list[GenerateResult]:
     """One iteration: admit queued requests into free slots, write one chunk per busy slot,
     sample where ready; returns the requests finished by it."""
+    self._iterations += 1
     finished = self._admit()
     if any(self._slots):
       logits, ready = self._write_pending()
@@ -154,6 +172,7 @@ class JaxEngine:
     self._queue.clear()
     self._slots = [None] * self.num_slots
     self._in_flight.clear()
+    self._held = [np.zeros(0, np.int32)] * self.num_slots
 
   def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
     """Runs every request to its end on an idle engine; results in request order.
@@ -182,17 +201,23 @@ class JaxEngine:
     return [results[rid] for rid in rids]
 
   def _admit(self) -> list[GenerateResult]:
-    """Fills free slots from the queue (empty budgets finish at once) and empties their cache rows."""
-    finished, reset = [], np.zeros(self.num_slots, bool)
-    for b in range(self.num_slots):
-      while self._slots[b] is None and self._queue:
-        running = self._queue.popleft()
-        if running.max_new == 0:
-          finished.append(self._result(running, {"type": "length", "length": 0}))
-        else:
-          self._slots[b], reset[b] = running, True
-    if reset.any():
-      self.cache = models.reset_slots(self.cache, jnp.asarray(reset))
+    """Fills free slots from the queue (module docstring; empty budgets finish at once)."""
+    finished, kept = [], {}
+    while self._queue and None in self._slots:
+      running = self._queue.popleft()
+      if running.max_new == 0:
+        finished.append(self._result(running, {"type": "length", "length": 0}))
+        continue
+      free = [b for b, s in enumerate(self._slots) if s is None]
+      # at most all but one prompt id is reused: the last one is written for its logits
+      reuse = {b: _common_prefix(self._held[b], running.input_ids[:-1]) for b in free}
+      slot = max(free, key=lambda b: (reuse[b], -self._freed_at[b]))
+      running.cached_tokens = reuse[slot]
+      running.pending = running.input_ids[reuse[slot]:]
+      self._slots[slot], self._held[slot], kept[slot] = running, np.zeros(0, np.int32), reuse[slot]
+    if kept:
+      self.cache = self.cache.replace(lengths=self.cache.lengths.at[jnp.asarray(list(kept))].set(
+          jnp.asarray(list(kept.values()), jnp.int32)))
     return finished
 
   def _start(self, request: GenerateRequest) -> _Running:
@@ -203,21 +228,44 @@ class JaxEngine:
     stop_ids = frozenset(params.stop_token_ids) | (frozenset() if params.ignore_eos else self.eos_token_ids)
     seed = params.sampling_seed if params.sampling_seed is not None else self._requests_started
     self._requests_started += 1
-    return _Running(request, max_new, stop_ids, seed, prompt)
+    return _Running(request, max_new, stop_ids, seed, prompt, prompt)
+
+  def _take(self, rows: list[int], active: list[int], width: int):
+    """(tokens [len(rows), width] right-padded, num_new): the next pending chunk of each row's
+    slot if it is in `active`, else nothing (num_new 0)."""
+    tokens = np.zeros((len(rows), width), np.int32)
+    num_new = np.zeros(len(rows), np.int32)
+    for i, b in enumerate(rows):
+      if b in active:
+        s = self._slots[b]
+        num_new[i] = min(s.pending.size, width)
+        tokens[i, :num_new[i]] = s.pending[:num_new[i]]
+        s.pending = s.pending[num_new[i]:]
+    return tokens, num_new
 
   def _write_pending(self):
-    """One extend call writing each slot's next chunk; returns (logits [B, V], the slots whose
-    pending tokens are all written, ready to sample)."""
-    slots = self._slots
-    take = np.array([0 if s is None else min(s.pending.size, self.prefill_chunk) for s in slots], np.int32)
-    tokens = np.zeros((self.num_slots, _bucket(int(take.max()), self.prefill_chunk)), np.int32)
-    for b, s in enumerate(slots):
-      if s is not None:
-        tokens[b, :take[b]] = s.pending[:take[b]]
-        s.pending = s.pending[take[b]:]
-    logits, self.cache = models.extend(self.cfg, self.params, self.cache, tokens, take,
-                                       self.mesh_rules)
-    return logits, [b for b, s in enumerate(slots) if s is not None and s.pending.size == 0]
+    """The prefill call (slots with several pending ids) then the decode call (slots with one);
+    returns (logits [B, V], the slots whose pending ids are all written, ready to sample)."""
+    pending = [0 if s is None else s.pending.size for s in self._slots]
+    prefill = [b for b, n in enumerate(pending) if n > 1]
+    decode = [b for b, n in enumerate(pending) if n == 1]
+    logits = None
+    if decode:
+      tokens, num_new = self._take(list(range(self.num_slots)), decode, 1)
+      logits, self.cache = models.extend(self.cfg, self.params, self.cache, tokens, num_new, self.mesh_rules)
+    if prefill:
+      # pad the rows with other slots (num_new 0: they are read and written back unchanged)
+      others = [b for b in range(self.num_slots) if b not in prefill]
+      rows = prefill + others[:_bucket(len(prefill), self.num_slots) - len(prefill)]
+      width = _bucket(max(min(pending[b], self.prefill_chunk) for b in prefill), self.prefill_chunk)
+      tokens, num_new = self._take(rows, prefill, width)
+      prefill_logits, self.cache = models.extend(self.cfg, self.params, self.cache, tokens, num_new,
+                                                 self.mesh_rules, slots=np.array(rows, np.int32))
+      if logits is None:
+        logits = jnp.zeros((self.num_slots, prefill_logits.shape[-1]), prefill_logits.dtype)
+      logits = logits.at[jnp.asarray(prefill)].set(prefill_logits[:len(prefill)])
+    ready = [b for b in prefill + decode if self._slots[b].pending.size == 0]
+    return logits, ready
 
   def _sample(self, logits, ready: list[int]) -> list[GenerateResult]:
     """Samples the next token of each ready slot; finishes requests at a stop id or their budget."""
@@ -249,13 +297,15 @@ class JaxEngine:
         continue
       finished.append(self._result(s, finish))
       self._slots[b] = None
+      self._held[b] = np.concatenate([s.input_ids, np.array(s.output_ids[:-1], np.int32)])
+      self._freed_at[b] = self._iterations
     return finished
 
   @staticmethod
   def _result(s: _Running, finish_reason: dict) -> GenerateResult:
     return GenerateResult(s.request.rid, np.array(s.output_ids, np.int32),
                           np.array(s.output_logprobs, np.float32), finish_reason,
-                          len(s.request.input_ids))
+                          int(s.input_ids.size), s.cached_tokens)
 
 
 class AsyncJaxEngine:
