@@ -3,7 +3,8 @@
 Generates the synthetic task (integer problems where Python helps, and deliberately imperfect
 tool-use traces in the exact rStar2 format, PAPER.md §2) into WORKDIR/data, then trains with the
 trainer's loss masking (only the model's tokens count), checkpoints, and writes metrics.jsonl,
-TensorBoard, loss.png, summary.json and the final policy as a Hugging Face checkpoint.
+TensorBoard, loss.png, summary.json and the final policy as a Hugging Face checkpoint; then
+evaluates it with agent rollouts whose Python calls run in the sandbox (eval.json, eval_samples.jsonl).
 
   python -m rstar_jax.main --config experiments/tiny.py --workdir runs/tiny
   python -m rstar_jax.main --config experiments/tiny.py:smoke --workdir runs/tiny_smoke
@@ -72,6 +73,21 @@ def get_config(arg=None):
 
   config.checkpoint = dict(every_steps=25, max_to_keep=2, async_save=True)
 
+  # Evaluation of the trained policy: agent rollouts whose tool calls a real sandbox runs, scored
+  # with the default reward (PAPER.md §10 protocol: temperature 0.6, several samples per problem).
+  config.eval = dict(
+      problems_files=[],  # "SCHEMA:PATH" specs; empty: the synthetic task's eval split
+      num_problems=64,  # the first N problems; 0 turns the evaluation off
+      num_samples=2,
+      temperature=0.6,
+      max_response_length=1024,
+      max_assistant_turns=5,
+      num_slots=32,  # sequences the JAX engine decodes at once
+      seed=0,
+      sandbox_url="",  # a running `rstar-sandbox serve`; empty: an in-process pool (needs root)
+      sandbox_workers=1,
+  )
+
   if arg.smoke:  # a few steps of a smaller model, for tests
     config.data.synthetic = dict(seed=0, num_train=40, num_eval=20, num_sft=24)
     config.model.update(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, num_kv_heads=1,
@@ -79,4 +95,5 @@ def get_config(arg=None):
     config.sft.update(steps=4, batch_size=4, rows_per_microbatch=2, num_microbatches=2, num_eval=4,
                       eval_every_steps=2)
     config.checkpoint.every_steps = 2
+    config.eval.update(num_problems=0, num_samples=1, max_response_length=48, num_slots=8)
   return config

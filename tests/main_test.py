@@ -46,12 +46,30 @@ def test_smoke_run_writes_metrics_checkpoints_and_a_loadable_policy(tmp_path):
   assert np.isfinite(np.asarray(models.logits(cfg, params, ids))).all()
 
 
+def test_the_trained_policy_is_evaluated_with_real_tool_calls(tmp_path):
+  config = _smoke_config()
+  config.eval.num_problems = 4
+  summary = run_lib.run(config, str(tmp_path), origin="experiments/tiny.py:smoke")
+  metrics = json.loads((tmp_path / "eval.json").read_text())
+  assert summary["eval"] == metrics and metrics["eval/num_rollouts"] == 4
+  assert 0 <= metrics["eval/accuracy"] <= 1
+  assert sum(metrics[f"eval/finish/{r}"] for r in ("stop", "length", "max_turns", "tool_response_overflow")) == 1
+  samples = [json.loads(line) for line in (tmp_path / "eval_samples.jsonl").read_text().splitlines()]
+  assert [s["id"] for s in samples] == [f"synthetic/eval/{i:06d}" for i in range(4)]
+  assert metrics["eval/accuracy"] == np.mean([s["reward"] for s in samples])
+
+
 def test_bad_config_values_are_named():
   config = _smoke_config(steps=0)
   with pytest.raises(ValueError, match=r"config.sft.steps=0 must be a positive integer \(experiments/tiny.py:smoke\)"):
     run_lib.validate(config, "experiments/tiny.py:smoke")
   config = _smoke_config(logits_chunk=7)
   with pytest.raises(ValueError, match="config.sft.logits_chunk=7 must be 0 or divide"):
+    run_lib.validate(config)
+  config = _smoke_config()
+  config.eval.num_problems = 2
+  config.data.sft_files = ["traces.jsonl"]
+  with pytest.raises(ValueError, match="config.eval.problems_files=.* is empty but config.data.sft_files is set"):
     run_lib.validate(config)
 
 

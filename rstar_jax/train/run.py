@@ -3,11 +3,15 @@
 Jobs (config.job):
   sft  supervised fine-tuning of the policy on tool-use traces (train/sft.py); with no trace files
        configured, the synthetic task of the tiny default is generated into workdir/data first.
-The RL stages join here when the rollout engines land.
+       Then, unless config.eval.num_problems is 0, the trained policy is evaluated with agent
+       rollouts whose tool calls a real sandbox runs (train/evaluate.py), on the synthetic eval
+       split or config.eval.problems_files.
+The RL stages join here with the RL step loop.
 
 Files a run writes under workdir: config.json (the first run's; a rerun in the same workdir must
 keep the keys that fix its data, tokenizer and checkpoints), metrics.jsonl, tensorboard/, checkpoints/,
-policy/ (the final policy as a Hugging Face checkpoint, with its tokenizer.json), loss.png, summary.json.
+policy/ (the final policy as a Hugging Face checkpoint, with its tokenizer.json), loss.png, summary.json,
+eval.json and eval_samples.jsonl.
 """
 import json
 import os
@@ -18,7 +22,7 @@ from absl import logging
 from rstar_jax import chat
 from rstar_jax import data
 from rstar_jax import models
-from rstar_jax.train import plots, policy, sft
+from rstar_jax.train import evaluate, plots, policy, sft
 from rstar_jax.train.config_lib import require
 
 JOBS = ("sft",)
@@ -56,6 +60,24 @@ def validate(config: ml_collections.ConfigDict, origin: str = "") -> None:
   if not config.data.sft_files:
     require(config, "sft.num_eval", lambda v: v < config.data.synthetic.num_sft,
             f"must be smaller than config.data.synthetic.num_sft={config.data.synthetic.num_sft}", origin)
+  _validate_eval(config, origin)
+
+
+def _validate_eval(config: ml_collections.ConfigDict, origin: str) -> None:
+  require(config, "eval.num_problems", lambda v: isinstance(v, int) and v >= 0,
+          "must be a non-negative integer (0: no evaluation)", origin)
+  if not config.eval.num_problems:
+    return
+  for path in ("eval.num_samples", "eval.max_response_length", "eval.max_assistant_turns", "eval.num_slots",
+               "eval.sandbox_workers"):
+    require(config, path, lambda v: isinstance(v, int) and v > 0, "must be a positive integer", origin)
+  require(config, "eval.temperature", lambda v: v >= 0, "must be non-negative", origin)
+  require(config, "eval.sandbox_url", lambda v: v or os.geteuid() == 0,
+          "is empty, so an in-process sandbox would run the tool calls, which needs root: run as root, "
+          "give the URL of a running `rstar-sandbox serve`, or set config.eval.num_problems=0", origin)
+  require(config, "eval.problems_files", lambda v: v or not config.data.sft_files,
+          "is empty but config.data.sft_files is set, so there is no synthetic eval split: give "
+          "'SCHEMA:PATH' problem files or set config.eval.num_problems=0", origin)
 
 
 # Keys that fix what a workdir's data, tokenizer and checkpoints are; a rerun in the same workdir
@@ -99,9 +121,10 @@ def _check_workdir(config: ml_collections.ConfigDict, workdir: str, origin: str)
 
 def _check_batch_divides(config: ml_collections.ConfigDict, mesh_rules: models.MeshRules, origin: str) -> None:
   batch_devices = mesh_rules.mesh.shape["data"] * mesh_rules.mesh.shape["fsdp"]
-  require(config, "sft.rows_per_microbatch", lambda v: v % batch_devices == 0,
-          f"must be a multiple of the mesh's data x fsdp devices ({batch_devices}; set config.mesh.* "
-          "or config.mesh.num_devices)", origin)
+  for path in ("sft.rows_per_microbatch",) + (("eval.num_slots",) if config.eval.num_problems else ()):
+    require(config, path, lambda v: v % batch_devices == 0,
+            f"must be a multiple of the mesh's data x fsdp devices ({batch_devices}; set config.mesh.* "
+            "or config.mesh.num_devices)", origin)
 
 
 def _sft_traces(config: ml_collections.ConfigDict, workdir: str) -> list[data.SftTrace]:
@@ -119,6 +142,12 @@ def _sft_traces(config: ml_collections.ConfigDict, workdir: str) -> list[data.Sf
       raise FileNotFoundError(f"config.data.sft_files: no file at {path!r}")
     traces.extend(data.read_sft_traces(path)[0])
   return traces
+
+
+def _eval_problems(config: ml_collections.ConfigDict, workdir: str) -> list[data.Problem]:
+  specs = list(config.eval.problems_files) or ["problems:" + os.path.join(workdir, "data", "eval.jsonl")]
+  problems, _ = data.load_problems(specs, "config.eval.problems_files", integer_answers=False)
+  return problems
 
 
 def _tokenizer(config: ml_collections.ConfigDict, workdir: str, traces: list[data.SftTrace]) -> chat.Tokenizer:
@@ -155,6 +184,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, origin: str = "") -> di
     tokenizer.save(policy_dir)
   plots.plot_losses(workdir)
   summary["skipped_rows"] = dict(stats.skipped)
+  if config.eval.num_problems:
+    summary["eval"] = evaluate.evaluate_policy(config.eval, cfg, state.params, tokenizer,
+                                               _eval_problems(config, workdir), workdir, mesh_rules)
   data.write_json_atomic(os.path.join(workdir, "summary.json"), summary)
   logging.info("done: %s", summary)
   return summary
