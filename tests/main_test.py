@@ -142,10 +142,12 @@ def test_killed_run_resumes_with_the_same_metrics_as_an_uninterrupted_run(tmp_pa
 
 @pytest.mark.slow
 def test_tiny_default_learns_the_trace_format(tmp_path):
-  """The README's main job (100 steps): training and held-out loss fall from ~6.9 to below 1."""
+  """The README's main job (100 steps): training and held-out loss fall from ~6.9 to below 1, and
+  the trained policy, evaluated as an agent, writes tool calls that the sandbox runs."""
   config = tiny.get_config()
   config.mesh.num_devices = 4  # 4-row microbatches over the fsdp axis
   summary = run_lib.run(config, str(tmp_path), origin="experiments/tiny.py")
   rows = metrics_lib.read_metrics(str(tmp_path))
   assert len(rows) == config.sft.steps and rows[0]["loss/sft"] > 5.0
   assert summary["final_metrics"]["loss/sft"] < 1.0 and summary["final_metrics"]["eval/loss_sft"] < 1.0
+  assert summary["eval"]["eval/tool_calls_mean"] > 0.5 and summary["eval"]["eval/finish/stop"] > 0.5
