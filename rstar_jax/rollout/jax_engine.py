@@ -185,9 +185,10 @@ class JaxEngine:
     if self.has_work:
       raise RuntimeError("generate needs an idle engine; it has requests in flight")
     rids = [r.rid for r in requests]
+    counts = collections.Counter(rids)
     for request in requests:
       self.check_request(request)
-      if rids.count(request.rid) > 1:
+      if counts[request.rid] > 1:
         raise ValueError(f"request {request.rid!r}: rid repeated within one generate call")
     for request in requests:
       self.submit(request)
