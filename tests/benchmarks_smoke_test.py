@@ -1,5 +1,5 @@
-"""Smoke runs of benchmarks/model_bench.py and train_bench.py (`--quick`, a tiny model) as a user
-runs them, checks of their ratio tables against their own columns, the FLOP formula by hand, and
+"""Smoke runs of benchmarks/model_bench.py, train_bench.py and engine_bench.py (`--quick`, a tiny
+model) as a user runs them, checks of their ratio tables against their own columns, the FLOP formula by hand, and
 the GPU-mode measurements run on CPU on the tiny model.
 
   python -m pytest -q tests/benchmarks_smoke_test.py
@@ -78,6 +78,12 @@ def test_train_bench_quick_prints_agreement_and_ratio_rows():
   assert float(losses[1]) == pytest.approx(math.log(256), abs=0.1)
   assert float(losses[2]) <= 1e-3 and float(losses[4]) <= 1e-3
   _check_ratios(_table(stdout), {"train step (2x32) tok/s": True, "train step ms": False})
+
+
+def test_engine_bench_quick_checks_outputs_and_prints_the_ratio():
+  stdout = _run_quick("engine_bench.py")
+  assert re.search(r"outputs: first token equal for all 6 requests; all 8 tokens equal for \d of 6", stdout), stdout
+  _check_ratios(_table(stdout), {"generate (6 req, B=4) tok/s": True})
 
 
 def test_flops_per_token_matches_hand_count(bench):
