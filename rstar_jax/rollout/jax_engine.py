@@ -271,7 +271,7 @@ class JaxEngine:
   def _sample(self, logits, ready: list[int]) -> list[GenerateResult]:
     """Samples the next token of each ready slot; finishes requests at a stop id or their budget."""
     rows = [self._slots[b] if b in ready else None for b in range(self.num_slots)]
-    default = sampling_lib.SamplingParams()
+    default = sampling_lib.SamplingParams(temperature=0.0)  # rows not sampled now: the cheapest
     params = [default if s is None else s.request.sampling for s in rows]
     tokens, logprobs = sampling_lib.sample_tokens(
         logits, self.seed,
@@ -281,7 +281,7 @@ class JaxEngine:
         np.array([p.top_p for p in params], np.float32),
         np.array([p.top_k for p in params], np.int32),
         np.array([p.min_p for p in params], np.float32), self.vocab_limit,
-        use_filters=any(p.needs_filter for p in params))
+        use_filters=any(p.needs_filter for p in params), all_greedy=all(p.is_greedy for p in params))
     tokens, logprobs = np.asarray(tokens), np.asarray(logprobs)
     finished = []
     for b in ready:

@@ -93,9 +93,9 @@ def _filter_mask(scaled_logits, top_k, top_p, min_p):
   return jnp.zeros_like(keep_sorted).at[jnp.arange(order.shape[0])[:, None], order].set(keep_sorted)
 
 
-@functools.partial(jax.jit, static_argnames=("use_filters",))
+@functools.partial(jax.jit, static_argnames=("use_filters", "all_greedy"))
 def sample_tokens(logits, seed, sample_seeds, steps, temperature, top_p, top_k, min_p,
-                  vocab_limit=None, use_filters: bool = True):
+                  vocab_limit=None, use_filters: bool = True, all_greedy: bool = False):
   """Next tokens and their logprobs for each row (module docstring).
 
   Args:
@@ -106,6 +106,7 @@ def sample_tokens(logits, seed, sample_seeds, steps, temperature, top_p, top_k, 
     temperature, top_p, min_p: fp32 [B]; top_k: int32 [B] (-1: off).
     vocab_limit: int scalar, ids at or above it are never drawn; None: V.
     use_filters: False skips top_k/top_p/min_p (exact when no row sets them; avoids a sort).
+    all_greedy: True skips drawing (exact when every row is greedy; avoids [B, V] random numbers).
 
   Returns:
     (tokens int32 [B], logprobs fp32 [B]).
@@ -116,11 +117,13 @@ def sample_tokens(logits, seed, sample_seeds, steps, temperature, top_p, top_k, 
   logprobs = jax.nn.log_softmax(scaled, axis=-1)
   if vocab_limit is not None:
     scaled = jnp.where(jnp.arange(scaled.shape[-1]) < vocab_limit, scaled, -jnp.inf)
-  candidates = scaled
-  if use_filters:
-    candidates = jnp.where(_filter_mask(scaled, top_k, top_p, min_p), scaled, -jnp.inf)
-  base = jax.random.key(seed)
-  keys = jax.vmap(lambda s, t: jax.random.fold_in(jax.random.fold_in(base, s), t))(sample_seeds, steps)
-  sampled = jax.vmap(jax.random.categorical)(keys, candidates)
-  tokens = jnp.where(greedy, jnp.argmax(scaled, axis=-1), sampled).astype(jnp.int32)
+  tokens = jnp.argmax(scaled, axis=-1).astype(jnp.int32)
+  if not all_greedy:
+    candidates = scaled
+    if use_filters:
+      candidates = jnp.where(_filter_mask(scaled, top_k, top_p, min_p), scaled, -jnp.inf)
+    base = jax.random.key(seed)
+    keys = jax.vmap(lambda s, t: jax.random.fold_in(jax.random.fold_in(base, s), t))(sample_seeds, steps)
+    sampled = jax.vmap(jax.random.categorical)(keys, candidates)
+    tokens = jnp.where(greedy, tokens, sampled).astype(jnp.int32)
   return tokens, jnp.take_along_axis(logprobs, tokens[:, None], axis=-1)[:, 0]
