@@ -69,6 +69,25 @@ def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
   return (x * jnp.cos(angles).astype(x.dtype) + rotated * jnp.sin(angles).astype(x.dtype))
 
 
+@jax.custom_jvp
+def _softmax(x: jax.Array) -> jax.Array:
+  """softmax over the last axis, exp(x - max x) / sum exp(x - max x) (the values of jax.nn.softmax).
+
+  Its JVP y * (dx - sum(y dx)) needs only the output y, so differentiation keeps one array of
+  x's shape for the backward pass; jax.nn.softmax, differentiated through its max, exp and
+  division, keeps three (the masked scores, their exponentials and y).
+  """
+  unnormalized = jnp.exp(x - jnp.max(x, axis=-1, keepdims=True))
+  return unnormalized / jnp.sum(unnormalized, axis=-1, keepdims=True)
+
+
+@_softmax.defjvp
+def _softmax_jvp(primals, tangents):
+  (x,), (dx,) = primals, tangents
+  y = _softmax(x)
+  return y, y * (dx - jnp.sum(y * dx, axis=-1, keepdims=True))
+
+
 def _attend(q: jax.Array, key: jax.Array, value: jax.Array, mask: jax.Array) -> jax.Array:
   """softmax(q k^T / sqrt(D) + mask) v: q [B, T, H, D], key/value [B, S, K, D], mask bool [B, T, S].
 
@@ -84,7 +103,7 @@ def _attend(q: jax.Array, key: jax.Array, value: jax.Array, mask: jax.Array) -> 
   key, value = key.transpose(0, 2, 1, 3), value.transpose(0, 2, 1, 3)
   scores = jnp.einsum("bkmd,bksd->bkms", q, key, preferred_element_type=jnp.float32) * d ** -0.5
   mask = jnp.broadcast_to(mask[:, None], (b, g) + mask.shape[1:]).reshape(b, 1, g * t, -1)
-  probs = jax.nn.softmax(jnp.where(mask, scores, _NEG_INF), axis=-1).astype(q.dtype)
+  probs = _softmax(jnp.where(mask, scores, _NEG_INF)).astype(q.dtype)
   out = jnp.einsum("bkms,bksd->bkmd", probs, value)
   return out.reshape(b, k, g, t, d).transpose(0, 3, 1, 2, 4).reshape(b, t, h, d)
 
