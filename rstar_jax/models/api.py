@@ -17,7 +17,7 @@ from flax import linen as nn
 
 from rstar_jax.models.config import ModelConfig
 from rstar_jax.models.kv_cache import KVCache
-from rstar_jax.models.qwen import Decoder
+from rstar_jax.models.qwen import AttentionContext, Decoder
 from rstar_jax.models.sharding import MeshRules, check_divisible, constrain
 
 
@@ -70,7 +70,7 @@ def _causal_ctx(tokens, positions=None, segment_ids=None):
   mask = jnp.broadcast_to(index[None, :] <= index[:, None], (b, t, t))
   if segment_ids is not None:
     mask = mask & (segment_ids[:, :, None] == segment_ids[:, None, :])
-  return {"positions": positions, "mask": mask}
+  return AttentionContext(positions, mask)
 
 
 def _check_tokens(cfg: ModelConfig, input_ids, what: str) -> None:
@@ -123,15 +123,15 @@ def logits(cfg: ModelConfig, params, input_ids):
   return forward(cfg, params, input_ids)
 
 
-def _extend_body(cfg, params, cache, tokens, num_new, mesh_rules):
+def _extend_body(cfg, params, cache, tokens, num_new, mesh_rules, attend_length):
   b, t = tokens.shape
   start = cache.lengths
   positions = start[:, None] + jnp.arange(t, dtype=jnp.int32)[None, :]
   new_lengths = start + num_new
-  key_pos = jnp.arange(cache.max_length, dtype=jnp.int32)
+  key_pos = jnp.arange(attend_length or cache.max_length, dtype=jnp.int32)
   mask = (key_pos[None, None, :] <= positions[:, :, None]) & (key_pos[None, None, :] < new_lengths[:, None, None])
   rows = jnp.broadcast_to(jnp.arange(b, dtype=jnp.int32)[:, None], (b, t))
-  ctx = {"positions": positions, "mask": mask, "write_index": (rows, positions)}
+  ctx = AttentionContext(positions, mask, (rows, positions))
   model = Decoder(cfg, mesh_rules)
   hidden, (k, v) = model.apply({"params": params}, tokens, ctx, (cache.k, cache.v))
   last = jnp.clip(num_new - 1, 0, t - 1)
@@ -140,36 +140,45 @@ def _extend_body(cfg, params, cache, tokens, num_new, mesh_rules):
   return out, KVCache(k, v, new_lengths)
 
 
-_extend = jax.jit(_extend_body, static_argnames=("cfg", "mesh_rules"), donate_argnames=("cache",))
+_extend = jax.jit(_extend_body, static_argnames=("cfg", "mesh_rules", "attend_length"),
+                  donate_argnames=("cache",))
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "mesh_rules"), donate_argnames=("cache",))
-def _extend_slots(cfg, params, cache, tokens, num_new, slots, mesh_rules):
+@functools.partial(jax.jit, static_argnames=("cfg", "mesh_rules", "attend_length"), donate_argnames=("cache",))
+def _extend_slots(cfg, params, cache, tokens, num_new, slots, mesh_rules, attend_length):
   sub = KVCache(cache.k[:, slots], cache.v[:, slots], cache.lengths[slots])
-  out, sub = _extend_body(cfg, params, sub, tokens, num_new, mesh_rules)
+  out, sub = _extend_body(cfg, params, sub, tokens, num_new, mesh_rules, attend_length)
   return out, KVCache(cache.k.at[:, slots].set(sub.k), cache.v.at[:, slots].set(sub.v),
                       cache.lengths.at[slots].set(sub.lengths))
 
 
 def extend(cfg: ModelConfig, params, cache: KVCache, tokens, num_new, mesh_rules: MeshRules | None = None,
-           slots=None):
+           slots=None, attend_length: int | None = None):
   """Appends tokens to cache slots; returns (logits fp32 [b, V] of each row's last new token, cache).
 
   tokens: int [b, T], right-padded; num_new: int32 [b], real tokens per row (0: slot unchanged,
   its logits meaningless). Row i goes to slot `slots[i]` (int32 [b], distinct), or to slot i when
   `slots` is None (then b = the number of slots). A call with `slots` computes only its b rows,
-  so a prefill of a few slots does not pay for the others. The cache is donated. See kv_cache.py
-  for the padding convention.
+  so a prefill of a few slots does not pay for the others. The cache is donated; each layer
+  writes just the new positions, in place. `attend_length` (static; default the cache length)
+  limits attention to the first positions of each slot: it must cover every row's new length
+  (callers pass a power-of-two bucket of the longest live sequence, so short sequences do not
+  pay for the allocated length). See kv_cache.py for the padding convention.
   """
   _check_tokens(cfg, tokens, "tokens")
   num_new = jnp.asarray(num_new, jnp.int32)
+  if attend_length is not None and not 0 < attend_length <= cache.max_length:
+    raise ValueError(f"attend_length must be in [1, {cache.max_length}], got {attend_length}")
+  if attend_length == cache.max_length:
+    attend_length = None  # one compiled variant for the whole length
   if slots is None:
     if tokens.shape[0] != cache.num_slots:
       raise ValueError(f"tokens has {tokens.shape[0]} rows but the cache has {cache.num_slots} slots")
-    return _extend(cfg, params, cache, tokens, num_new, mesh_rules)
+    return _extend(cfg, params, cache, tokens, num_new, mesh_rules, attend_length)
   slots = np.asarray(slots)
   if slots.shape != (tokens.shape[0],) or len(set(slots.tolist())) != slots.size or (
       slots.size and not 0 <= slots.min() <= slots.max() < cache.num_slots):
     raise ValueError(f"slots must be {tokens.shape[0]} distinct indices in [0, {cache.num_slots}), "
                      f"one per row of tokens, got {slots.tolist()}")
-  return _extend_slots(cfg, params, cache, tokens, num_new, jnp.asarray(slots, jnp.int32), mesh_rules)
+  return _extend_slots(cfg, params, cache, tokens, num_new, jnp.asarray(slots, jnp.int32), mesh_rules,
+                       attend_length)

@@ -70,6 +70,12 @@ class ModelConfig:
   def replace(self, **changes) -> "ModelConfig":
     return dataclasses.replace(self, **changes)
 
+  @property
+  def eos_token_ids(self) -> tuple[int, ...]:
+    """eos_token_id as a tuple (empty when None)."""
+    eos = self.eos_token_id
+    return () if eos is None else tuple(eos) if isinstance(eos, tuple) else (eos,)
+
 
 def qwen(model_type: str, **fields) -> ModelConfig:
   """A ModelConfig with the family defaults of `model_type` (bias and q/k norm flags) filled in."""

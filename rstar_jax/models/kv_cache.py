@@ -1,7 +1,7 @@
 """A slot-based KV cache for incremental decoding and continuous batching.
 
 The cache holds B slots; slot b stores the keys and values of one sequence at positions
-0 .. lengths[b]-1 of its own row (k, v: [L, B, S, K, D]). Each slot advances independently:
+0 .. lengths[b]-1 of its own row (k, v: [L, B, K, S, D], head-major, the layout attention reads). Each slot advances independently:
 `models.extend` appends num_new[b] tokens to slot b (0 leaves it as it is), so prefill, one-token
 decode steps and multi-token tool outputs are the same operation, and a finished slot can be
 reset and refilled with a new request while the others keep decoding.
@@ -19,19 +19,19 @@ from flax import struct
 from rstar_jax.models.config import ModelConfig
 from rstar_jax.models.sharding import MeshRules
 
-CACHE_AXES = ("layers", "batch", "length", "heads", "kv")
+CACHE_AXES = ("layers", "batch", "heads", "length", "kv")
 
 
 @struct.dataclass
 class KVCache:
-  """k, v: [L, B, S, K, D]; lengths: int32 [B], the number of valid positions of each slot."""
+  """k, v: [L, B, K, S, D]; lengths: int32 [B], the number of valid positions of each slot."""
   k: jax.Array
   v: jax.Array
   lengths: jax.Array
 
   @property
   def max_length(self) -> int:
-    return self.k.shape[2]
+    return self.k.shape[3]
 
   @property
   def num_slots(self) -> int:
@@ -43,7 +43,7 @@ def init_cache(cfg: ModelConfig, num_slots: int, max_length: int, dtype=None,
   """An empty cache of `num_slots` slots of `max_length` positions, in `dtype` (default: compute)."""
   if num_slots <= 0 or max_length <= 0:
     raise ValueError(f"num_slots and max_length must be positive, got {num_slots}, {max_length}")
-  shape = (cfg.num_layers, num_slots, max_length, cfg.num_kv_heads, cfg.head_dim)
+  shape = (cfg.num_layers, num_slots, cfg.num_kv_heads, max_length, cfg.head_dim)
   dtype = jnp.dtype(dtype or cfg.dtype)
 
   def make():

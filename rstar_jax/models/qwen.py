@@ -11,7 +11,7 @@ softmax(q k^T / sqrt(D) + mask) v over the allowed keys, each kv head shared by 
 The mask allows key s for query t iff key_pos[s] <= query_pos[t], the key is valid, and both sit in
 the same segment (packed sequences).
 """
-from typing import Any
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +21,21 @@ from rstar_jax.models.config import ModelConfig
 from rstar_jax.models.sharding import MeshRules, constrain
 
 _NEG_INF = -0.7 * float(jnp.finfo(jnp.float32).max)  # finite, so a row with no allowed key stays finite
+
+
+class AttentionContext(NamedTuple):
+  """What attention needs besides the tokens.
+
+  Attributes:
+    positions: int32 [B, T], the RoPE position of each new token.
+    mask: bool [B, T, S], key s visible to query t; S is the number of attended positions (T
+      without a cache; with one, the leading S cache positions, S <= the cache length).
+    write_index: with a cache, (rows, cols) int32 [B, T]: the slot and position each new token's
+      key and value are written to; None without a cache.
+  """
+  positions: jax.Array
+  mask: jax.Array
+  write_index: tuple[jax.Array, jax.Array] | None = None
 
 
 def _param(module: nn.Module, name: str, init, shape, axes, cfg: ModelConfig):
@@ -89,7 +104,8 @@ def _softmax_jvp(primals, tangents):
 
 
 def _attend(q: jax.Array, key: jax.Array, value: jax.Array, mask: jax.Array) -> jax.Array:
-  """softmax(q k^T / sqrt(D) + mask) v: q [B, T, H, D], key/value [B, S, K, D], mask bool [B, T, S].
+  """softmax(q k^T / sqrt(D) + mask) v: q [B, T, H, D], key/value [B, K, S, D] (head-major, the
+  cache's layout), mask bool [B, T, S].
 
   Head-major, with the G query heads of each kv head stacked into one [G*T, D] matrix, so both
   products are batched matmuls over (B, K) on row-major operands and the fp32 [B, K, G*T, S]
@@ -98,9 +114,8 @@ def _attend(q: jax.Array, key: jax.Array, value: jax.Array, mask: jax.Array) -> 
   their gradients between layouts (0.36 s more per step on the 57.9M CPU train-step benchmark).
   """
   b, t, h, d = q.shape
-  k, g = key.shape[2], h // key.shape[2]
+  k, g = key.shape[1], h // key.shape[1]
   q = q.reshape(b, t, k, g, d).transpose(0, 2, 3, 1, 4).reshape(b, k, g * t, d)
-  key, value = key.transpose(0, 2, 1, 3), value.transpose(0, 2, 1, 3)
   scores = jnp.einsum("bkmd,bksd->bkms", q, key, preferred_element_type=jnp.float32) * d ** -0.5
   mask = jnp.broadcast_to(mask[:, None], (b, g) + mask.shape[1:]).reshape(b, 1, g * t, -1)
   probs = _softmax(jnp.where(mask, scores, _NEG_INF)).astype(q.dtype)
@@ -114,7 +129,10 @@ class Attention(nn.Module):
   mesh_rules: MeshRules | None = None
 
   @nn.compact
-  def __call__(self, x, ctx, layer_cache):
+  def __call__(self, x, ctx: AttentionContext, cache, layer):
+    """x [B, T, E] -> ([B, T, E], cache). cache: None or the whole (k, v), each [L, B, K, S_max, D];
+    this layer (`layer`, an int32 scalar) writes its new keys/values in place and attends to the
+    first S = ctx.mask.shape[-1] positions."""
     cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
     e, h, k, d = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
 
@@ -129,23 +147,27 @@ class Attention(nn.Module):
     if cfg.qk_norm:
       q = RMSNorm(cfg, "kv", name="q_norm")(q)
       key = RMSNorm(cfg, "kv", name="k_norm")(key)
-    q = rope(q, ctx["positions"], cfg.rope_theta)
-    key = rope(key, ctx["positions"], cfg.rope_theta)
+    q = rope(q, ctx.positions, cfg.rope_theta)
+    key = rope(key, ctx.positions, cfg.rope_theta)
     q = constrain(q, ("batch", "length", "heads", "kv"), self.mesh_rules)
 
-    new_cache = None
-    if layer_cache is not None:  # write the T new keys/values at each sequence's next positions
-      rows, cols = ctx["write_index"]
-      new_cache = (layer_cache[0].at[rows, cols].set(key.astype(layer_cache[0].dtype), mode="drop"),
-                   layer_cache[1].at[rows, cols].set(value.astype(layer_cache[1].dtype), mode="drop"))
-      key, value = new_cache[0].astype(dtype), new_cache[1].astype(dtype)
+    if cache is not None:  # write the T new keys/values at each sequence's next positions, in place
+      rows, cols = ctx.write_index
+      attended = ctx.mask.shape[-1]
+      # cache [L, B, K, S, D]: index (layer, rows, :, cols) selects [B, T, K, D], the new ones' shape
+      cache = tuple(c.at[layer, rows, :, cols].set(new.astype(c.dtype), mode="drop")
+                    for c, new in zip(cache, (key, value)))
+      key, value = (jax.lax.dynamic_index_in_dim(c, layer, 0, keepdims=False)[:, :, :attended].astype(dtype)
+                    for c in cache)
+    else:
+      key, value = key.transpose(0, 2, 1, 3), value.transpose(0, 2, 1, 3)
 
-    out = _attend(q, key, value, ctx["mask"])
+    out = _attend(q, key, value, ctx.mask)
     o_kernel = _param(self, "o_proj_kernel", _normal, (h, d, e), ("heads", "kv", "embed"), cfg)
     y = _dense(out, o_kernel.astype(dtype), contract=2)
     if cfg.o_bias:
       y = y + _param(self, "o_proj_bias", nn.initializers.zeros, (e,), ("embed",), cfg).astype(dtype)
-    return y, new_cache
+    return y, cache
 
 
 class Mlp(nn.Module):
@@ -166,18 +188,21 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-  """One pre-norm decoder block; scanned over layers (carry: the residual stream)."""
+  """One pre-norm decoder block; scanned over layers. The carry is (residual stream, cache): the
+  whole cache rides in the carry, so each layer updates its slice in place (no per-layer copies
+  of the cache in and out of the scan)."""
   cfg: ModelConfig
   mesh_rules: MeshRules | None = None
 
   @nn.compact
-  def __call__(self, x, layer_cache, ctx):
-    attn_out, new_cache = Attention(self.cfg, self.mesh_rules, name="self_attn")(
-        RMSNorm(self.cfg, name="input_layernorm")(x), ctx, layer_cache)
+  def __call__(self, carry, layer, ctx: AttentionContext):
+    x, cache = carry
+    attn_out, cache = Attention(self.cfg, self.mesh_rules, name="self_attn")(
+        RMSNorm(self.cfg, name="input_layernorm")(x), ctx, cache, layer)
     x = x + attn_out
     x = x + Mlp(self.cfg, self.mesh_rules, name="mlp")(RMSNorm(self.cfg, name="post_attention_layernorm")(x))
     x = constrain(x, ("batch", "length", "embed"), self.mesh_rules)
-    return x, new_cache
+    return (x, cache), None
 
 
 _REMAT_POLICIES = {
@@ -190,8 +215,8 @@ class Decoder(nn.Module):
   """Embedding, scanned blocks, final norm, output projection -> fp32 hidden states or logits.
 
   __call__(tokens [B, T], ctx, cache) returns (final hidden states [B, T, E], new cache), where
-  ctx holds positions [B, T], mask [B, T, S] and, with a cache, write_index; cache is None or
-  (k, v) of shape [L, B, S, K, D]. `project` maps hidden states to fp32 logits [..., V].
+  ctx is an AttentionContext and cache is None or (k, v) of shape [L, B, S_max, K, D]. `project`
+  maps hidden states to fp32 logits [..., V].
   """
   cfg: ModelConfig
   mesh_rules: MeshRules | None = None
@@ -213,11 +238,11 @@ class Decoder(nn.Module):
       self.lm_head = self.param("lm_head", nn.with_logical_partitioning(_normal, ("embed", "vocab")),
                                 (cfg.hidden_size, cfg.vocab_size), jnp.dtype(cfg.param_dtype))
 
-  def __call__(self, tokens, ctx: dict[str, Any], cache=None):
+  def __call__(self, tokens, ctx: AttentionContext, cache=None):
     x = jnp.take(self.embed_tokens, tokens, axis=0).astype(jnp.dtype(self.cfg.dtype))
     x = constrain(x, ("batch", "length", "embed"), self.mesh_rules)
-    x, new_cache = self.layers(x, cache, ctx)
-    return self.norm(x), new_cache
+    (x, cache), _ = self.layers((x, cache), jnp.arange(self.cfg.num_layers, dtype=jnp.int32), ctx)
+    return self.norm(x), cache
 
   def project(self, hidden):
     dtype = jnp.dtype(self.cfg.dtype)

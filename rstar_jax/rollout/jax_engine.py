@@ -31,6 +31,8 @@ repeated calls draw fresh samples and a run with the same seed and requests repe
 """
 import asyncio
 import collections
+import contextlib
+import contextvars
 import dataclasses
 from typing import Sequence
 
@@ -86,6 +88,16 @@ def _bucket(n: int, limit: int) -> int:
   return min(1 << max(n - 1, 0).bit_length(), limit)
 
 
+def _length_bucket(n: int) -> int:
+  """n rounded up to a quarter-octave bucket: 128 at least, then multiples of 2^(k-2) in
+  (2^(k-1), 2^k] (130 -> 160, 300 -> 320, 5000 -> 5120). Four compiled variants per doubling of
+  the context, at most 25% attended in vain."""
+  if n <= 128:
+    return 128
+  step = 1 << max((n - 1).bit_length() - 3, 0)
+  return -(-n // step) * step
+
+
 def _common_prefix(a: np.ndarray, b: np.ndarray) -> int:
   n = min(a.size, b.size)
   mismatch = np.flatnonzero(a[:n] != b[:n])
@@ -119,6 +131,7 @@ class JaxEngine:
     self._in_flight: set[str] = set()
     self._held = [np.zeros(0, np.int32)] * num_slots  # ids cached in each free slot, for reuse
     self._freed_at = [0] * num_slots
+    self._lengths = np.zeros(num_slots, np.int64)  # host copy of cache.lengths
     self._iterations = 0
 
   def set_params(self, params) -> None:
@@ -217,6 +230,7 @@ class JaxEngine:
       running.pending = running.input_ids[reuse[slot]:]
       self._slots[slot], self._held[slot], kept[slot] = running, np.zeros(0, np.int32), reuse[slot]
     if kept:
+      self._lengths[list(kept)] = list(kept.values())
       self.cache = self.cache.replace(lengths=self.cache.lengths.at[jnp.asarray(list(kept))].set(
           jnp.asarray(list(kept.values()), jnp.int32)))
     return finished
@@ -252,8 +266,10 @@ class JaxEngine:
     decode = [b for b, n in enumerate(pending) if n == 1]
     logits = None
     if decode:
-      tokens, num_new = self._take(list(range(self.num_slots)), decode, 1)
-      logits, self.cache = models.extend(self.cfg, self.params, self.cache, tokens, num_new, self.mesh_rules)
+      rows = list(range(self.num_slots))
+      tokens, num_new = self._take(rows, decode, 1)
+      logits, self.cache = models.extend(self.cfg, self.params, self.cache, tokens, num_new, self.mesh_rules,
+                                         attend_length=self._attend_length(rows, num_new))
     if prefill:
       # pad the rows with other slots (num_new 0: they are read and written back unchanged)
       others = [b for b in range(self.num_slots) if b not in prefill]
@@ -261,12 +277,21 @@ class JaxEngine:
       width = _bucket(max(min(pending[b], self.prefill_chunk) for b in prefill), self.prefill_chunk)
       tokens, num_new = self._take(rows, prefill, width)
       prefill_logits, self.cache = models.extend(self.cfg, self.params, self.cache, tokens, num_new,
-                                                 self.mesh_rules, slots=np.array(rows, np.int32))
+                                                 self.mesh_rules, slots=np.array(rows, np.int32),
+                                                 attend_length=self._attend_length(rows, num_new))
       if logits is None:
         logits = jnp.zeros((self.num_slots, prefill_logits.shape[-1]), prefill_logits.dtype)
       logits = logits.at[jnp.asarray(prefill)].set(prefill_logits[:len(prefill)])
     ready = [b for b in prefill + decode if self._slots[b].pending.size == 0]
     return logits, ready
+
+  def _attend_length(self, rows: list[int], num_new: np.ndarray) -> int:
+    """The attended positions of an extend call: the longest length after it among the rows that
+    write (idle rows' outputs are not used) rounded up to a bucket (`_length_bucket`), at most
+    max_length; updates the host copy of the lengths."""
+    self._lengths[rows] += num_new
+    longest = int(max(self._lengths[r] for r, n in zip(rows, num_new) if n > 0))
+    return min(_length_bucket(longest), self.max_length)
 
   def _sample(self, logits, ready: list[int]) -> list[GenerateResult]:
     """Samples the next token of each ready slot; finishes requests at a stop id or their budget."""
@@ -315,13 +340,40 @@ class AsyncJaxEngine:
   Steps run one at a time in a worker thread while requests are in flight; requests submitted
   meanwhile join at the next step. An error inside a step fails every waiting call with it and
   drops the engine's requests, so no caller waits forever.
+
+  Lockstep (`lockstep=True`): a step starts only when every caller that entered `caller()` is
+  waiting on the engine or has left, and the requests of a step are submitted in rid order. The
+  schedule (which request runs in which slot at which step) then depends only on the requests,
+  not on how long tool calls take, so a run repeats bitwise on the same machine; the price is
+  that decoding pauses while any tracked caller is busy elsewhere (its tool call). Callers that
+  never enter `caller()` are not waited for.
   """
 
-  def __init__(self, engine: JaxEngine):
+  def __init__(self, engine: JaxEngine, lockstep: bool = False):
     self.engine = engine
+    self.lockstep = lockstep
     self._new: list[GenerateRequest] = []
-    self._waiting: dict[str, asyncio.Future] = {}
+    self._waiting: dict[str, tuple[asyncio.Future, bool]] = {}
     self._driver: asyncio.Task | None = None
+    self._busy_callers = 0  # tracked callers neither waiting on the engine nor gone
+    self._settled = asyncio.Event()
+    self._tracked = contextvars.ContextVar(f"tracked_{id(self)}", default=False)
+
+  @contextlib.asynccontextmanager
+  async def caller(self):
+    """Marks the current task as one rollout's caller, waited for in lockstep mode."""
+    token = self._tracked.set(True)
+    self._busy_callers += 1
+    try:
+      yield self
+    finally:
+      self._tracked.reset(token)
+      self._change_busy(-1)
+
+  def _change_busy(self, delta: int) -> None:
+    self._busy_callers += delta
+    if self._busy_callers == 0:
+      self._settled.set()
 
   async def generate(self, request: GenerateRequest) -> GenerateResult:
     """The request's result. Raises ValueError for a bad request or a rid already in flight."""
@@ -329,29 +381,56 @@ class AsyncJaxEngine:
     if request.rid in self._waiting:
       raise ValueError(f"request {request.rid!r}: rid already in flight")
     future = asyncio.get_running_loop().create_future()
-    self._waiting[request.rid] = future
+    tracked = self._tracked.get()
+    self._waiting[request.rid] = (future, tracked)
     self._new.append(request)
+    if tracked:
+      self._change_busy(-1)
     if self._driver is None or self._driver.done():
       self._driver = asyncio.create_task(self._drive())
-    return await future
+    try:
+      return await future
+    except asyncio.CancelledError:
+      if self._waiting.get(request.rid, (None,))[0] is future:  # not handed back by the driver
+        del self._waiting[request.rid]
+        if tracked:
+          self._change_busy(+1)
+      raise
 
   def _step(self, new: list[GenerateRequest]) -> list[GenerateResult]:
     for request in new:
       self.engine.submit(request)
     return self.engine.step()
 
+  async def _wait_for_callers(self) -> None:
+    while self._busy_callers > 0:
+      self._settled.clear()
+      await self._settled.wait()
+
+  def _deliver(self, rid: str, result: GenerateResult | None, error: BaseException | None) -> None:
+    if rid not in self._waiting:  # its cancelled caller took it back
+      return
+    future, tracked = self._waiting.pop(rid)
+    if tracked:  # the caller is busy again from now on (not from when its task resumes)
+      self._change_busy(+1)
+    if future.done():  # cancelled
+      return
+    if error is None:
+      future.set_result(result)
+    else:
+      future.set_exception(error)
+
   async def _drive(self) -> None:
     try:
       while self._new or self.engine.has_work:
+        if self.lockstep:
+          await self._wait_for_callers()
+          self._new.sort(key=lambda request: request.rid)
         new, self._new = self._new, []
         for result in await asyncio.to_thread(self._step, new):
-          future = self._waiting.pop(result.rid)
-          if not future.done():  # its caller may have been cancelled
-            future.set_result(result)
+          self._deliver(result.rid, result, None)
     except Exception as error:  # fail every caller rather than leave one waiting
       self.engine.abort_all()
       self._new.clear()
-      waiting, self._waiting = self._waiting, {}
-      for future in waiting.values():
-        if not future.done():
-          future.set_exception(error)
+      for rid in list(self._waiting):
+        self._deliver(rid, None, error)
