@@ -7,8 +7,12 @@ insertion order (transformers' `tojson`, not jinja2's key-sorting one; PAPER.md 
 
 The paper variants of PAPER.md §11 rows 1-2 (Fig. 3 system wording, `# Tools:` header, the tool
 name `execute_python_code_with_standard_io` and its extra `return` field) are selected by a
-`ChatFormat`; the default is the released, byte-exact §2.2 prompt. The generation prompt is the
-constant `<|im_start|>assistant\\n<reason>` in every variant (§11 row 3).
+`ChatFormat`; the default is the released, byte-exact §2.2 prompt. The "compact" variant is for
+models too small to read a 1,862-character prompt (the tiny default): the same grammar (ChatML
+turns, `<reason>`/`<answer>` with `\\boxed{}`, `<tool_call>` JSON calls of the same function,
+tool outputs in `<tool_response>` user turns) announced in one short system turn, and the
+problem as the bare user turn. The generation prompt is the constant
+`<|im_start|>assistant\\n<reason>` in every variant (§11 row 3).
 """
 import dataclasses
 import json
@@ -24,7 +28,7 @@ GENERATION_PROMPT = "<|im_start|>assistant\n<reason>"
 TOOL_NAME = "python_code_with_standard_io"
 PAPER_TOOL_NAME = "execute_python_code_with_standard_io"
 
-VARIANTS = ("released", "paper")
+VARIANTS = ("released", "paper", "compact")
 
 _SYSTEM_PROMPTS = {
     "released": (
@@ -40,8 +44,11 @@ _SYSTEM_PROMPTS = {
         "provides the user with the answer. The reasoning process and answer are enclosed within "
         "<reason> </reason> and <answer> </answer> tags, respectively, i.e., <reason> reasoning "
         "process here </reason><answer> answer here </answer>."),
+    "compact": "Solve the problem. Reason in <reason> </reason>, answer in <answer> \\boxed{} </answer>.",
 }
 _TOOLS_HEADERS = {"released": "# Tools\n\n", "paper": "# Tools: "}
+# The compact variant's tools line; {call} is a call of the tool as the model writes it.
+_COMPACT_TOOLS = "\nRun Python with:\n{call}"
 _TOOLS_INTRO = ("You may call one or more functions to assist with the user query.\n\n"
                 "You are provided with function signatures within <tools></tools> XML tags:\n"
                 "<tools>")
@@ -74,8 +81,9 @@ class ChatFormat:
   """Which prompt wording and tool schema to render (PAPER.md §11 rows 1-2).
 
   Attributes:
-    variant: "released" (§2.2 wording, `# Tools\\n\\n`) or "paper" (Fig. 3 wording, `# Tools: `).
-      Config key `prompt.variant`.
+    variant: "released" (§2.2 wording, `# Tools\\n\\n`), "paper" (Fig. 3 wording, `# Tools: `) or
+      "compact" (one short system turn, no user prefix; module docstring). Config key
+      `prompt.variant`.
     tool_name: the function name in the schema and in the calls the parser accepts. Config key
       `tool.name`.
     schema_return_field: add the paper's `return` entry to the function schema. Config key
@@ -146,6 +154,9 @@ def system_text(fmt: ChatFormat = DEFAULT_FORMAT, system: str | None = None,
   body = _SYSTEM_PROMPTS[fmt.variant] if system is None else system
   if not tools:
     return IM_START + "system\n" + body + IM_END + "\n"
+  if fmt.variant == "compact":
+    call = _tool_call_block(fmt.tool_name, {"code": "...", "input": ""})
+    return IM_START + "system\n" + body + _COMPACT_TOOLS.format(call=call) + IM_END + "\n"
   listed = "".join("\n" + _tojson(tool) for tool in tools)
   return (IM_START + "system\n" + body + "\n\n" + _TOOLS_HEADERS[fmt.variant] + _TOOLS_INTRO +
           listed + _TOOLS_OUTRO + IM_END + "\n")
@@ -198,6 +209,11 @@ def tool_response_text(tool_texts: Sequence[str]) -> str:
   return IM_START + "user" + blocks + IM_END + "\n" + GENERATION_PROMPT
 
 
+def _user_prefix(fmt: ChatFormat) -> str:
+  """The text the template writes before a user message (none in the compact variant)."""
+  return "" if fmt.variant == "compact" else USER_PREFIX
+
+
 def _check_message(i: int, message: Mapping[str, Any]) -> None:
   if not isinstance(message, Mapping):
     raise ValueError(f"messages[{i}] must be a mapping, got {type(message).__name__}")
@@ -246,7 +262,7 @@ def render_messages(messages: Sequence[Mapping[str, Any]], fmt: ChatFormat = DEF
     plain_turn = (role == "user" or (role == "system" and i > 0) or
                   (role == "assistant" and not calls))
     if plain_turn:
-      prefix = USER_PREFIX if keep_template_quirks or role == "user" else ""
+      prefix = _user_prefix(fmt) if keep_template_quirks or role == "user" else ""
       parts.append(IM_START + role + "\n" + prefix + content + IM_END + "\n")
     elif role == "assistant":
       parts.append(IM_START + role + ("\n" + content if content else ""))

@@ -39,7 +39,7 @@ import pathlib
 import subprocess
 import sys
 import tempfile
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from rstar_jax import chat
 from rstar_jax import sandbox
@@ -60,32 +60,56 @@ _GUESS_NOTE = "I will estimate the answer without running code."
 _SNIPPET_TIMEOUT_S = 60
 
 
+def _check_fractions(where: str, fractions: Mapping[str, float]) -> None:
+  if set(fractions) != set(TRACE_KINDS):
+    raise ValueError(f"{where} needs exactly the kinds {list(TRACE_KINDS)}, got {sorted(fractions)}")
+  values = [fractions[kind] for kind in TRACE_KINDS]
+  if any(not 0 <= f <= 1 for f in values) or abs(sum(values) - 1) > 1e-9:
+    raise ValueError(f"{where} fractions {dict(fractions)} must lie in [0, 1] and sum to 1")
+
+
+def _counts(fractions: Mapping[str, float], total: int) -> dict[str, int]:
+  """Exact counts per kind for `total` traces (largest remainder, ties in TRACE_KINDS order)."""
+  exact = {kind: fractions[kind] * total for kind in TRACE_KINDS}
+  counts = {kind: int(value) for kind, value in exact.items()}
+  by_remainder = sorted(TRACE_KINDS, key=lambda k: (-(exact[k] - counts[k]), TRACE_KINDS.index(k)))
+  for kind in by_remainder[:total - sum(counts.values())]:
+    counts[kind] += 1
+  return counts
+
+
 @dataclasses.dataclass(frozen=True)
 class TraceMix:
-  """Fractions of each trace kind (summing to 1) and the accuracy of guesses."""
+  """Fractions of each trace kind (summing to 1), the accuracy of guesses, and optional
+  per-family fractions that replace the default ones for that family's problems (e.g. traces
+  that mostly guess on one family: a prior that RL has to overcome)."""
   clean: float = 0.55
   fix: float = 0.2
   guess: float = 0.15
   wrong: float = 0.1
   guess_accuracy: float = 0.25
+  by_family: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict)
 
   def __post_init__(self):
-    fractions = [getattr(self, kind) for kind in TRACE_KINDS]
-    if any(not 0 <= f <= 1 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
-      raise ValueError(f"TraceMix fractions {dict(zip(TRACE_KINDS, fractions))} must lie in "
-                       "[0, 1] and sum to 1")
+    _check_fractions("TraceMix", {kind: getattr(self, kind) for kind in TRACE_KINDS})
     if not 0 <= self.guess_accuracy <= 1:
       raise ValueError(f"guess_accuracy must be in [0, 1], got {self.guess_accuracy!r}")
+    for family, fractions in self.by_family.items():
+      if family not in synthetic.FAMILIES:
+        raise ValueError(f"TraceMix.by_family: unknown family {family!r}; known: {list(synthetic.FAMILIES)}")
+      _check_fractions(f"TraceMix.by_family[{family!r}]", fractions)
+    object.__setattr__(self, "by_family", {f: dict(v) for f, v in self.by_family.items()})
 
-  def counts(self, total: int) -> dict[str, int]:
-    """Exact counts per kind for `total` traces (largest remainder, ties in TRACE_KINDS order)."""
-    exact = {kind: getattr(self, kind) * total for kind in TRACE_KINDS}
-    counts = {kind: int(value) for kind, value in exact.items()}
-    by_remainder = sorted(TRACE_KINDS,
-                          key=lambda k: (-(exact[k] - counts[k]), TRACE_KINDS.index(k)))
-    for kind in by_remainder[:total - sum(counts.values())]:
-      counts[kind] += 1
-    return counts
+  def fractions(self, family: str | None = None) -> dict[str, float]:
+    """The kind fractions of a family's problems (the default ones without an override)."""
+    if family in self.by_family:
+      return dict(self.by_family[family])
+    return {kind: getattr(self, kind) for kind in TRACE_KINDS}
+
+  def counts(self, total: int, family: str | None = None) -> dict[str, int]:
+    """Exact counts per kind for `total` traces of a family (largest remainder, ties in
+    TRACE_KINDS order)."""
+    return _counts(self.fractions(family), total)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,7 +226,8 @@ def make_sft_traces(items: Sequence[synthetic.SyntheticItem], seed: int,
                     prompt_format: chat.ChatFormat = chat.DEFAULT_FORMAT,
                     max_tool_response_chars: int | None = chat.DEFAULT_MAX_TOOL_RESPONSE_CHARS,
                     max_workers: int | None = None) -> list[SftTrace]:
-  """One trace per item, kinds in the exact proportions of `mix`, deterministically.
+  """One trace per item, kinds in the exact proportions of `mix` (per family where it says so),
+  deterministically.
 
   Args:
     items: synthetic problems (e.g. `synthetic_problems(seed, "sft", n)`).
@@ -217,14 +242,21 @@ def make_sft_traces(items: Sequence[synthetic.SyntheticItem], seed: int,
   Returns:
     Traces in item order; the same arguments give the same traces byte for byte.
   """
-  counts = mix.counts(len(items))
-  ranked = sorted(range(len(items)), key=lambda i: synthetic.Draw(seed, "kind", i).uniform())
   kinds = [""] * len(items)
-  position = 0
-  for kind in TRACE_KINDS:
-    for i in ranked[position:position + counts[kind]]:
-      kinds[i] = kind
-    position += counts[kind]
+  groups = {None: list(range(len(items)))}  # the items each mix applies to
+  if mix.by_family:
+    groups = {family: [i for i, item in enumerate(items) if item.problem.meta["family"] == family]
+              for family in mix.by_family}
+    covered = {i for members in groups.values() for i in members}
+    groups[None] = [i for i in range(len(items)) if i not in covered]
+  for family, members in groups.items():
+    counts = mix.counts(len(members), family)
+    ranked = sorted(members, key=lambda i: synthetic.Draw(seed, "kind", i).uniform())
+    position = 0
+    for kind in TRACE_KINDS:
+      for i in ranked[position:position + counts[kind]]:
+        kinds[i] = kind
+      position += counts[kind]
   needed = {"clean": ("code",), "fix": ("broken_code", "code"), "wrong": ("buggy_code",),
             "guess": ()}
   snippets = sorted({getattr(item, name) for item, kind in zip(items, kinds)
