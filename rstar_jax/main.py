@@ -4,6 +4,7 @@ The only place that defines flags. Overrides: `--config.section.field=value`.
 """
 import logging as std_logging
 import os
+import sys
 
 from absl import app
 from absl import flags
@@ -12,6 +13,7 @@ import jax
 from ml_collections import config_flags
 
 from rstar_jax.train import run as run_lib
+from rstar_jax.train.config_lib import ConfigError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (experiments/*.py[:arg]).",
                                           lock_config=True)
@@ -32,7 +34,10 @@ def main(argv):
   logging.get_absl_handler().addFilter(_QuietLibraries())
   logging.info("JAX %s: %d process(es), %d local / %d global devices (%s)", jax.__version__,
                jax.process_count(), jax.local_device_count(), jax.device_count(), jax.devices()[0].platform)
-  run_lib.run(_CONFIG.value, _WORKDIR.value, origin=config_flags.get_config_filename(flags.FLAGS["config"]))
+  try:
+    run_lib.run(_CONFIG.value, _WORKDIR.value, origin=config_flags.get_config_filename(flags.FLAGS["config"]))
+  except ConfigError as error:  # one line naming key, value and origin; no traceback
+    sys.exit(f"config error: {error}")
 
 
 if __name__ == "__main__":

@@ -1,15 +1,16 @@
-"""Every experiment config in experiments/ loads (each variant), validates, and rejects unknown args."""
+"""Every experiment config in experiments/ loads (each variant and sweep entry), validates, and
+rejects unknown args."""
 import glob
 import importlib.util
 import os
 
 import pytest
 
-from rstar_jax.train import run as run_lib
+from rstar_jax.train import validate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = sorted(glob.glob(os.path.join(ROOT, "experiments", "*.py")))
-VARIANTS = {"tiny.py": [None, "smoke"]}
+VARIANTS = {"tiny.py": [None, "smoke"], "roc_ablation.py": [None, "smoke", "roc=False,seed=2,steps=5"]}
 
 
 def _load(path):
@@ -28,9 +29,10 @@ def test_there_are_configs_and_each_has_listed_variants():
 def test_every_variant_loads_and_validates(path):
   module = _load(path)
   assert "python -m rstar_jax.main --config experiments/" in module.__doc__  # the launch command
-  for arg in VARIANTS[os.path.basename(path)]:
+  args = VARIANTS[os.path.basename(path)] + [entry["config"] for entry in getattr(module, "get_sweep", list)()]
+  for arg in args:
     config = module.get_config(arg)
-    run_lib.validate(config, f"{os.path.basename(path)}:{arg}")
+    validate.validate(config, f"{os.path.basename(path)}:{arg}")
 
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)

@@ -1,4 +1,8 @@
-"""The main job on the tiny default's smoke variant: files written, and exact resume after a kill."""
+"""The main job on the tiny default's smoke variant (SFT, then GRPO-RoC through three stages):
+the files it writes, config errors, and exact resume after kills at every phase.
+
+  python -m pytest -q tests/main_test.py
+"""
 import json
 import os
 import signal
@@ -13,141 +17,205 @@ import pytest
 from rstar_jax import models
 from rstar_jax.train import metrics as metrics_lib
 from rstar_jax.train import run as run_lib
+from rstar_jax.train import validate
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "experiments"))
 import tiny  # pylint: disable=wrong-import-position
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ORIGIN = "experiments/tiny.py:smoke"
 # The smoke variant on 2 of the 8 test devices (its microbatches have 2 rows).
 OVERRIDES = ["--config.mesh.num_devices=2"]
+PHASES = ["sft", "stage1", "stage2", "stage3"]
+RL_KEYS = ["stage", "rl/step", "reward/mean", "down_sampling/after_sampling_trace_num",
+           "reject_equal_reward/solve_equal_total_ratio", "roc_error_ratio/positive_err_ratio",
+           "rollout/tool_calls_mean", "rollout/tool_error_ratio", "rollout/positive_tool_error_ratio",
+           "rollout/response_tokens_mean", "rollout/response_tokens_max", "rollout/truncated_fraction",
+           "rollout/finish/stop", "loss/policy", "policy/clip_frac_low", "policy/clip_frac_high", "grad/norm",
+           "optim/lr", "rollout/kl_sampler_k3", "time/rollout_s", "time/update_s", "time/score_s",
+           "time/score_hidden_fraction", "throughput/response_tokens_per_s", "sandbox/error_calls"]
 
 
-def _smoke_config(**sft):
+def _smoke_config():
   config = tiny.get_config("smoke")
   config.mesh.num_devices = 2
-  config.sft.update(sft)
   return config
 
 
-def test_smoke_run_writes_metrics_checkpoints_and_a_loadable_policy(tmp_path):
-  summary = run_lib.run(_smoke_config(), str(tmp_path), origin="experiments/tiny.py:smoke")
-  rows = metrics_lib.read_metrics(str(tmp_path))
-  assert [r["step"] for r in rows] == [1, 2, 3, 4]
-  assert all(np.isfinite(r["loss/sft"]) and r["sft/num_tokens"] > 0 for r in rows)
-  assert ["eval/loss_sft" in r for r in rows] == [False, True, False, True]
-  assert rows[-1]["loss/sft"] < rows[0]["loss/sft"]
-  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
-  assert json.loads((tmp_path / "summary.json").read_text())["final_metrics"] == rows[-1] == summary["final_metrics"]
-  assert (tmp_path / "loss.png").stat().st_size > 1000
-  assert any((tmp_path / "tensorboard").iterdir())
-  cfg, params = models.load_hf(str(tmp_path / "policy"))
-  assert cfg.vocab_size >= 259 and (tmp_path / "policy" / "tokenizer.json").exists()
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("smoke")
+  summary = run_lib.run(_smoke_config(), str(workdir), origin=ORIGIN)
+  return workdir, summary
+
+
+def test_smoke_job_trains_sft_then_three_rl_stages(smoke_run):
+  workdir, _ = smoke_run
+  rows = metrics_lib.read_metrics(str(workdir))
+  config = _smoke_config()
+  num_rl = sum(stage["steps"] for stage in config.data.stages)
+  assert [r["step"] for r in rows] == list(range(1, config.sft.steps + num_rl + 1))
+  sft_rows, rl_rows = rows[:config.sft.steps], rows[config.sft.steps:]
+  assert all(r["stage"] == "sft" and np.isfinite(r["loss/sft"]) for r in sft_rows)
+  assert [r["stage"] for r in rl_rows] == ["stage1", "stage1", "stage2", "stage3"]
+  assert [r["rl/step"] for r in rl_rows] == [1, 2, 3, 4]
+  for row in rl_rows:
+    missing = [k for k in RL_KEYS if k not in row]
+    assert not missing, missing
+    assert row["down_sampling/before_sampling_trace_num"] == 4 * 8  # prompts x num_rollouts
+  assert rl_rows[-1]["optim/lr"] == 0.0 or rl_rows[-1]["update/skipped"] == 0.0
+
+
+def test_smoke_job_writes_policies_evaluations_plots_and_summary(smoke_run):
+  workdir, summary = smoke_run
+  for phase in PHASES:
+    cfg, params = models.load_hf(str(workdir / "policies" / phase))
+    assert (workdir / "policies" / phase / "tokenizer.json").exists()
+    assert json.loads((workdir / "policies" / phase / "rstar_chat_format.json").read_text())["variant"] == "compact"
+    metrics = json.loads((workdir / "evals" / phase / "eval.json").read_text())
+    assert metrics["eval/num_rollouts"] == 4 * 2 and 0 <= metrics["eval/avg@2"] <= metrics["eval/pass@2"] <= 1
+    assert summary["evals"][phase] == metrics
+    samples = [json.loads(line) for line in (workdir / "evals" / phase / "eval_samples.jsonl").read_text().splitlines()]
+    assert metrics["eval/avg@2"] == np.mean([s["reward"] for s in samples])
+    assert (workdir / "evals" / phase / "eval_samples.md").read_text().startswith("# Evaluation samples")
   ids = np.arange(8, dtype=np.int32)[None]
+  cfg, params = models.load_hf(str(workdir / "policy"))
   assert np.isfinite(np.asarray(models.logits(cfg, params, ids))).all()
+  for name in ("reward", "tool_errors", "tool_calls", "response_length", "eval"):
+    assert (workdir / "plots" / f"{name}.png").stat().st_size > 1000
+  assert (workdir / "loss.png").exists() and any((workdir / "tensorboard").iterdir())
+  table = (workdir / "eval_table.md").read_text().splitlines()
+  assert table[0].startswith("| phase | avg@2 | pass@2 |") and [line.split(" |")[0][2:] for line in table[2:]] == PHASES
+  saved = json.loads((workdir / "summary.json").read_text())
+  assert saved["rl"]["steps"] == 4 and saved["sft"]["steps"] == 4 and list(saved["evals"]) == PHASES
+  hard = [json.loads(line) for line in (workdir / "data" / "hard_stage3.jsonl").read_text().splitlines()]
+  stats = json.loads((workdir / "data" / "hard_stage3.stats.json").read_text())
+  assert stats["num_kept"] == len(hard) and stats["num_samples"] == 2
 
 
-def test_the_trained_policy_is_evaluated_with_real_tool_calls(tmp_path):
+def test_a_finished_run_rerun_recomputes_nothing(smoke_run):
+  workdir, summary = smoke_run
+  rows = metrics_lib.read_metrics(str(workdir))
+  again = run_lib.run(_smoke_config(), str(workdir), origin=ORIGIN)
+  assert metrics_lib.read_metrics(str(workdir)) == rows
+  assert again["evals"] == summary["evals"]
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c.rl.update(keep=12), r"config.rl.keep=12 exceeds config.rl.num_rollouts=8"),
+    (lambda c: c.rl.update(keep=3, num_rollouts=5),
+     r"config.rl.keep=3 with config.rl.num_rollouts=5 and the 'code' count rule"),
+    (lambda c: c.rl.update(roc_mode="best"), r"config.rl.roc_mode: `mode` must be one of"),
+    (lambda c: c.data.stages[1].update(max_response_tokens=400),
+     r"config.data.stages\[1\].max_response_tokens=400 plus config.data.max_prompt_tokens=128 is 528 tokens, "
+     r"more than a packing row holds \(config.rl.row_length=256 \+ 1\)"),
+    (lambda c: c.rl.update(num_rollouts=0), r"config.rl.num_rollouts=0 must be a positive integer"),
+    (lambda c: c.sft.update(steps=0), r"config.sft.steps=0 must be a positive integer"),
+    (lambda c: c.update(job="ppo"), r"config.job='ppo' must be one of"),
+])
+def test_bad_config_values_are_named_with_their_origin(change, message):
   config = _smoke_config()
-  config.eval.num_problems = 4
-  summary = run_lib.run(config, str(tmp_path), origin="experiments/tiny.py:smoke")
-  metrics = json.loads((tmp_path / "eval.json").read_text())
-  assert summary["eval"] == metrics and metrics["eval/num_rollouts"] == 4
-  assert 0 <= metrics["eval/accuracy"] <= 1
-  assert sum(metrics[f"eval/finish/{r}"] for r in ("stop", "length", "max_turns", "tool_response_overflow")) == 1
-  samples = [json.loads(line) for line in (tmp_path / "eval_samples.jsonl").read_text().splitlines()]
-  assert [s["id"] for s in samples] == [f"synthetic/eval/{i:06d}" for i in range(4)]
-  assert metrics["eval/accuracy"] == np.mean([s["reward"] for s in samples])
+  change(config)
+  with pytest.raises(validate.ConfigError, match=message + r".*\(experiments/tiny.py:smoke\)"):
+    validate.validate(config, ORIGIN)
 
 
-def test_bad_config_values_are_named():
-  config = _smoke_config(steps=0)
-  with pytest.raises(ValueError, match=r"config.sft.steps=0 must be a positive integer \(experiments/tiny.py:smoke\)"):
-    run_lib.validate(config, "experiments/tiny.py:smoke")
-  config = _smoke_config(logits_chunk=7)
-  with pytest.raises(ValueError, match="config.sft.logits_chunk=7 must be 0 or divide"):
-    run_lib.validate(config)
-  config = _smoke_config()
-  config.eval.num_problems = 2
-  config.data.sft_files = ["traces.jsonl"]
-  with pytest.raises(ValueError, match="config.eval.problems_files=.* is empty but config.data.sft_files is set"):
-    run_lib.validate(config)
+def test_a_config_error_is_one_line_and_a_nonzero_exit(tmp_path):
+  command = [sys.executable, "-m", "rstar_jax.main", "--config", "experiments/tiny.py:smoke", "--workdir",
+             str(tmp_path), "--config.rl.keep=12"]
+  proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode != 0 and "Traceback" not in proc.stderr
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last == ("config error: config.rl.keep=12 exceeds config.rl.num_rollouts=8 (RoC keeps `keep` of the "
+                  "rollouts of each prompt; the paper samples 2 x keep) (experiments/tiny.py:smoke)")
+  assert not (tmp_path / "checkpoints").exists()
 
 
-def test_reruns_in_the_same_workdir_keep_what_was_written(tmp_path, caplog):
-  config = _smoke_config(steps=3)
-  first = run_lib.run(config, str(tmp_path))
-  rows = metrics_lib.read_metrics(str(tmp_path))
-  # A finished run rerun: nothing recomputed, the summary and metrics stay as they were.
-  assert run_lib.run(config, str(tmp_path))["final_metrics"] == first["final_metrics"] == rows[-1]
-  assert metrics_lib.read_metrics(str(tmp_path)) == rows
-  # A config that changes what the workdir holds is refused before anything is touched.
-  checkpoints = sorted(os.listdir(tmp_path / "checkpoints"))
-  config_json = (tmp_path / "config.json").read_text()
-  changed = _smoke_config(steps=3)
+def test_a_changed_workdir_key_is_refused_before_anything_is_touched(smoke_run):
+  workdir, _ = smoke_run
+  config_json = (workdir / "config.json").read_text()
+  changed = _smoke_config()
   changed.model.num_layers = 2
-  with pytest.raises(ValueError, match=r"changed: config.model.num_layers=2 \(was 1\)"):
-    run_lib.run(changed, str(tmp_path))
-  assert sorted(os.listdir(tmp_path / "checkpoints")) == checkpoints
-  assert (tmp_path / "config.json").read_text() == config_json
-  # Killed before its first checkpoint: the rerun replaces the rows instead of appending.
-  for step in checkpoints:
-    for path in sorted((tmp_path / "checkpoints" / step).rglob("*"), reverse=True):
-      path.unlink() if path.is_file() else path.rmdir()
-    (tmp_path / "checkpoints" / step).rmdir()
-  more_steps = _smoke_config(steps=3)
-  more_steps.sft.eval_every_steps = 3  # a free key: allowed, and logged
-  run_lib.run(more_steps, str(tmp_path))
-  again = metrics_lib.read_metrics(str(tmp_path))
-  assert [r["step"] for r in again] == [1, 2, 3]
-  assert _comparable(again)[0] == _comparable(rows)[0]
-  assert "changed settings: config.sft.eval_every_steps=3 (was 2)" in caplog.text
+  with pytest.raises(validate.ConfigError, match=r"changed: config.model.num_layers=2 \(was 1\)"):
+    run_lib.run(changed, str(workdir))
+  assert (workdir / "config.json").read_text() == config_json
 
 
-def _main(workdir, steps):
+def _main(workdir):
   command = [sys.executable, "-m", "rstar_jax.main", "--config", "experiments/tiny.py:smoke",
-             "--workdir", str(workdir), f"--config.sft.steps={steps}", *OVERRIDES]
+             "--workdir", str(workdir), *OVERRIDES]
   return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
+def _kill_when(proc, pattern: str, deadline_s: float = 600):
+  """SIGKILLs `proc` as soon as a line of its log contains `pattern`; returns the log so far."""
+  lines, deadline = [], time.time() + deadline_s
+  for line in proc.stderr:
+    lines.append(line)
+    if pattern in line:
+      proc.send_signal(signal.SIGKILL)
+      proc.wait()
+      return "".join(lines)
+    assert time.time() < deadline, f"no {pattern!r} within {deadline_s}s"
+  raise AssertionError(f"the run ended without logging {pattern!r}:\n{''.join(lines[-30:])}")
+
+
 def _comparable(rows):
-  return [{k: v for k, v in row.items() if not k.startswith("time/")} for row in rows]
+  return [{k: v for k, v in row.items() if not k.startswith(("time/", "throughput/"))} for row in rows]
 
 
-def test_killed_run_resumes_with_the_same_metrics_as_an_uninterrupted_run(tmp_path):
-  steps = 6
-  reference = _main(tmp_path / "reference", steps)
-  interrupted = _main(tmp_path / "interrupted", steps)
-  checkpoint_4 = tmp_path / "interrupted" / "checkpoints" / "4"
-  deadline = time.time() + 600
-  while not checkpoint_4.exists():  # killed right after its second checkpoint (step 4) completes
-    assert interrupted.poll() is None, interrupted.stderr.read()[-3000:]
-    assert time.time() < deadline
-    time.sleep(0.05)
-  interrupted.send_signal(signal.SIGKILL)
-  interrupted.wait()
-  killed_rows = metrics_lib.read_metrics(str(tmp_path / "interrupted"))
-  assert 4 <= killed_rows[-1]["step"] < steps
-  resumed = _main(tmp_path / "interrupted", steps)
+def _evals(workdir):
+  out = {}
+  for phase in PHASES:
+    metrics = json.loads((workdir / "evals" / phase / "eval.json").read_text())
+    out[phase] = {k: v for k, v in metrics.items() if k not in ("eval/time_s", "eval/rollouts_per_s")}
+  return out
+
+
+def test_killed_at_every_phase_the_job_resumes_to_the_same_metrics(smoke_run, tmp_path):
+  """SIGKILLed during an RL step, during the stage-3 hard filter, and during an evaluation, the
+  rerun of the same command ends with the metrics, evaluations and policy of an uninterrupted run
+  (the module's smoke run: same config on 2 devices), compared bitwise."""
+  reference, _ = smoke_run
+  workdir = tmp_path / "interrupted"
+  for pattern in ("rl step 1/4", "hard filter: 2/6 problems", "eval after stage3: 4 problems"):
+    _kill_when(_main(workdir), pattern)
+  resumed = _main(workdir)
   assert resumed.wait() == 0, resumed.stderr.read()[-3000:]
-  assert reference.wait() == 0, reference.stderr.read()[-3000:]
-  want = metrics_lib.read_metrics(str(tmp_path / "reference"))
-  got = metrics_lib.read_metrics(str(tmp_path / "interrupted"))
-  assert [r["step"] for r in got] == list(range(1, steps + 1))
+  want = metrics_lib.read_metrics(str(reference))
+  got = metrics_lib.read_metrics(str(workdir))
+  assert [r["step"] for r in got] == [r["step"] for r in want]
   assert _comparable(got) == _comparable(want)  # bitwise: floats compare exactly
-  _, params_want = models.load_hf(str(tmp_path / "reference" / "policy"))
-  _, params_got = models.load_hf(str(tmp_path / "interrupted" / "policy"))
+  assert _evals(workdir) == _evals(reference)
+  _, params_want = models.load_hf(str(reference / "policy"))
+  _, params_got = models.load_hf(str(workdir / "policy"))
   for a, b in zip(jax.tree.leaves(params_want), jax.tree.leaves(params_got)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 @pytest.mark.slow
-def test_tiny_default_learns_the_trace_format(tmp_path):
-  """The README's main job (100 steps): training and held-out loss fall from ~6.9 to below 1, and
-  the trained policy, evaluated as an agent, writes tool calls that the sandbox runs."""
+def test_tiny_default_learns_by_rl(tmp_path):
+  """The README's main job: after SFT the policy solves some eval problems with the tool; RL raises
+  the eval accuracy by at least 0.15 and lowers the tool-error ratio among correct rollouts."""
   config = tiny.get_config()
-  config.mesh.num_devices = 4  # 4-row microbatches over the fsdp axis
   summary = run_lib.run(config, str(tmp_path), origin="experiments/tiny.py")
-  rows = metrics_lib.read_metrics(str(tmp_path))
-  assert len(rows) == config.sft.steps and rows[0]["loss/sft"] > 5.0
-  assert summary["final_metrics"]["loss/sft"] < 1.0 and summary["final_metrics"]["eval/loss_sft"] < 1.0
-  assert summary["eval"]["eval/tool_calls_mean"] > 0.5 and summary["eval"]["eval/finish/stop"] > 0.5
+  sft, final = summary["evals"]["sft"], summary["evals"]["stage3"]
+  assert 0.05 <= sft["eval/avg@4"] <= 0.5
+  assert final["eval/avg@4"] >= sft["eval/avg@4"] + 0.15
+  assert final["eval/positive_tool_error_ratio"] < sft["eval/positive_tool_error_ratio"]
+
+
+def test_the_eval_command_evaluates_a_saved_policy(smoke_run, tmp_path):
+  workdir, _ = smoke_run
+  command = [sys.executable, "-m", "rstar_jax.eval", "--policy", str(workdir / "policies" / "stage3"),
+             "--problems", f"problems:{workdir / 'data' / 'eval.jsonl'}", "--samples", "2", "--num-problems", "3",
+             "--max-response-tokens", "48", "--max-turns", "2", "--num-slots", "4", "--out", str(tmp_path / "out")]
+  proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  metrics = json.loads((tmp_path / "out" / "eval.json").read_text())
+  assert metrics["eval/num_problems"] == 3 and metrics["eval/num_rollouts"] == 6
+  assert 0 <= metrics["eval/avg@2"] <= metrics["eval/pass@2"] <= 1
+  rows = [json.loads(line) for line in (tmp_path / "out" / "eval_problems.jsonl").read_text().splitlines()]
+  assert [len(row["rewards"]) for row in rows] == [2, 2, 2]
+  bad = subprocess.run(command[:-2] + ["--max-turns", "0"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert bad.returncode != 0 and "--max-turns=0 must be a positive integer" in bad.stderr

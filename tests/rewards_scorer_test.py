@@ -244,3 +244,26 @@ def test_strict_integer_requires_integer_answer():
   with rewards.Scorer(strict_integer=True) as strict:
     with pytest.raises(ValueError, match="not an integer"):
       strict.score(CORRECT, "\\frac{1}{2}")
+
+
+def test_verdicts_do_not_depend_on_the_special_tokens_being_kept(scorer):
+  """We score the response decoded with special tokens kept; decoding without them (the released
+  fallback, `skip_special_tokens=True`) gives the same verdict on every kind of agent response."""
+  env = ("<|im_start|>user\n<tool_response>\nTool call success\nstdout: {out}\n\nexecution time: 0.01s\n"
+         "</tool_response><|im_end|>\n<|im_start|>assistant\n<reason>")
+  call = ("Compute it.</reason>\n<tool_call>\n{\"name\": \"python_code_with_standard_io\", \"arguments\": "
+          "{\"code\": \"print(6 * 7)\", \"input\": \"\"}}\n</tool_call><|im_end|>")
+  responses = [
+      call + env.format(out="42") + "The code printed 42.</reason>\n<answer>\\boxed{42}</answer><|im_end|>",
+      call + env.format(out="42") + "The code printed 41.</reason>\n<answer>\\boxed{41}</answer><|im_end|>",
+      call + env.format(out="42"),  # no answer after the tool output
+      "I will estimate.</reason>\n<answer>\\boxed{42}</answer><|im_end|>",
+      "No tags, the answer is 42<|im_end|>",
+      call + env.format(out="7") + "Done.</reason>\n<answer>\\boxed{7}</answer><|im_end|><|endoftext|>",
+  ]
+  for response in responses:
+    stripped = response
+    for token in chat.SPECIAL_TOKENS:
+      stripped = stripped.replace(token, "")
+    for answer in ("42", "41", "7"):
+      assert scorer.score(response, answer) == scorer.score(stripped, answer), (response, answer)

@@ -8,6 +8,7 @@ rollout_engine_test.py.
   python -m pytest -q tests/rollout_agent_test.py
 """
 import asyncio
+import dataclasses
 import json
 
 import jax
@@ -100,8 +101,8 @@ def test_a_tool_call_is_run_and_its_output_returned_as_an_environment_turn():
   assert result.record == rl_record(("ok",), 2, result)
   # each turn is generated from exactly the ids so far, with the rest of the budget
   traj = result.trajectory
-  assert requests[0].input_ids == PROMPT_IDS
-  assert requests[1].input_ids == traj.token_ids[:len(traj.token_ids) - len(TOKENIZER.encode(ANSWER))].tolist()
+  assert list(requests[0].input_ids) == PROMPT_IDS
+  assert list(requests[1].input_ids) == traj.token_ids[:len(traj.token_ids) - len(TOKENIZER.encode(ANSWER))].tolist()
   assert requests[1].sampling.max_new_tokens == 2000 - (len(requests[1].input_ids) - len(PROMPT_IDS))
   np.testing.assert_array_equal(result.sampler_logprobs, np.where(traj.loss_mask == 1, -0.5, 0.0))
 
@@ -154,6 +155,59 @@ def test_a_tool_response_that_does_not_fit_is_not_appended():
   assert _segments(result) == [(turn, 1)] and result.record.tool_statuses == ()
 
 
+def _env_length(code, output):
+  """Tokens of the environment turn that answers `code` printing `output` (fixed time)."""
+  text = sandbox.tool_output_text(sandbox.ExecutionResult("ok", output, "", 0, 0.01))
+  return len(TOKENIZER.encode(chat.tool_response_text([chat.truncate_tool_response(text)])))
+
+
+def test_a_tool_response_that_exactly_fills_the_budget_is_not_appended():
+  # released: the loop stops when the tool response is >= the remaining budget (no room for a turn)
+  turn = _call("print(1)")
+  env = _env_length("print(1)", "1\n")
+  config = rollout.AgentConfig(max_response_length=len(TOKENIZER.encode(turn)) + env, fixed_execution_time_s=0.01)
+  result, _, runs = _run_scripted([turn, ANSWER], config)
+  assert result.finish_reason == "tool_response_overflow" and runs == 1
+  assert len(result.trajectory.response_ids) == len(TOKENIZER.encode(turn))
+  # one more token of budget: appended, and the next turn gets exactly that token
+  config = dataclasses.replace(config, max_response_length=config.max_response_length + 1)
+  result, requests, _ = _run_scripted([turn, ANSWER], config)
+  assert result.record.tool_statuses == ("ok",) and requests[1].sampling.max_new_tokens == 1
+  assert result.finish_reason == "length"
+
+
+def test_a_call_whose_turn_ends_exactly_at_the_budget_is_not_run():
+  turn = _call("print(1)")
+  config = rollout.AgentConfig(max_response_length=len(TOKENIZER.encode(turn)))
+  result, requests, runs = _run_scripted([turn, ANSWER], config)
+  assert result.trajectory.response_ids.size == config.max_response_length
+  assert result.finish_reason == "length" and runs == 0 and len(requests) == 1
+
+
+def test_an_engine_whose_logprobs_do_not_match_its_tokens_is_refused():
+  class Misaligned(ScriptedEngine):
+    async def generate(self, request):
+      result = await super().generate(request)
+      result.output_logprobs = result.output_logprobs[:-1]
+      return result
+
+  async def main():
+    async with sandbox.Pool(POOL) as pool:
+      await rollout.run_agent(Misaligned([ANSWER]), pool, TOKENIZER, PROMPT_IDS, rollout.AgentConfig(), "p0/s0")
+
+  with pytest.raises(ValueError, match=r"p0/s0/t0: the engine returned \d+ tokens but \d+ log-probs"):
+    asyncio.run(main())
+
+
+def test_the_tool_name_comes_from_the_chat_format():
+  fmt = chat.ChatFormat(variant="paper", tool_name=chat.PAPER_TOOL_NAME)
+  config = rollout.AgentConfig(max_response_length=2000, chat_format=fmt)
+  result, _, runs = _run_scripted([_call("print(2)", name=chat.PAPER_TOOL_NAME), ANSWER], config)
+  assert result.record.tool_statuses == ("ok",) and runs == 1
+  result, _, runs = _run_scripted([_call("print(2)"), ANSWER], config)  # the released name is refused
+  assert result.record.tool_statuses == ("tool_error",) and runs == 0
+
+
 def test_bad_agent_configs_name_the_field():
   with pytest.raises(ValueError, match="AgentConfig.max_assistant_turns must be an int >= 1"):
     rollout.AgentConfig(max_assistant_turns=0)
@@ -182,8 +236,8 @@ def test_real_engine_rollouts_are_exact_and_reproducible(engine):
 
   async def main():
     async with sandbox.Pool(POOL) as pool:
-      return await rollout.rollout_problems(rollout.AsyncJaxEngine(engine), pool, TOKENIZER, problems,
-                                            2, config, seed=3)
+      return (await rollout.rollout_problems(rollout.AsyncJaxEngine(engine), pool, TOKENIZER, problems,
+                                             2, config, seed=3)).groups
 
   groups, again = asyncio.run(main()), asyncio.run(main())
   for problem, group, group_again in zip(problems, groups, again):
@@ -203,9 +257,9 @@ def test_real_engine_rollouts_are_exact_and_reproducible(engine):
 
 def test_the_hard_filter_rolls_the_policy(engine, tmp_path):
   problems = [records.Problem(f"q{i}", f"What is {i} + 1?", str(i + 1), "test") for i in range(3)]
-  with rewards.Scorer(num_workers=1) as scorer:
+  with rewards.Scorer(num_workers=1) as scorer, rollout.RolloutRuntime(lambda: sandbox.Pool(POOL)) as runtime:
     rollout_fn = rollout.policy_rollout_fn(engine, TOKENIZER, rollout.AgentConfig(max_response_length=32),
-                                           scorer, lambda: sandbox.Pool(POOL), seed=1)
+                                           scorer, runtime, seed=1)
     rewards_ = rollout_fn(problems, 2)
     assert rewards_.shape == (3, 2) and set(np.unique(rewards_)) <= {0.0, 1.0}
     stats = hard_filter.filter_hard_problems(problems, rollout_fn, 2, tmp_path / "hard.jsonl")
@@ -214,3 +268,66 @@ def test_the_hard_filter_rolls_the_policy(engine, tmp_path):
   assert (stats["num_problems"], stats["num_kept"]) == (3, len(expected_kept))
   kept = [json.loads(line)["id"] for line in (tmp_path / "hard.jsonl").read_text().splitlines()]
   assert kept == expected_kept
+
+
+class FirstTurnScripted:
+  """Turn 0 returns a scripted tool call; later turns are written by the real engine."""
+
+  def __init__(self, inner, first_turn):
+    self.inner, self.first = inner, TOKENIZER.encode(first_turn)
+
+  def caller(self):
+    return self.inner.caller()
+
+  async def generate(self, request):
+    if request.rid.endswith("/t0"):
+      return rollout.GenerateResult(request.rid, np.array(self.first, np.int32),
+                                    np.zeros(len(self.first), np.float32),
+                                    {"type": "stop", "matched": self.first[-1]}, len(request.input_ids))
+    return await self.inner.generate(request)
+
+
+class DelayedTools:
+  """The real pool, each run delayed by a random 0-40 ms (tool latency that varies between runs)."""
+
+  def __init__(self, pool, seed):
+    self.pool, self.rng = pool, np.random.default_rng(seed)
+
+  async def run(self, source, stdin=""):
+    await asyncio.sleep(float(self.rng.uniform(0, 0.04)))
+    return await self.pool.run(source, stdin)
+
+
+def test_multi_turn_rollouts_have_exact_logprobs_and_repeat_whatever_the_tool_latency():
+  problems = [records.Problem(f"q{i}", f"What is {i} * 3?", str(3 * i), "test") for i in range(3)]
+  config = rollout.AgentConfig(max_response_length=280, max_assistant_turns=3, fixed_execution_time_s=0.01)
+  params = models.init_params(CFG, jax.random.key(1))
+  first_turn = _call("print(2 * 3)")
+
+  def run(delay_seed):
+    engine = rollout.JaxEngine(CFG, params, num_slots=4, max_length=len(PROMPT_IDS) + 300,
+                               eos_token_ids=(TOKENIZER.eos_id,), vocab_limit=TOKENIZER.vocab_size)
+
+    async def main():
+      async with sandbox.Pool(POOL) as pool:
+        scripted = FirstTurnScripted(rollout.AsyncJaxEngine(engine, lockstep=True), first_turn)
+        return (await rollout.rollout_problems(scripted, DelayedTools(pool, delay_seed), TOKENIZER, problems,
+                                               3, config, seed=5)).groups
+    return asyncio.run(main())
+
+  first, second = run(0), run(1)
+  for group, group_again in zip(first, second):
+    for result, again in zip(group, group_again):
+      np.testing.assert_array_equal(result.trajectory.token_ids, again.trajectory.token_ids)
+      np.testing.assert_array_equal(result.sampler_logprobs, again.sampler_logprobs)  # bitwise
+      assert result.record.tool_statuses == ("ok",)  # the scripted call ran, then the engine wrote
+      traj = result.trajectory
+      mask = traj.loss_mask.astype(bool)
+      second_turn = np.zeros_like(mask)
+      env_end = traj.prompt_len + len(TOKENIZER.encode(first_turn)) + np.argmax(
+          mask[traj.prompt_len + len(TOKENIZER.encode(first_turn)):])
+      second_turn[env_end:] = mask[env_end:]
+      assert second_turn.sum() > 0
+      logits = np.asarray(models.logits(CFG, params, traj.token_ids[None, :-1]))[0]
+      expected = np.asarray(jax.nn.log_softmax(logits))[np.arange(len(traj.token_ids) - 1), traj.token_ids[1:]]
+      np.testing.assert_allclose(result.sampler_logprobs[second_turn], expected[second_turn[1:]], atol=1e-4)

@@ -20,14 +20,15 @@ def test_segments_hold_shifted_targets_masks_and_restarting_positions():
   assert batch.num_trajectory_tokens == 5
 
 
-def test_first_fit_decreasing_and_power_of_two_microbatches():
-  lengths = [7, 5, 4, 3, 2, 2]  # tokens; segments are one shorter: 6, 4, 3, 2, 1, 1
+def test_first_fit_decreasing_and_bucketed_microbatch_counts():
+  lengths = [7, 5, 4, 3, 2, 2, 7, 7, 7, 7]  # tokens; segments are one shorter: 6, 4, 3, 2, 1, 1, 6 x 4
   ids = [np.arange(n) for n in lengths]
   batch = packing.pack_trajectories(ids, [np.ones(n) for n in lengths], None, row_length=6, rows_per_microbatch=1)
-  # rows: [6], [4, 2], [3, 1, 1] -> 3 rows -> 4 microbatches of 1 row (a power of two)
-  assert batch.segment_ids.shape == (4, 1, 6)
-  assert [int(np.count_nonzero(batch.segment_ids[m, 0])) for m in range(4)] == [6, 6, 5, 0]
+  # rows: [6] x 5, [4, 2], [3, 1, 1] -> 7 rows -> 8 microbatches of 1 row (the bucket above 7)
+  assert batch.segment_ids.shape == (8, 1, 6)
+  assert [int(np.count_nonzero(batch.segment_ids[m, 0])) for m in range(8)] == [6] * 5 + [6, 5, 0]
   assert batch.loss_mask.sum() == sum(n - 1 for n in lengths)
+  assert [packing.microbatch_bucket(n) for n in range(1, 14)] == [1, 2, 3, 4, 6, 6, 8, 8, 12, 12, 12, 12, 16]
 
 
 def test_bad_inputs_are_named():
@@ -48,5 +49,5 @@ def test_mask_scales_and_old_logprobs_follow_their_trajectory():
   # longest first: trajectory 1 (3 positions) then trajectory 0 (2 positions) share row 0
   np.testing.assert_array_equal(batch.loss_mask[0], [[0, 0.5, 0.5, 2.0, 2.0], [0, 0, 0, 0, 0]])
   np.testing.assert_array_equal(batch.old_logp[0], [[-1.0, -2.0, -3.0, -0.5, -0.25], [0, 0, 0, 0, 0]])
-  with pytest.raises(ValueError, match="trajectory 0: 3 tokens but 3 mask entries and 2 log-probs"):
+  with pytest.raises(ValueError, match="trajectory 0: 3 tokens but 3 mask entries, 2 old_logprobs"):
     packing.pack_trajectories(ids[:1], masks[:1], None, 5, 1, old_logprobs=[np.zeros(2)])

@@ -15,7 +15,8 @@ CFG = tiny_models.tiny_config("qwen3", vocab_size=96)
 def _rl_config(**overrides):
   config = dict(keep=2, roc={}, roc_mode=None, reject_equal=True, adv_std="unbiased", adv_epsilon=1e-6,
                 eps_low=0.2, eps_high=0.28, dual_clip=3.0, loss_agg="token_mean", use_sampler_logprobs=False,
-                row_length=32, rows_per_microbatch=2, num_microbatches=None, logits_chunk=0)
+                temperature=1.0, updates_per_step=1, row_length=32, rows_per_microbatch=2, num_microbatches=None,
+                logits_chunk=0)
   return ml_collections.ConfigDict({**config, **overrides})
 
 
@@ -110,18 +111,25 @@ def test_group_token_mean_is_the_mean_of_per_group_token_means():
   assert abs(token_mean["loss/policy"] - metrics["loss/policy"]) > 1e-3  # the two rules differ here
 
 
+def _sampler_logprobs(rollouts, params, temperature=1.0, shift=0.0):
+  """[P][N] log softmax(z / temperature) of each token given the ones before it (the sampler's
+  convention; entry 0 unused), minus `shift`."""
+  out = []
+  for group in rollouts.trajectories:
+    row = []
+    for t in group:
+      z = np.asarray(models.logits(CFG, params, t.token_ids[None, :-1]), np.float64)[0] / temperature
+      logp = z - z.max(-1, keepdims=True) - np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1, keepdims=True))
+      row.append(np.concatenate([[0.0], logp[np.arange(len(t.token_ids) - 1), t.token_ids[1:]] - shift]))
+    out.append(row)
+  return out
+
+
 def test_sampler_logprobs_replace_the_recomputed_old_logprobs():
   rollouts = _two_group_rollouts(np.random.default_rng(5))
   optimizer, state = _setup()
   shift = 0.05
-  sampler = []
-  for group in rollouts.trajectories:
-    row = []
-    for t in group:
-      logits = np.asarray(models.logits(CFG, state.params, t.token_ids[None, :-1]), np.float64)[0]
-      logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-      row.append(np.concatenate([[0.0], logp[np.arange(len(t.token_ids) - 1), t.token_ids[1:]] - shift]))
-    sampler.append(row)
+  sampler = _sampler_logprobs(rollouts, state.params, shift=shift)
   rollouts = rl_train.RolloutGroups(rollouts.trajectories, rollouts.rewards, rollouts.records, sampler)
   updater = rl_train.RLUpdater(CFG, _rl_config(use_sampler_logprobs=True), optimizer, None, state)
   _, metrics = updater.update(state, rollouts, seed=0)
@@ -130,3 +138,45 @@ def test_sampler_logprobs_replace_the_recomputed_old_logprobs():
   no_logprobs = rl_train.RolloutGroups(rollouts.trajectories, rollouts.rewards, rollouts.records)
   with pytest.raises(ValueError, match="use_sampler_logprobs=True but the rollouts carry no sampler log-probs"):
     updater.update(state, no_logprobs, seed=0)
+
+
+def _mean_logprob(params, trajectory):
+  logits = np.asarray(models.logits(CFG, params, trajectory.token_ids[None, :-1]), np.float64)[0]
+  logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) - logits.max(
+      -1, keepdims=True)
+  picked = logp[np.arange(len(trajectory.token_ids) - 1), trajectory.token_ids[1:]]
+  return float(picked[trajectory.loss_mask[1:] == 1].mean())
+
+
+@pytest.mark.parametrize("updates_per_step", [1, 2])
+def test_an_update_raises_the_logprobs_of_positive_trajectories_and_lowers_the_negative_ones(updates_per_step):
+  rollouts = _two_group_rollouts(np.random.default_rng(6))
+  optimizer, state = _setup()
+  before = jax.device_get(state.params)
+  updater = rl_train.RLUpdater(CFG, _rl_config(updates_per_step=updates_per_step), optimizer, None, state)
+  state, metrics = updater.update(state, rollouts, seed=0)
+  assert metrics["update/num_updates"] == updates_per_step and int(state.step) == updates_per_step
+  for group, rewards in zip(rollouts.trajectories, rollouts.rewards):
+    for trajectory, reward in zip(group, rewards):
+      change = _mean_logprob(state.params, trajectory) - _mean_logprob(before, trajectory)
+      assert change > 0 if reward > 0 else change < 0, (reward, change)
+
+
+def test_two_updates_per_step_take_old_logprobs_from_the_parameters_before_the_first():
+  rollouts = _two_group_rollouts(np.random.default_rng(7))
+  optimizer, state = _setup()
+  updater = rl_train.RLUpdater(CFG, _rl_config(updates_per_step=2), optimizer, None, state)
+  _, metrics = updater.update(state, rollouts, seed=0)
+  # the second mini-batch sees parameters one update away from pi_old: its ratios leave 1
+  assert metrics["policy/ratio_std"] > 0 and metrics["policy/ratio_max"] > 1.0
+
+
+def test_logprobs_are_taken_at_the_rollout_temperature():
+  rollouts = _two_group_rollouts(np.random.default_rng(8))
+  optimizer, state = _setup()
+  temperature = 0.5
+  sampler = _sampler_logprobs(rollouts, state.params, temperature)
+  rollouts = rl_train.RolloutGroups(rollouts.trajectories, rollouts.rewards, rollouts.records, sampler)
+  updater = rl_train.RLUpdater(CFG, _rl_config(temperature=temperature), optimizer, None, state)
+  _, metrics = updater.update(state, rollouts, seed=0)
+  assert metrics["rollout/kl_sampler_k3"] < 1e-9  # trainer and sampler agree at T = 0.5

@@ -13,10 +13,11 @@ The response text a rollout is scored on is the one `rl.RolloutRecord.response_t
 generation prompt `<|im_start|>assistant\n<reason>`: every model turn (with its closing
 `<|im_end|>` when the engine returned it) and every injected environment turn
 (`<|im_start|>user\n<tool_response>...<|im_start|>assistant\n<reason>`, PAPER.md §2.4). This is
-what the released reward scores for agent rollouts (PAPER.md §4: special tokens are kept when
-trace text exists; `skip_special_tokens=True` is only its fallback without one). The verdict does
-not depend on the special tokens being there: extraction reads the last answer phrase or
-`\boxed{}`, and a correct number that appears only in a tool's output is not an answer.
+what the released reward scores for agent rollouts when trace text exists (PAPER.md §4); its
+fallback decodes with `skip_special_tokens=True`. The verdict does not depend on the special
+tokens being there (tests/rewards_scorer_test.py checks both decodings on every kind of agent
+response): extraction reads the last answer phrase or `\boxed{}`, and a correct number that
+appears only in a tool's output is not an answer.
 """
 import asyncio
 import atexit

@@ -7,12 +7,13 @@
 """
 from rstar_jax.rollout.agent_loop import FINISH_REASONS, AgentConfig, AgentRollout, run_agent
 from rstar_jax.rollout.jax_engine import AsyncJaxEngine, GenerateRequest, GenerateResult, JaxEngine
-from rstar_jax.rollout.problem_rollouts import (policy_rollout_fn, rollout_problems, rollout_seed,
-                                                score_groups)
+from rstar_jax.rollout.problem_rollouts import (ProblemRollouts, RolloutTiming, policy_rollout_fn,
+                                                rollout_problems, rollout_seed)
+from rstar_jax.rollout.runtime import RolloutRuntime
 from rstar_jax.rollout.sampling import SamplingParams, sample_tokens
 
 __all__ = [
     "FINISH_REASONS", "AgentConfig", "AgentRollout", "run_agent", "AsyncJaxEngine", "GenerateRequest",
-    "GenerateResult", "JaxEngine", "policy_rollout_fn", "rollout_problems", "rollout_seed",
-    "score_groups", "SamplingParams", "sample_tokens",
+    "GenerateResult", "JaxEngine", "ProblemRollouts", "RolloutTiming", "policy_rollout_fn",
+    "rollout_problems", "rollout_seed", "RolloutRuntime", "SamplingParams", "sample_tokens",
 ]

@@ -14,9 +14,11 @@ Turn loop (released `rstar2_agent_loop.py`, PAPER.md §2.5):
   2. its ids are appended verbatim (loss mask 1), with the sampler's logprobs;
   3. the loop ends when the turn hit the length budget or the engine's context ("length":
      truncated; the engine's max_length should cover prompt + max_response_length), holds no tool call
-     ("stop"), assistant turns reach max_assistant_turns ("max_turns": a call in that turn is
-     not run), or the tool response does not fit the remaining budget ("tool_response_overflow":
-     it is not appended, nor counted in the record's tool statuses);
+     ("stop"), used the budget exactly with a call in it ("length": the call is not run),
+     assistant turns reach max_assistant_turns ("max_turns": a call in that turn is not run), or
+     the tool response would leave no room for another token (`>=` the remaining budget, as
+     released: "tool_response_overflow"; it is not appended, nor counted in the record's tool
+     statuses);
   4. else the decoded turn's first max_parallel_calls call blocks are parsed
      (`chat.parse_tool_calls`); calls that do not decode or that the tool refuses answer with
      their error text; valid calls run concurrently as `sandbox.wrap_code(code)` with the call's
@@ -68,7 +70,10 @@ class AgentConfig:
     output_format: tool text format, "code" (released) or "paper".
     max_stream_chars: the sandbox's per-stream cut (released 1000).
     traceback: `sandbox.wrap_code` error report, "short" (released) or "full" (pairs with "paper").
-    tool_name: the tool's function name.
+    chat_format: the conversation format: the prompt's wording and the tool's function name,
+      the one name calls are accepted under (`chat.ChatFormat`).
+    fixed_execution_time_s: the `execution time` the tool texts report; None: the measured
+      time. Fixed, tool texts (and so the rollouts) do not depend on the machine's speed.
     sampling: temperature, top_p, ... of every turn (max_new_tokens and the seed are set per turn).
   """
   max_response_length: int = 8192
@@ -79,7 +84,8 @@ class AgentConfig:
   output_format: str = "code"
   max_stream_chars: int = sandbox.codejudge.MAX_STREAM_CHARS
   traceback: str = "short"
-  tool_name: str = chat.TOOL_NAME
+  chat_format: chat.ChatFormat = chat.DEFAULT_FORMAT
+  fixed_execution_time_s: float | None = None
   sampling: sampling_lib.SamplingParams = sampling_lib.SamplingParams(max_new_tokens=None)
 
   def __post_init__(self):
@@ -120,6 +126,8 @@ async def _tool_text(tools: Tools, request: chat.PythonRequest, config: AgentCon
     result = await tools.run(sandbox.wrap_code(request.code, config.traceback), request.input)
   except Exception as error:  # a sandbox that gave up: the model reads the error, as released
     return chat.execution_error_text(error), "sandbox_error"
+  if config.fixed_execution_time_s is not None:
+    result = dataclasses.replace(result, wall_time_s=config.fixed_execution_time_s)
   text = sandbox.tool_output_text(result, config.max_stream_chars, config.output_format)
   return chat.truncate_tool_response(text, config.max_tool_response_chars,
                                      config.tool_response_truncate_side), result.status
@@ -131,7 +139,7 @@ async def _answer_calls(tools: Tools, calls: Sequence[chat.ToolCall | chat.ToolC
   async def answer(call):
     if isinstance(call, chat.ToolCallError):
       return call.text, "parse_error"
-    request = chat.python_request(call, config.tool_name)
+    request = chat.python_request(call, config.chat_format.tool_name)
     if isinstance(request, chat.ToolCallError):
       return request.text, "tool_error"
     return await _tool_text(tools, request, config)
@@ -147,40 +155,60 @@ def turn_seed(sampling_seed: int, turn: int) -> int:
 async def run_agent(engine: Engine, tools: Tools, tokenizer: tokenization.Tokenizer,
                     prompt_ids: Sequence[int], config: AgentConfig, rid: str,
                     sampling_seed: int | None = None) -> AgentRollout:
-  """Runs the turn loop (module docstring) from `prompt_ids` to the end of the response."""
-  prompt = [int(t) for t in prompt_ids]
-  ids, mask, logprobs = list(prompt), [0] * len(prompt), [0.0] * len(prompt)
+  """Runs the turn loop (module docstring) from `prompt_ids` to the end of the response.
+
+  Token ids and log-probs are kept as one numpy array per turn (no per-token Python objects).
+
+  Raises:
+    ValueError: the engine returned a number of log-probs other than its number of tokens.
+  """
+  prompt = np.asarray(prompt_ids, np.int32)
+  id_parts, mask_parts, logprob_parts = [prompt], [np.zeros(prompt.size, np.int32)], [
+      np.zeros(prompt.size, np.float32)]
+  response_length = 0
   statuses: list[str] = []
   turns = 0
   finish = "length"  # the budget can be used up by a tool response, before any further turn
-  while (budget := config.max_response_length - (len(ids) - len(prompt))) > 0:
+  while (budget := config.max_response_length - response_length) > 0:
     seed = None if sampling_seed is None else turn_seed(sampling_seed, turns)
     result = await engine.generate(jax_engine.GenerateRequest(
-        f"{rid}/t{turns}", list(ids),
+        f"{rid}/t{turns}", np.concatenate(id_parts),
         dataclasses.replace(config.sampling, max_new_tokens=budget, sampling_seed=seed)))
     turns += 1
-    ids += result.output_ids.tolist()
-    mask += [1] * result.completion_tokens
-    logprobs += result.output_logprobs.tolist()
+    output_ids = np.asarray(result.output_ids, np.int32)
+    output_logprobs = np.asarray(result.output_logprobs, np.float32)
+    if output_logprobs.shape != output_ids.shape:
+      raise ValueError(f"request {rid}/t{turns - 1}: the engine returned {output_ids.size} tokens "
+                       f"but {output_logprobs.size} log-probs")
+    id_parts.append(output_ids)
+    mask_parts.append(np.ones(output_ids.size, np.int32))
+    logprob_parts.append(output_logprobs)
+    response_length += output_ids.size
     if result.finish_reason["type"] == "length":
       finish = "length"
       break
-    calls = chat.parse_tool_calls(tokenizer.decode(result.output_ids), config.max_parallel_calls)
+    calls = chat.parse_tool_calls(tokenizer.decode(output_ids), config.max_parallel_calls)
     if not calls:
       finish = "stop"
+      break
+    remaining = config.max_response_length - response_length
+    if remaining <= 0:  # the turn ended exactly at the budget: no room for the call's output
+      finish = "length"
       break
     if turns >= config.max_assistant_turns:
       finish = "max_turns"
       break
     answers = await _answer_calls(tools, calls, config)
-    env_ids = tokenizer.encode(chat.tool_response_text([text for text, _ in answers]))
-    if len(env_ids) > budget - result.completion_tokens:
+    env_ids = np.asarray(tokenizer.encode(chat.tool_response_text([text for text, _ in answers])),
+                         np.int32)
+    if env_ids.size >= remaining:  # released: stop unless the next turn has room (>=)
       finish = "tool_response_overflow"
       break
     statuses += [status for _, status in answers]
-    ids += env_ids
-    mask += [0] * len(env_ids)
-    logprobs += [0.0] * len(env_ids)
-  trajectory = chat.Trajectory(np.array(ids, np.int32), np.array(mask, np.int32), len(prompt))
+    id_parts.append(env_ids)
+    mask_parts.append(np.zeros(env_ids.size, np.int32))
+    logprob_parts.append(np.zeros(env_ids.size, np.float32))
+    response_length += env_ids.size
+  trajectory = chat.Trajectory(np.concatenate(id_parts), np.concatenate(mask_parts), prompt.size)
   record = rl.RolloutRecord(tuple(statuses), turns, tokenizer.decode(trajectory.response_ids))
-  return AgentRollout(trajectory, np.array(logprobs, np.float32), record, finish)
+  return AgentRollout(trajectory, np.concatenate(logprob_parts), record, finish)

@@ -38,20 +38,28 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   return out
 
 
+class ConfigError(ValueError):
+  """A bad config value: the message names the key path, the value and the config's origin."""
+
+
 def get(config: ml_collections.ConfigDict, path: str) -> Any:
   node = config
   for part in path.split("."):
     if part not in node:
-      raise ValueError(f"config.{path} is missing")
+      raise ConfigError(f"config.{path} is missing")
     node = node[part]
   return node
 
 
 def require(config: ml_collections.ConfigDict, path: str, check: Callable[[Any], bool], message: str,
             origin: str = "") -> Any:
-  """Returns config.<path>; raises ValueError `config.<path>=<value> <message> (<origin>)` if check fails."""
+  """Returns config.<path>; raises ConfigError `config.<path>=<value> <message> (<origin>)` if check fails."""
   value = get(config, path)
   if not check(value):
-    where = f" ({origin})" if origin else ""
-    raise ValueError(f"config.{path}={value!r} {message}{where}")
+    raise ConfigError(f"config.{path}={value!r} {message}{where(origin)}")
   return value
+
+
+def where(origin: str) -> str:
+  """" (origin)" for messages, or "" without one."""
+  return f" ({origin})" if origin else ""

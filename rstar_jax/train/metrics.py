@@ -50,11 +50,21 @@ class MetricsWriter:
     if self._is_writer:
       with open(self.path, "a", encoding="utf-8") as f:
         f.write(json.dumps(row) + "\n")
-      for name, value in row.items():
-        if name != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
-          self._tb.add_scalar(name, value, global_step=int(step))
-      self._tb.flush()
+      self._scalars(step, {k: v for k, v in row.items() if k != "step"})
     return row
+
+  def _scalars(self, step: int, metrics: Mapping[str, Any]) -> None:
+    for name, value in sorted(metrics.items()):
+      if isinstance(value, (int, float)) and not isinstance(value, bool):
+        # TensorBoard tags allow [A-Za-z0-9_./-]: "eval/avg@4" becomes "eval/avg_at_4"
+        self._tb.add_scalar(name.replace("@", "_at_"), value, global_step=int(step))
+    self._tb.flush()
+
+  def scalars(self, step: int, metrics: Mapping[str, Any]) -> None:
+    """Writes numeric metrics to TensorBoard only (e.g. an evaluation at a phase end, which is not
+    a training step's row)."""
+    if self._is_writer:
+      self._scalars(step, metrics)
 
   def truncate_after(self, step: int) -> None:
     """Drops rows with step > `step` (atomically); other lines are kept unchanged."""

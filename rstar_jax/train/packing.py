@@ -7,8 +7,9 @@ positions 0..n-2. Segments are placed into rows of `row_length` positions by fir
 `num_microbatches` microbatches of `rows_per_microbatch` rows. Unused positions are padding:
 segment id 0, loss mask 0. Arrays are [M, b, T]; the trainer scans over M.
 
-The microbatch count M is the smallest that fits (rounded up to a power of two, so a run compiles
-the update for a handful of shapes at most), or fixed by the caller.
+The microbatch count M is the smallest that fits, rounded up to the next of 1, 2, 3, 4, 6, 8, 12,
+16, 24, ... (two sizes per doubling: a run compiles the update for a handful of shapes at most, and
+at most a third of the rows are padding), or fixed by the caller.
 """
 import math
 from typing import NamedTuple, Sequence
@@ -23,7 +24,8 @@ class PackedBatch(NamedTuple):
   mask scale) where the target was written by the policy, else 0; advantages: float32 per target token (the trajectory's advantage);
   positions: int32 RoPE positions restarting per segment; segment_ids: int32, 0 for padding;
   old_logp: float32 log pi_old of each target (given by the caller, else 0 until the trainer
-  recomputes it).
+  recomputes it); sampler_logp: float32 the sampler's log-prob of each target the policy wrote
+  (0 elsewhere, and everywhere when the caller gave none).
   """
   input_ids: np.ndarray
   targets: np.ndarray
@@ -32,10 +34,17 @@ class PackedBatch(NamedTuple):
   positions: np.ndarray
   segment_ids: np.ndarray
   old_logp: np.ndarray
+  sampler_logp: np.ndarray
 
   @property
   def num_trajectory_tokens(self) -> int:
     return int(np.count_nonzero(self.segment_ids))
+
+
+def microbatch_bucket(needed: int) -> int:
+  """The smallest of 1, 2, 3, 4, 6, 8, 12, 16, 24, ... (2^k and 3 * 2^k) that is >= needed."""
+  power = 1 << max(needed - 1, 0).bit_length()
+  return power * 3 // 4 if power >= 4 and power * 3 // 4 >= needed else power
 
 
 def _rows_first_fit(lengths: Sequence[int], row_length: int) -> list[list[int]]:
@@ -56,7 +65,8 @@ def _rows_first_fit(lengths: Sequence[int], row_length: int) -> list[list[int]]:
 def pack_trajectories(token_ids: Sequence[np.ndarray], loss_masks: Sequence[np.ndarray],
                       advantages: Sequence[float] | None, row_length: int, rows_per_microbatch: int,
                       num_microbatches: int | None = None, mask_scales: Sequence[float] | None = None,
-                      old_logprobs: Sequence[np.ndarray] | None = None) -> PackedBatch:
+                      old_logprobs: Sequence[np.ndarray] | None = None,
+                      sampler_logprobs: Sequence[np.ndarray] | None = None) -> PackedBatch:
   """Packs trajectories (token ids and loss masks, 1-D each) into a PackedBatch.
 
   Args:
@@ -65,24 +75,30 @@ def pack_trajectories(token_ids: Sequence[np.ndarray], loss_masks: Sequence[np.n
     advantages: per trajectory advantage, or None (SFT: all 1).
     row_length: T, positions per row; a trajectory needs n - 1 <= T.
     rows_per_microbatch: b.
-    num_microbatches: M, or None for the smallest power of two that fits.
+    num_microbatches: M, or None for the smallest of 1, 2, 3, 4, 6, 8, 12, ... that fits.
     mask_scales: per trajectory factor on its loss mask (token weights of a loss aggregation),
       or None for 1.
     old_logprobs: per trajectory, [n] float log pi_old of each token given the tokens before it
       (e.g. the sampler's; entry 0 unused), written to `old_logp`; or None (zeros).
+    sampler_logprobs: per trajectory, [n] the sampler's log-probs aligned with the token ids
+      (entry 0 unused), written to `sampler_logp` where the loss mask is 1; or None (zeros).
 
   Raises:
     ValueError: naming the trajectory that is too long or mismatched, or when M is too small.
   """
   for name, values in (("loss_masks", loss_masks), ("advantages", advantages), ("mask_scales", mask_scales),
-                       ("old_logprobs", old_logprobs)):
+                       ("old_logprobs", old_logprobs), ("sampler_logprobs", sampler_logprobs)):
     if values is not None and len(values) != len(token_ids):
       raise ValueError(f"got {len(token_ids)} token arrays but {len(values)} {name}")
   lengths = []
   for i, (ids, mask) in enumerate(zip(token_ids, loss_masks)):
-    if len(ids) != len(mask) or (old_logprobs is not None and len(old_logprobs[i]) != len(ids)):
-      raise ValueError(f"trajectory {i}: {len(ids)} tokens but {len(mask)} mask entries"
-                       + ("" if old_logprobs is None else f" and {len(old_logprobs[i])} log-probs"))
+    lengths_given = [("mask entries", len(mask))] + [
+        (f"{name}", len(values[i])) for name, values in (("old_logprobs", old_logprobs),
+                                                         ("sampler_logprobs", sampler_logprobs))
+        if values is not None]
+    if any(n != len(ids) for _, n in lengths_given):
+      raise ValueError(f"trajectory {i}: {len(ids)} tokens but " +
+                       ", ".join(f"{n} {name}" for name, n in lengths_given))
     if not 2 <= len(ids) <= row_length + 1:
       raise ValueError(f"trajectory {i} has {len(ids)} tokens; rows hold 2..{row_length + 1} "
                        f"(row_length={row_length})")
@@ -90,14 +106,15 @@ def pack_trajectories(token_ids: Sequence[np.ndarray], loss_masks: Sequence[np.n
   rows = _rows_first_fit(lengths, row_length)
   needed = max(1, math.ceil(len(rows) / rows_per_microbatch))
   if num_microbatches is None:
-    num_microbatches = 1 << (needed - 1).bit_length()
+    num_microbatches = microbatch_bucket(needed)
   elif needed > num_microbatches:
     raise ValueError(f"{len(token_ids)} trajectories need {len(rows)} rows of {row_length}, more than "
                      f"num_microbatches={num_microbatches} x rows_per_microbatch={rows_per_microbatch}")
   shape = (num_microbatches * rows_per_microbatch, row_length)
   out = {name: np.zeros(shape, dtype) for name, dtype in (
       ("input_ids", np.int32), ("targets", np.int32), ("loss_mask", np.float32), ("advantages", np.float32),
-      ("positions", np.int32), ("segment_ids", np.int32), ("old_logp", np.float32))}
+      ("positions", np.int32), ("segment_ids", np.int32), ("old_logp", np.float32),
+      ("sampler_logp", np.float32))}
   for r, members in enumerate(rows):
     offset = 0
     for segment, i in enumerate(members, start=1):
@@ -110,6 +127,9 @@ def pack_trajectories(token_ids: Sequence[np.ndarray], loss_masks: Sequence[np.n
       out["advantages"][r, span] = 1.0 if advantages is None else advantages[i]
       if old_logprobs is not None:
         out["old_logp"][r, span] = np.asarray(old_logprobs[i])[1:]
+      if sampler_logprobs is not None:
+        out["sampler_logp"][r, span] = np.where(np.asarray(loss_masks[i])[1:] > 0,
+                                                np.asarray(sampler_logprobs[i])[1:], 0.0)
       out["positions"][r, span] = np.arange(n)
       out["segment_ids"][r, span] = segment
       offset += n

@@ -4,6 +4,10 @@ Reads config.mesh.{num_devices, data, fsdp, tensor, rules} and config.model.{hf_
 intermediate_size, num_layers, num_heads, num_kv_heads, head_dim, rope_theta, tie_word_embeddings,
 vocab_multiple, dtype, param_dtype, remat} and config.data.tokenizer.
 """
+import dataclasses
+import json
+import os
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -72,3 +76,39 @@ def build_policy(model_config: ml_collections.ConfigDict, tokenizer: chat.Tokeni
   num_params = sum(x.size for x in jax.tree.leaves(params))
   logging.info("policy: random %s with %.2fM parameters", cfg, num_params / 1e6)
   return cfg, params
+
+
+CHAT_FORMAT_FILE = "rstar_chat_format.json"
+
+
+def save_policy(directory: str, cfg: models.ModelConfig, params, tokenizer: chat.Tokenizer,
+                chat_format: chat.ChatFormat) -> None:
+  """Writes a Hugging Face checkpoint (config.json, safetensors), the tokenizer when it is an
+  `HFTokenizer`, and the chat format the policy was trained with (`CHAT_FORMAT_FILE`), so that
+  `load_policy` (and `python -m rstar_jax.eval`) prompt it as it was trained."""
+  models.save_hf(cfg, params, directory)
+  if isinstance(tokenizer, chat.HFTokenizer):
+    tokenizer.save(directory)
+  path = os.path.join(directory, CHAT_FORMAT_FILE)
+  with open(path + ".tmp", "w", encoding="utf-8") as f:
+    json.dump(dataclasses.asdict(chat_format), f)
+  os.replace(path + ".tmp", path)
+
+
+def load_policy(directory: str, mesh_rules: models.MeshRules | None = None, dtype: str = "float32"
+                ) -> tuple[models.ModelConfig, dict, chat.Tokenizer, chat.ChatFormat]:
+  """(cfg, params, tokenizer, chat format) of a `save_policy` directory, or of any Hugging Face
+  Qwen checkpoint with a tokenizer.json (then the released chat format). The end-of-turn ids are
+  the tokenizer's `<|im_end|>` then `<|endoftext|>` (a base checkpoint's config lists only the
+  latter, PAPER.md §2.5)."""
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f"no policy directory at {directory!r}")
+  tokenizer = chat.HFTokenizer.from_dir(directory)
+  cfg, params = models.load_hf(directory, dtype=jnp.dtype(dtype), mesh_rules=mesh_rules)
+  cfg = cfg.replace(eos_token_id=_eos_ids(tokenizer))
+  path = os.path.join(directory, CHAT_FORMAT_FILE)
+  chat_format = chat.DEFAULT_FORMAT
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      chat_format = chat.ChatFormat(**json.load(f))
+  return cfg, params, tokenizer, chat_format

@@ -1,18 +1,27 @@
 """The run driver: `run(config, workdir)` validates the config, builds the pieces and runs the job.
 
 Jobs (config.job):
-  sft  supervised fine-tuning of the policy on tool-use traces (train/sft.py); with no trace files
-       configured, the synthetic task of the tiny default is generated into workdir/data first.
-       Then, unless config.eval.num_problems is 0, the trained policy is evaluated with agent
-       rollouts whose tool calls a real sandbox runs (train/evaluate.py), on the synthetic eval
-       split or config.eval.problems_files.
-The RL stages join here with the RL step loop.
+  sft     supervised fine-tuning of the policy on tool-use traces (train/sft.py); with no trace
+          files configured, the synthetic task of the tiny default is generated into workdir/data.
+  rl      GRPO-RoC from a given policy (config.model.hf_path) through the curriculum stages of
+          config.data.stages (train/grpo.py).
+  sft_rl  sft, then rl from the SFT policy (the tiny default).
+After SFT and after each RL stage the policy is saved (policies/<phase>, a Hugging Face checkpoint
+with its tokenizer and chat format) and, unless config.eval.num_problems is 0, evaluated with agent
+rollouts whose tool calls a real sandbox runs (train/evaluate.py; evals/<phase>/).
+
+Steps are global over the phases (SFT steps 1..S, then RL steps S+1..): one checkpoint series,
+one metrics.jsonl. Killing the job at any point and running the same command again resumes from
+the newest checkpoint and ends with the same metrics as an uninterrupted run (bitwise on CPU).
 
 Files a run writes under workdir: config.json (the first run's; a rerun in the same workdir must
-keep the keys that fix its data, tokenizer and checkpoints), metrics.jsonl, tensorboard/, checkpoints/,
-policy/ (the final policy as a Hugging Face checkpoint, with its tokenizer.json), loss.png, summary.json,
-eval.json and eval_samples.jsonl.
+keep the keys that fix its data, tokenizer and checkpoints), metrics.jsonl, tensorboard/,
+checkpoints/, policies/<phase>/, policy/ (the final policy), evals/<phase>/ (eval.json,
+eval_problems.jsonl, eval_samples.jsonl, eval_samples.md), eval_table.md, loss.png, plots/*.png and
+summary.json (the eval table per phase, the final metrics).
+String values in file specs may hold `{workdir}`, replaced by the run's directory.
 """
+import contextlib
 import json
 import os
 
@@ -21,68 +30,17 @@ from absl import logging
 
 from rstar_jax import chat
 from rstar_jax import data
-from rstar_jax import models
-from rstar_jax.train import evaluate, plots, policy, sft
-from rstar_jax.train.config_lib import require
+from rstar_jax import rewards
+from rstar_jax import rollout
+from rstar_jax.train import evaluate, grpo, harness as harness_lib, optim, plots, policy, sft, validate
+from rstar_jax.train.metrics import read_metrics
 
-JOBS = ("sft",)
-
-
-def validate(config: ml_collections.ConfigDict, origin: str = "") -> None:
-  """Checks the config before anything is built; each error names the key path, value and origin."""
-  require(config, "job", lambda v: v in JOBS, f"must be one of {JOBS}", origin)
-  for path in ("sft.steps", "sft.batch_size", "sft.row_length", "sft.rows_per_microbatch",
-               "checkpoint.every_steps", "checkpoint.max_to_keep", "sft.eval_every_steps"):
-    require(config, path, lambda v: isinstance(v, int) and v > 0, "must be a positive integer", origin)
-  require(config, "sft.num_microbatches", lambda v: v is None or (isinstance(v, int) and v > 0),
-          "must be None (smallest that fits) or a positive integer", origin)
-  require(config, "sft.logits_chunk",
-          lambda v: v == 0 or (v > 0 and config.sft.row_length % v == 0),
-          f"must be 0 or divide config.sft.row_length={config.sft.row_length}", origin)
-  require(config, "optim.learning_rate", lambda v: v > 0, "must be positive", origin)
-  require(config, "optim.reset_at_steps",
-          lambda v: all(isinstance(s, int) and 0 < s < config.sft.steps for s in v),
-          f"must list update indices in [1, config.sft.steps={config.sft.steps})", origin)
-  require(config, "data.seed", lambda v: isinstance(v, int) and 0 <= v < 2**32, "must be in [0, 2**32)", origin)
-  require(config, "sft.num_eval", lambda v: isinstance(v, int) and v >= 0, "must be a non-negative integer", origin)
-  require(config, "sft.logits_chunk", lambda v: isinstance(v, int) and v >= 0, "must be a non-negative integer",
-          origin)
-  for path in ("model.dtype", "model.param_dtype"):
-    require(config, path, lambda v: v in models.DTYPES, f"must be one of {models.DTYPES}", origin)
-  require(config, "model.remat", lambda v: v in models.REMAT_POLICIES, f"must be one of {models.REMAT_POLICIES}",
-          origin)
-  if not config.model.hf_path:
-    for path in ("model.hidden_size", "model.intermediate_size", "model.num_layers", "model.num_heads",
-                 "model.num_kv_heads", "model.head_dim", "model.vocab_multiple"):
-      require(config, path, lambda v: isinstance(v, int) and v > 0, "must be a positive integer", origin)
-    require(config, "model.num_heads", lambda v: v % config.model.num_kv_heads == 0,
-            f"must be a multiple of config.model.num_kv_heads={config.model.num_kv_heads}", origin)
-  if not config.data.sft_files:
-    require(config, "sft.num_eval", lambda v: v < config.data.synthetic.num_sft,
-            f"must be smaller than config.data.synthetic.num_sft={config.data.synthetic.num_sft}", origin)
-  _validate_eval(config, origin)
-
-
-def _validate_eval(config: ml_collections.ConfigDict, origin: str) -> None:
-  require(config, "eval.num_problems", lambda v: isinstance(v, int) and v >= 0,
-          "must be a non-negative integer (0: no evaluation)", origin)
-  if not config.eval.num_problems:
-    return
-  for path in ("eval.num_samples", "eval.max_response_length", "eval.max_assistant_turns", "eval.num_slots",
-               "eval.sandbox_workers"):
-    require(config, path, lambda v: isinstance(v, int) and v > 0, "must be a positive integer", origin)
-  require(config, "eval.temperature", lambda v: v >= 0, "must be non-negative", origin)
-  require(config, "eval.sandbox_url", lambda v: v or os.geteuid() == 0,
-          "is empty, so an in-process sandbox would run the tool calls, which needs root: run as root, "
-          "give the URL of a running `rstar-sandbox serve`, or set config.eval.num_problems=0", origin)
-  require(config, "eval.problems_files", lambda v: v or not config.data.sft_files,
-          "is empty but config.data.sft_files is set, so there is no synthetic eval split: give "
-          "'SCHEMA:PATH' problem files or set config.eval.num_problems=0", origin)
-
+SYNTHETIC_SPLITS = ("train", "eval", "sft")
 
 # Keys that fix what a workdir's data, tokenizer and checkpoints are; a rerun in the same workdir
 # must not change them (anything else, e.g. sft.steps or the mesh, may change on resume).
-_WORKDIR_KEYS = ("job", "seed", "data", "model", "sft.batch_size", "sft.row_length", "sft.num_eval")
+_WORKDIR_KEYS = ("job", "seed", "data", "model", "prompt", "tool", "sft.batch_size", "sft.row_length",
+                 "sft.num_eval", "rl.keep", "rl.num_rollouts")
 _FREE_MODEL_KEYS = ("model.remat", "model.dtype")
 
 
@@ -98,7 +56,7 @@ def _check_workdir(config: ml_collections.ConfigDict, workdir: str, origin: str)
   """Records the config in workdir/config.json; a rerun may only change keys outside _WORKDIR_KEYS.
 
   Raises:
-    ValueError: naming every fixed key whose value differs from the workdir's config.json.
+    ConfigError: naming every fixed key whose value differs from the workdir's config.json.
   """
   path = os.path.join(workdir, "config.json")
   new = json.loads(config.to_json_best_effort())
@@ -111,7 +69,7 @@ def _check_workdir(config: ml_collections.ConfigDict, workdir: str, origin: str)
   fixed = [k for k in changed if k not in _FREE_MODEL_KEYS
            and any(k == p or k.startswith(p + ".") for p in _WORKDIR_KEYS)]
   if fixed:
-    raise ValueError(f"{workdir} holds a run of another config ({path}); changed: " + ", ".join(
+    raise validate.ConfigError(f"{workdir} holds a run of another config ({path}); changed: " + ", ".join(
         f"config.{k}={new_flat.get(k)!r} (was {old_flat.get(k)!r})" for k in fixed)
         + f" ({origin or 'given config'}). Use a new --workdir, or the original values.")
   if changed:
@@ -119,23 +77,25 @@ def _check_workdir(config: ml_collections.ConfigDict, workdir: str, origin: str)
                     ", ".join(f"config.{k}={new_flat.get(k)!r} (was {old_flat.get(k)!r})" for k in changed))
 
 
-def _check_batch_divides(config: ml_collections.ConfigDict, mesh_rules: models.MeshRules, origin: str) -> None:
-  batch_devices = mesh_rules.mesh.shape["data"] * mesh_rules.mesh.shape["fsdp"]
-  for path in ("sft.rows_per_microbatch",) + (("eval.num_slots",) if config.eval.num_problems else ()):
-    require(config, path, lambda v: v % batch_devices == 0,
-            f"must be a multiple of the mesh's data x fsdp devices ({batch_devices}; set config.mesh.* "
-            "or config.mesh.num_devices)", origin)
+def _with_workdir(specs, workdir: str) -> list[str]:
+  return [spec.replace("{workdir}", workdir) for spec in specs]
+
+
+def _synthetic_task(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """Generates the synthetic task into workdir/data once; returns that directory."""
+  synthetic = config.data.synthetic
+  out_dir = os.path.join(workdir, "data")
+  if not os.path.exists(os.path.join(out_dir, "task_stats.json")):
+    data.write_synthetic_task(out_dir, synthetic.seed, num_train=synthetic.num_train,
+                              num_eval=synthetic.num_eval, num_sft=synthetic.num_sft,
+                              mix=data.TraceMix(**synthetic.mix), levels=tuple(synthetic.levels),
+                              prompt_format=chat.ChatFormat.from_config(config))
+  return out_dir
 
 
 def _sft_traces(config: ml_collections.ConfigDict, workdir: str) -> list[data.SftTrace]:
-  files = list(config.data.sft_files)
-  if not files:
-    synthetic = config.data.synthetic
-    out_dir = os.path.join(workdir, "data")
-    if not os.path.exists(os.path.join(out_dir, "sft.jsonl")):
-      data.write_synthetic_task(out_dir, synthetic.seed, num_train=synthetic.num_train,
-                                num_eval=synthetic.num_eval, num_sft=synthetic.num_sft)
-    files = [os.path.join(out_dir, "sft.jsonl")]
+  files = _with_workdir(config.data.sft_files, workdir) or [os.path.join(_synthetic_task(config, workdir),
+                                                                          "sft.jsonl")]
   traces = []
   for path in files:
     if not os.path.isfile(path):
@@ -145,14 +105,18 @@ def _sft_traces(config: ml_collections.ConfigDict, workdir: str) -> list[data.Sf
 
 
 def _eval_problems(config: ml_collections.ConfigDict, workdir: str) -> list[data.Problem]:
-  specs = list(config.eval.problems_files) or ["problems:" + os.path.join(workdir, "data", "eval.jsonl")]
+  specs = _with_workdir(config.eval.problems_files, workdir)
+  if not specs:
+    specs = ["problems:" + os.path.join(_synthetic_task(config, workdir), "eval.jsonl")]
   problems, _ = data.load_problems(specs, "config.eval.problems_files", integer_answers=False)
   return problems
 
 
 def _tokenizer(config: ml_collections.ConfigDict, workdir: str, traces: list[data.SftTrace]) -> chat.Tokenizer:
   """"char", a checkpoint directory, or "bpe": a byte-level BPE trained on the traces (once, into
-  workdir/data/tokenizer, so a resumed run reuses it)."""
+  workdir/data/tokenizer, so a resumed run reuses it); an rl job of a given policy uses its own."""
+  if config.job == "rl":
+    return chat.HFTokenizer.from_dir(config.model.hf_path)
   if config.data.tokenizer != "bpe":
     return chat.load_tokenizer(config.data.tokenizer)
   directory = os.path.join(workdir, "data", "tokenizer")
@@ -162,31 +126,120 @@ def _tokenizer(config: ml_collections.ConfigDict, workdir: str, traces: list[dat
   return chat.train_bpe_tokenizer(texts, config.data.bpe_vocab_size, directory)
 
 
+def _eval_table(evals: dict[str, dict]) -> str:
+  """A markdown table of the phases' evaluations."""
+  if not evals:
+    return ""
+  any_metrics = next(iter(evals.values()))
+  avg = next(k for k in any_metrics if k.startswith("eval/avg@"))
+  pass_k = next(k for k in any_metrics if k.startswith("eval/pass@"))
+  columns = [(avg[5:], avg), (pass_k[5:], pass_k), ("tool calls", "eval/tool_calls_mean"),
+             ("tool errors", "eval/tool_error_ratio"), ("tool errors (correct)", "eval/positive_tool_error_ratio"),
+             ("no tool", "eval/no_tool_fraction"), ("response tokens", "eval/response_tokens_mean"),
+             ("truncated", "eval/truncated_fraction")]
+  lines = ["| phase | " + " | ".join(name for name, _ in columns) + " |",
+           "|---|" + "---|" * len(columns)]
+  for phase, metrics in evals.items():
+    lines.append(f"| {phase} | " + " | ".join(f"{metrics[key]:.3f}" if key != "eval/response_tokens_mean"
+                                              else f"{metrics[key]:.0f}" for _, key in columns) + " |")
+  return "\n".join(lines) + "\n"
+
+
+class _Phases:
+  """Saves and evaluates the policy at the end of each phase (idempotent: a resumed run skips
+  what is done)."""
+
+  def __init__(self, config, workdir, cfg, tokenizer, chat_format, mesh_rules, runtime, harness):
+    self.config, self.workdir, self.cfg = config, workdir, cfg
+    self.tokenizer, self.chat_format, self.mesh_rules = tokenizer, chat_format, mesh_rules
+    self.runtime, self.harness = runtime, harness
+
+  def end(self, phase: str, params, global_step: int) -> None:
+    policy.save_policy(os.path.join(self.workdir, "policies", phase), self.cfg, params, self.tokenizer,
+                       self.chat_format)
+    if not self.config.eval.num_problems:
+      return
+    out_dir = os.path.join(self.workdir, "evals", phase)
+    metrics = evaluate.read_evaluation(out_dir)
+    if metrics is None:
+      metrics = evaluate.evaluate_policy(
+          self.config.eval, self.cfg, params, self.tokenizer, _eval_problems(self.config, self.workdir), out_dir,
+          self.runtime, self.mesh_rules, self.chat_format, rewards.RewardConfig.from_config(self.config),
+          label=f"eval after {phase}")
+    self.harness.writer.scalars(global_step, metrics)
+
+
+def _phase_names(config: ml_collections.ConfigDict) -> list[str]:
+  names = ["sft"] if config.job in ("sft", "sft_rl") else []
+  if config.job in ("rl", "sft_rl"):
+    names += [stage.name for stage in data.curriculum_from_config(config.data.stages).stages]
+  return names
+
+
+def _summaries(rows: list[dict], config: ml_collections.ConfigDict) -> dict:
+  """The last metrics row of each phase kind (SFT, RL) and the evaluations found on disk."""
+  out = {}
+  sft_rows = [row for row in rows if row.get("stage") == "sft"]
+  rl_rows = [row for row in rows if "rl/step" in row]
+  if sft_rows:
+    out["sft"] = {"steps": sft_rows[-1]["step"], "final_metrics": sft_rows[-1]}
+  if rl_rows:
+    out["rl"] = {"steps": int(rl_rows[-1]["rl/step"]), "final_metrics": rl_rows[-1]}
+  return out
+
+
 def run(config: ml_collections.ConfigDict, workdir: str, origin: str = "") -> dict:
   """Runs config.job in workdir (resuming if it holds checkpoints); returns the summary."""
-  validate(config, origin)
+  validate.validate(config, origin)
   os.makedirs(workdir, exist_ok=True)
   _check_workdir(config, workdir, origin)
   logging.info("config (%s):\n%s", origin or "given", config)
   mesh_rules = policy.build_mesh_rules(config.mesh)
-  _check_batch_divides(config, mesh_rules, origin)
+  validate.check_batch_divides(config, mesh_rules, origin)
+  has_sft, has_rl = config.job in ("sft", "sft_rl"), config.job in ("rl", "sft_rl")
+  chat_format = chat.ChatFormat.from_config(config)
   stats = data.DataStats()
-  traces = _sft_traces(config, workdir)
+  traces = _sft_traces(config, workdir) if has_sft else []
   tokenizer = _tokenizer(config, workdir, traces)
-  stats.rows_read = stats.kept = len(traces)
-  examples = sft.encode_traces(traces, tokenizer, config.sft.row_length + 1, stats)
-  stats.log("SFT trajectories")
+  examples = []
+  if has_sft:
+    stats.rows_read = stats.kept = len(traces)
+    examples = sft.encode_traces(traces, tokenizer, config.sft.row_length + 1, stats)
+    stats.log("SFT trajectories")
   cfg, params = policy.build_policy(config.model, tokenizer, mesh_rules, config.seed)
-  summary, state = sft.train_sft(config, workdir, cfg, params, examples, mesh_rules)
-  policy_dir = os.path.join(workdir, "policy")
-  models.save_hf(cfg, state.params, policy_dir)
-  if isinstance(tokenizer, chat.HFTokenizer):
-    tokenizer.save(policy_dir)
-  plots.plot_losses(workdir)
+  harness = harness_lib.StepHarness(workdir, config.checkpoint)
+  first_optim = config.sft.optim if has_sft else config.rl.optim
+  state = optim.init_train_state(params, optim.make_optimizer(first_optim), config.seed, mesh_rules)
+  state, meta = harness.restore(state)
+  phase = meta["phase"] if meta else None
+  summary = {"job": config.job}
+  needs_tools = has_rl or config.eval.num_problems
+  tools = (lambda: evaluate.tools_for(config.sandbox.url, config.sandbox.workers)) if needs_tools else None
+  with rollout.RolloutRuntime(tools or contextlib.nullcontext) as runtime, rewards.Scorer.from_config(config) as scorer:
+    phases = _Phases(config, workdir, cfg, tokenizer, chat_format, mesh_rules, runtime, harness)
+    if has_sft and phase in (None, "sft"):  # an RL checkpoint means SFT and its end are done
+      _, state = sft.train_sft(config, cfg, state, meta, examples, mesh_rules, harness)
+      phases.end("sft", state.params, config.sft.steps)
+    if has_rl:
+      offset = config.sft.steps if has_sft else 0
+      trainer = grpo.GrpoTrainer(
+          config, workdir, cfg, tokenizer, chat_format, mesh_rules, harness, runtime, scorer, offset,
+          on_stage_end=lambda stage, st: phases.end(stage.name, st.params, offset + stage.end_step))
+      if phase != "rl":
+        state, meta = trainer.initial_state(state.params), None
+      state = trainer.run(state, meta)
+  harness.close()
+  policy.save_policy(os.path.join(workdir, "policy"), cfg, state.params, tokenizer, chat_format)
+  summary.update(_summaries(read_metrics(workdir), config))
   summary["skipped_rows"] = dict(stats.skipped)
-  if config.eval.num_problems:
-    summary["eval"] = evaluate.evaluate_policy(config.eval, cfg, state.params, tokenizer,
-                                               _eval_problems(config, workdir), workdir, mesh_rules)
+  evals = {name: evaluate.read_evaluation(os.path.join(workdir, "evals", name)) for name in _phase_names(config)}
+  summary["evals"] = evals = {name: metrics for name, metrics in evals.items() if metrics is not None}
+  table = _eval_table(evals)
+  if table:
+    with open(os.path.join(workdir, "eval_table.md"), "w", encoding="utf-8") as f:
+      f.write(table)
+    logging.info("evaluation by phase:\n%s", table)
+  plots.plot_run(workdir, evals)
   data.write_json_atomic(os.path.join(workdir, "summary.json"), summary)
-  logging.info("done: %s", summary)
+  logging.info("done: %s", json.dumps({k: v for k, v in summary.items() if k != "evals"}))
   return summary

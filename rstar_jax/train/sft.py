@@ -3,29 +3,27 @@
 Loss: token-mean NLL over the tokens the model wrote (loss mask 1; the prompt and every environment
 segment are 0), L = -sum m log p / sum m over the step's batch. One step packs `sft.batch_size`
 trajectories into fixed-shape microbatches and runs the shared jitted update (train/step.py).
-Every `checkpoint.every_steps` the state, the data stream's position and the config are saved;
-restarting the same command resumes from the newest readable checkpoint and reproduces the
-metrics of an uninterrupted run (bitwise on CPU).
+Every `checkpoint.every_steps` the state, the data stream's position and the config are saved
+(through the shared `harness.StepHarness`); restarting the same command resumes from the newest
+readable checkpoint and reproduces the metrics of an uninterrupted run (bitwise on CPU).
 
 Reads config.sft.{steps, batch_size, row_length, rows_per_microbatch, num_microbatches,
-logits_chunk, eval_every_steps, num_eval}, config.data.{sft_files, seed}, config.checkpoint.*,
-config.optim.*, config.seed.
+logits_chunk, eval_every_steps, num_eval, optim.*}, config.data.{sft_files, seed},
+config.checkpoint.every_steps, config.seed.
 """
 import dataclasses
 import json
-import os
 import time
 from typing import Sequence
 
 import jax
 import ml_collections
-import numpy as np
 from absl import logging
 
 from rstar_jax import chat
 from rstar_jax import data
 from rstar_jax import models
-from rstar_jax.train import checkpoint as checkpoint_lib
+from rstar_jax.train import harness as harness_lib
 from rstar_jax.train import metrics as metrics_lib
 from rstar_jax.train import optim, packing, step
 
@@ -78,60 +76,46 @@ def split_eval(examples: list[SftExample], num_eval: int) -> tuple[list[SftExamp
   return examples[:len(examples) - num_eval], examples[len(examples) - num_eval:]
 
 
-def _format_eta(seconds: float) -> str:
-  minutes, secs = divmod(int(seconds), 60)
-  return f"{minutes // 60}h{minutes % 60:02d}m{secs:02d}s"
+def train_sft(config: ml_collections.ConfigDict, cfg: models.ModelConfig, state: optim.TrainState,
+              meta: dict | None, examples: list[SftExample], mesh_rules: models.MeshRules,
+              harness: harness_lib.StepHarness) -> tuple[dict, optim.TrainState]:
+  """Runs (or resumes, from `state` and its checkpoint `meta`) SFT to global step config.sft.steps.
 
-
-def train_sft(config: ml_collections.ConfigDict, workdir: str, cfg: models.ModelConfig, params,
-              examples: list[SftExample], mesh_rules: models.MeshRules) -> tuple[dict, optim.TrainState]:
-  """Runs (or resumes) SFT to config.sft.steps; returns (summary dict, final train state)."""
+  `state` holds the SFT optimizer (`optim.make_optimizer(config.sft.optim)`); returns
+  (summary dict, final train state).
+  """
   sft = config.sft
   train_examples, eval_examples = split_eval(examples, sft.num_eval)
-  optimizer = optim.make_optimizer(config.optim)
-  state = optim.init_train_state(params, optimizer, config.seed, mesh_rules)
+  optimizer = optim.make_optimizer(sft.optim)
   stream = data.ShardedStream(train_examples, sft.batch_size, config.data.seed, collate=list,
                               key=lambda e: e.id, name="trace")
-  ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint.max_to_keep,
-                                     config.checkpoint.async_save)
-  writer = metrics_lib.MetricsWriter(workdir)
-  restored = ckpt.restore_latest(state)
-  if restored is not None:
-    state, meta = restored
+  if meta is not None:
     stream.set_state(meta["data_state"])
-    logging.info("resumed from step %d", int(state.step))
-  writer.truncate_after(int(state.step))  # rows of steps about to be (re)computed
   train_step = step.jit_train_step(
       step.make_train_step(cfg, step.sft_objective(), optimizer, mesh_rules, sft.logits_chunk), state, mesh_rules)
   evaluate = _eval_fn(cfg, mesh_rules, sft.logits_chunk)
   eval_batches = [_pack(eval_examples[i:i + sft.batch_size], sft)
                   for i in range(0, len(eval_examples), sft.batch_size)]
-  start, t0 = int(state.step), time.time()
-  last_row = metrics_lib.read_metrics(workdir)[-1] if start else {}
-  for step_index in range(start, sft.steps):
+  start = int(state.step)
+  last_row = metrics_lib.read_metrics(harness.workdir)[-1] if start else {}
+  harness.start_phase(start + 1)
+  for done in range(start + 1, sft.steps + 1):
     t_step = time.time()
     batch = _pack(next(stream), sft)
     state, device_metrics = train_step(state, batch)
     row = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
-    done = step_index + 1
-    bad = [k for k, v in row.items() if not np.isfinite(v)]
-    if bad:
-      raise FloatingPointError(f"non-finite {', '.join(bad)} at step {done} (steps {start + 1}-{done} "
-                               f"of this run); the last checkpoint is step {ckpt.steps()[-1] if ckpt.steps() else 0}")
-    row.update({"data/epoch": stream.epoch, "data/tokens": float(batch.num_trajectory_tokens),
+    row.update({"stage": "sft", "data/epoch": stream.epoch, "data/tokens": float(batch.num_trajectory_tokens),
                 "time/step_s": time.time() - t_step})
     if eval_batches and (done % sft.eval_every_steps == 0 or done == sft.steps):
       sums = [evaluate(state.params, b) for b in eval_batches]
       row["eval/loss_sft"] = float(sum(n for n, _ in sums) / max(sum(c for _, c in sums), 1.0))
-    last_row = writer.write(done, row)
-    eta = (time.time() - t0) / (done - start) * (sft.steps - done)
-    logging.info("step %d/%d loss %.4f%s grad_norm %.3f lr %.2e (%.2fs/step, ETA %s)", done, sft.steps,
+    save = done % config.checkpoint.every_steps == 0 or done == sft.steps
+    last_row = harness.finish_step(done, state, row, {
+        "phase": "sft", "data_state": stream.get_state(), "config": json.loads(config.to_json_best_effort())},
+        save=save)
+    logging.info("sft step %d/%d loss %.4f%s grad_norm %.3f lr %.2e (%.2fs/step, ETA %s)", done, sft.steps,
                  row["loss/sft"], f" eval {row['eval/loss_sft']:.4f}" if "eval/loss_sft" in row else "",
-                 row["grad/norm"], row["optim/lr"], row["time/step_s"], _format_eta(eta))
-    if done % config.checkpoint.every_steps == 0 or done == sft.steps:
-      ckpt.save(done, state, {"data_state": stream.get_state(), "stage": "sft",
-                              "config": json.loads(config.to_json_best_effort())})
-  ckpt.close()
-  writer.close()
+                 row["grad/norm"], row["optim/lr"], row["time/step_s"], harness.eta(done, sft.steps))
+  harness.checkpointer.wait()
   return {"job": "sft", "steps": sft.steps, "final_metrics": last_row, "num_train_traces": len(train_examples),
           "num_eval_traces": len(eval_examples)}, state

@@ -6,7 +6,9 @@
 Gradient accumulation sums each microbatch's masked numerator and token count and divides once:
   L = sum_m sum_t mask_mt * l_mt / sum_m sum_t mask_mt,   grad L = sum_m grad(sum_t mask l) / N,
 so any split into microbatches gives the same update as the whole batch (up to fp rounding).
-Log-probs use the logits at temperature 1: log pi(x_t | x_<t) = log_softmax(z_t)[x_t]. With
+Log-probs use the logits at the sampling temperature tau (1 unless the RL rollouts sample at
+another): log pi(x_t | x_<t) = log_softmax(z_t / tau)[x_t], the sampler's convention (verl divides
+the logits by the rollout temperature too), so trainer and sampler log-probs agree. With
 `logits_chunk` > 0 they are computed in chunks of that many positions, each chunk's logits
 rematerialized in the backward pass, so [b, T, V] logits are never stored (the memory a 151K
 vocabulary needs); 0 keeps the whole logits for the backward pass (faster when they fit).
@@ -15,6 +17,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -42,13 +45,15 @@ def target_log_softmax(logits: jax.Array, targets: jax.Array) -> jax.Array:
 
 
 def token_logprobs(cfg: models.ModelConfig, params, input_ids, targets, positions, segment_ids,
-                   mesh_rules: MeshRules | None = None, logits_chunk: int = 0) -> jax.Array:
-  """log pi(targets | inputs) fp32 [b, T] for one packed microbatch (traceable)."""
+                   mesh_rules: MeshRules | None = None, logits_chunk: int = 0,
+                   temperature: float = 1.0) -> jax.Array:
+  """log softmax(z / temperature)[targets] fp32 [b, T] for one packed microbatch (traceable)."""
   hidden = models.hidden_states(cfg, params, input_ids, positions, segment_ids, mesh_rules)
   b, t = targets.shape
 
   def logprobs(h, y):
-    return target_log_softmax(models.output_logits(cfg, params, h), y)
+    logits = models.output_logits(cfg, params, h)
+    return target_log_softmax(logits if temperature == 1.0 else logits / temperature, y)
 
   if not logits_chunk or logits_chunk >= t:  # keep the [b, T, V] logits for the backward pass
     return logprobs(hidden, targets)
@@ -69,18 +74,47 @@ class Objective(NamedTuple):
   finalize: Callable[[Any], tuple[jax.Array, dict]]
 
 
-def grpo_objective(eps_low: float = 0.2, eps_high: float = 0.28, dual_clip: float | None = 3.0) -> Objective:
-  """GRPO-RoC token-mean PPO-clip (rl.losses, PAPER.md §6) over the policy's tokens."""
+OLD_LOGPROBS = ("batch", "current")
+
+
+def grpo_objective(eps_low: float = 0.2, eps_high: float = 0.28, dual_clip: float | None = 3.0,
+                   old_logprobs: str = "batch") -> Objective:
+  """GRPO-RoC token-mean PPO-clip (rl.losses, PAPER.md §6) over the policy's tokens.
+
+  old_logprobs: "batch" reads log pi_old from `mb.old_logp` (recomputed before the update, or the
+  sampler's); "current" takes stop_gradient(log pi_theta), which is what a recomputation gives at
+  the first (here the only) update of a step, without its forward pass (rho = 1).
+  Also reports "rollout/kl_sampler_k3": the k3 estimate of KL(pi_sampler || pi_theta) over the
+  policy's tokens, mean of (r - 1 - log r) with log r = log pi_theta - log pi_sampler, from
+  `mb.sampler_logp` (meaningless for a batch packed without the sampler's log-probs): how far the
+  trainer's numbers are from the sampler's (fp differences, bf16, or staleness).
+  """
+  if old_logprobs not in OLD_LOGPROBS:
+    raise ValueError(f"old_logprobs must be one of {OLD_LOGPROBS}, got {old_logprobs!r}")
+
   def sums(logp, mb):
-    s = rl.policy_loss_sums(logp, mb.old_logp, mb.advantages, mb.loss_mask,
+    old = jax.lax.stop_gradient(logp) if old_logprobs == "current" else mb.old_logp
+    s = rl.policy_loss_sums(logp, old, mb.advantages, mb.loss_mask,
                             eps_low=eps_low, eps_high=eps_high, dual_clip=dual_clip)
-    return s.loss, s
+    log_r = jnp.clip(jax.lax.stop_gradient(logp) - mb.sampler_logp, -rl.losses.LOG_RATIO_CLAMP,
+                     rl.losses.LOG_RATIO_CLAMP)
+    written = (mb.loss_mask > 0).astype(jnp.float32)
+    kl = (jnp.sum(written * (jnp.exp(log_r) - 1.0 - log_r)), jnp.sum(written))
+    return s.loss, (s, kl)
+
+  def add(a, b):
+    return rl.add_policy_loss_sums(a[0], b[0]), (a[1][0] + b[1][0], a[1][1] + b[1][1])
+
+  def zeros():
+    return rl.empty_policy_loss_sums(), (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))
 
   def finalize(s):
-    loss, metrics = rl.policy_loss_from_sums(s)
-    return loss, {"loss/policy": loss, **metrics}
+    loss, metrics = rl.policy_loss_from_sums(s[0])
+    kl_sum, kl_count = s[1]
+    return loss, {"loss/policy": loss, **metrics,
+                  "rollout/kl_sampler_k3": kl_sum / jnp.maximum(kl_count, 1.0)}
 
-  return Objective(sums, rl.add_policy_loss_sums, rl.empty_policy_loss_sums, finalize)
+  return Objective(sums, add, zeros, finalize)
 
 
 def sft_objective() -> Objective:
@@ -110,11 +144,11 @@ def _global_norm(tree) -> jax.Array:
 
 
 def make_train_step(cfg: models.ModelConfig, objective: Objective, optimizer: optax.GradientTransformation,
-                    mesh_rules: MeshRules | None = None, logits_chunk: int = 0):
+                    mesh_rules: MeshRules | None = None, logits_chunk: int = 0, temperature: float = 1.0):
   """A pure `train_step(state, batch) -> (state, metrics)` (not jitted; see `jit_train_step`)."""
   def microbatch_sums(params, mb):
     logp = token_logprobs(cfg, params, mb.input_ids, mb.targets, mb.positions, mb.segment_ids,
-                          mesh_rules, logits_chunk)
+                          mesh_rules, logits_chunk, temperature)
     return objective.sums(logp, mb)
 
   grad_fn = jax.grad(microbatch_sums, has_aux=True)
@@ -141,23 +175,38 @@ def make_train_step(cfg: models.ModelConfig, objective: Objective, optimizer: op
   return train_step
 
 
-def make_logprob_fn(cfg: models.ModelConfig, mesh_rules: MeshRules | None = None, logits_chunk: int = 0):
+def make_logprob_fn(cfg: models.ModelConfig, mesh_rules: MeshRules | None = None, logits_chunk: int = 0,
+                    temperature: float = 1.0):
   """A pure `logprobs(params, batch) -> [M, b, T]` fp32 (the trainer's old log-probs, §11 row 19)."""
   def logprobs(params, batch: PackedBatch):
     return jax.lax.map(lambda mb: token_logprobs(cfg, params, mb.input_ids, mb.targets, mb.positions,
-                                                 mb.segment_ids, mesh_rules, logits_chunk), batch)
+                                                 mb.segment_ids, mesh_rules, logits_chunk, temperature),
+                       batch)
   return logprobs
 
 
+def put_batch(batch: PackedBatch, mesh_rules: MeshRules | None) -> PackedBatch:
+  """The packed batch as global arrays, rows sharded over (data, fsdp). Each process passes the
+  rows it holds (`jax.make_array_from_process_local_data`), so the same call is right on one host
+  and on several; on one process the local rows are the whole batch."""
+  if mesh_rules is None:
+    return batch
+  return PackedBatch(*(jax.make_array_from_process_local_data(sharding, np.asarray(x))
+                       for sharding, x in zip(batch_shardings(mesh_rules), batch)))
+
+
 def jit_train_step(train_step, state: TrainState, mesh_rules: MeshRules | None):
-  """jax.jit with the state donated and its shardings pinned (in = out), batch rows sharded."""
+  """jax.jit with the state donated and its shardings pinned (in = out), batch rows sharded
+  (`put_batch`): `step(state, host_batch) -> (state, metrics)`."""
   state_shardings = jax.tree.map(lambda x: x.sharding, state) if mesh_rules is not None else None
-  return jax.jit(train_step, donate_argnums=(0,),
-                 in_shardings=(state_shardings, batch_shardings(mesh_rules)),
-                 out_shardings=(state_shardings, None))
+  jitted = jax.jit(train_step, donate_argnums=(0,),
+                   in_shardings=(state_shardings, batch_shardings(mesh_rules)),
+                   out_shardings=(state_shardings, None))
+  return lambda state, batch: jitted(state, put_batch(batch, mesh_rules))
 
 
 def jit_logprobs(logprobs, state: TrainState, mesh_rules: MeshRules | None):
   """jax.jit of `make_logprob_fn`'s function with the parameter and batch shardings pinned."""
   params_shardings = jax.tree.map(lambda x: x.sharding, state.params) if mesh_rules is not None else None
-  return jax.jit(logprobs, in_shardings=(params_shardings, batch_shardings(mesh_rules)))
+  jitted = jax.jit(logprobs, in_shardings=(params_shardings, batch_shardings(mesh_rules)))
+  return lambda params, batch: jitted(params, put_batch(batch, mesh_rules))

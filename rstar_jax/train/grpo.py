@@ -1,0 +1,236 @@
+"""The GRPO-RoC step loop through the curriculum stages (PAPER.md §5.1, §7).
+
+  trainer = GrpoTrainer(config, workdir, cfg, tokenizer, chat_format, mesh_rules, harness, runtime,
+                        scorer, step_offset, on_stage_end)
+  state, summary = trainer.run(state, meta)
+
+One RL step k (global step step_offset + k + 1), in the order of PAPER.md §5.1:
+  1. the next `data.prompts_per_step` prompts of the stage's resumable stream;
+  2. `rl.num_rollouts` agent rollouts per prompt on the in-process JAX engine (lockstep, so the
+     step repeats bitwise) with real sandbox tool calls; each rollout is scored the moment it
+     ends, while the others still decode (`time/score_hidden_fraction` is the share of the
+     scoring time that overlapped generation);
+  3. `train.rl.RLUpdater`: equal-reward groups dropped, RoC keeps `rl.keep` per group,
+     advantages, packing, `rl.updates_per_step` optimizer steps;
+  4. the new weights swapped into the engine (its cached prefixes dropped);
+  5. one metrics row (module `metrics` names below) and, every `checkpoint.rl_every_steps` steps
+     and at each stage end, a checkpoint holding the RL step, the stage and its stream position.
+Rollout ids are "{k}/{position}/{problem id}/s{sample}": the step and the batch position make
+them unique within a batch (a batch that straddles two epochs may hold a problem twice) and give
+a problem met again in a later epoch fresh samples.
+
+Stages: each has its own prompt stream (seed `data.seed + stage index`), response budget and
+turn limit; a stage with `reset_optimizer` re-initializes the optimizer state (warm-up
+restarted) before its first step, decided from the RL step (not an update count, which a step
+without surviving groups does not advance); a stage with `hard_filter_samples` n starts by rolling
+the current policy n times on each of its problems and keeps those not solved n/n
+(`data.filter_hard_problems`, cached in workdir/data/hard_{stage}.jsonl, resumable).
+`on_stage_end(stage, state)` runs after a stage's last step (the run driver saves the policy and
+evaluates it there), before the next stage starts; it must be idempotent, since a run resumed
+from a stage's last checkpoint calls it again.
+
+Faults: sandbox failures reach the model as `Error when executing tool: ...` (status
+`sandbox_error`); a step whose share of such calls exceeds `rl.max_sandbox_error_fraction` stops
+the run with a message naming the step and the newest checkpoint.
+
+Metrics per step (besides the updater's `reward/*`, `down_sampling/*`, `reject_equal_reward/*`,
+`roc_*`, `loss/policy`, `policy/*`, `grad/norm`, `optim/lr`, `update/*`): stage, rl/step,
+rl/stage_index, rollout/* (`evaluate.rollout_stats`: tool calls, tool-error ratios of all and of
+correct rollouts, response length mean/max, truncation, finish reasons), rollout/kl_sampler_k3,
+sandbox/error_calls, data/epoch, time/{rollout_s, score_s, score_hidden_fraction, update_s,
+step_s}, throughput/response_tokens_per_s.
+"""
+import json
+import os
+import time
+from typing import Callable
+
+import jax
+import ml_collections
+from absl import logging
+
+from rstar_jax import chat
+from rstar_jax import data
+from rstar_jax import models
+from rstar_jax import rewards
+from rstar_jax import rollout
+from rstar_jax.train import evaluate
+from rstar_jax.train import harness as harness_lib
+from rstar_jax.train import optim
+from rstar_jax.train import progress
+from rstar_jax.train import rl as rl_update
+
+StageEnd = Callable[[data.Stage, optim.TrainState], None]
+
+
+def agent_config(config: ml_collections.ConfigDict, chat_format: chat.ChatFormat,
+                 max_response_tokens: int, max_turns: int) -> rollout.AgentConfig:
+  """The rollouts' agent settings for a stage's budget and turn limit (config.rl.*)."""
+  rl = config.rl
+  return rollout.AgentConfig(
+      max_response_length=max_response_tokens, max_assistant_turns=max_turns,
+      max_parallel_calls=rl.max_parallel_calls, max_tool_response_chars=rl.max_tool_response_chars,
+      chat_format=chat_format, fixed_execution_time_s=rl.fixed_execution_time_s,
+      sampling=rollout.SamplingParams(max_new_tokens=None, temperature=rl.temperature, top_p=rl.top_p))
+
+
+class GrpoTrainer:
+  """Runs the RL steps of every curriculum stage (module docstring)."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str, cfg: models.ModelConfig,
+               tokenizer: chat.Tokenizer, chat_format: chat.ChatFormat, mesh_rules: models.MeshRules,
+               harness: harness_lib.StepHarness, runtime: rollout.RolloutRuntime, scorer: rewards.Scorer,
+               step_offset: int, on_stage_end: StageEnd):
+    self.config, self.workdir, self.cfg = config, workdir, cfg
+    self.tokenizer, self.chat_format, self.mesh_rules = tokenizer, chat_format, mesh_rules
+    self.harness, self.runtime, self.scorer = harness, runtime, scorer
+    self.step_offset, self.on_stage_end = step_offset, on_stage_end
+    self.curriculum = data.curriculum_from_config(config.data.stages)
+    self.optimizer = optim.make_optimizer(config.rl.optim)
+    self._decontam = data.decontam_index(config.data)
+    self._updater: rl_update.RLUpdater | None = None
+
+  # ------------------------------------------------------------------ state
+  def initial_state(self, params) -> optim.TrainState:
+    """Step `step_offset`, a fresh RL optimizer over `params` (e.g. the SFT policy's)."""
+    state = optim.init_train_state(params, self.optimizer, self.config.seed, self.mesh_rules)
+    return state.replace(step=state.step + self.step_offset)
+
+  def _reset_optimizer(self, state: optim.TrainState) -> optim.TrainState:
+    fresh = optim.init_train_state(state.params, self.optimizer, self.config.seed, self.mesh_rules)
+    return state.replace(opt_state=fresh.opt_state)
+
+  def _updater_for(self, state: optim.TrainState) -> rl_update.RLUpdater:
+    if self._updater is None:
+      self._updater = rl_update.RLUpdater(self.cfg, self.config.rl, self.optimizer, self.mesh_rules, state)
+    return self._updater
+
+  # ------------------------------------------------------------------ data
+  def _engine(self, params, max_prompt: int, stage: data.Stage) -> rollout.JaxEngine:
+    return rollout.JaxEngine(self.cfg, params, num_slots=self.config.rl.num_slots,
+                             max_length=max_prompt + stage.max_response_tokens,
+                             eos_token_ids=self.cfg.eos_token_ids, seed=self.config.seed,
+                             vocab_limit=self.tokenizer.vocab_size, mesh_rules=self.mesh_rules)
+
+  def _stage_problems(self, stage: data.Stage, state: optim.TrainState) -> list[data.Problem]:
+    specs = [spec.replace("{workdir}", self.workdir) for spec in stage.train_files]
+    problems, _ = data.train_problems(self.config.data, specs, f"{stage.field}.train_files",
+                                      index=self._decontam)
+    if not stage.hard_filter_samples:
+      return problems
+    out = os.path.join(self.workdir, "data", f"hard_{stage.name}.jsonl")
+    if not os.path.exists(out):
+      logging.info("stage %s: hard filter, %d problems x %d rollouts of the current policy", stage.name,
+                   len(problems), stage.hard_filter_samples)
+      max_prompt = self._max_prompt_tokens(problems)
+      rollout_fn = rollout.policy_rollout_fn(
+          self._engine(state.params, max_prompt, stage), self.tokenizer,
+          agent_config(self.config, self.chat_format, stage.max_response_tokens, stage.max_turns),
+          self.scorer, self.runtime, seed=self.config.seed + 1000 * (stage.index + 1))
+      data.filter_hard_problems(problems, rollout_fn, stage.hard_filter_samples, out,
+                                chunk_size=self.config.rl.hard_filter_chunk)
+    kept, _ = data.load_problems([f"problems:{out}"], f"{stage.field} (hard filter output {out})",
+                                 integer_answers=False, deduplicate=False)
+    if not kept:
+      raise RuntimeError(f"stage {stage.name}: the hard filter kept no problem (every one was solved "
+                         f"{stage.hard_filter_samples}/{stage.hard_filter_samples}); see {out}")
+    return kept
+
+  def _max_prompt_tokens(self, problems) -> int:
+    return max(len(self.tokenizer.encode(chat.prompt_text(p.problem, self.chat_format))) for p in problems)
+
+  # ------------------------------------------------------------------ loop
+  def run(self, state: optim.TrainState, meta: dict | None) -> optim.TrainState:
+    """Runs (or resumes from a checkpoint's `meta`) every stage to its end; returns the state."""
+    rl_step = int(meta["rl_step"]) if meta else 0
+    for stage in self.curriculum.stages:
+      if rl_step > stage.end_step:  # ended, and its end ran before the next stage started
+        continue
+      if rl_step < stage.end_step:
+        state = self._run_stage(stage, state, rl_step, meta if meta and meta["stage"] == stage.name else None)
+        rl_step = stage.end_step
+        self.harness.checkpointer.wait()
+      self.on_stage_end(stage, state)  # idempotent: a resumed run redoes only what had not finished
+      meta = None
+    return state
+
+  def _meta(self, stage: data.Stage, rl_step: int, stream) -> dict:
+    return {"phase": "rl", "rl_step": rl_step, "stage": stage.name, "data_state": stream.get_state(),
+            "config": json.loads(self.config.to_json_best_effort())}
+
+  def _run_stage(self, stage: data.Stage, state: optim.TrainState, rl_step: int,
+                 meta: dict | None) -> optim.TrainState:
+    problems = self._stage_problems(stage, state)
+    stats = data.DataStats(rows_read=len(problems), kept=len(problems))
+    stream = data.prompt_iterator(self.config.data, self.tokenizer, problems, stats,
+                                  seed=self.config.data.seed + stage.index, prompt_format=self.chat_format)
+    if meta is not None and meta.get("data_state") is not None:
+      stream.set_state(meta["data_state"])
+    engine = self._engine(state.params, self._max_prompt_tokens(problems), stage)
+    agent = agent_config(self.config, self.chat_format, stage.max_response_tokens, stage.max_turns)
+    updater = self._updater_for(state)
+    every = self.config.checkpoint.rl_every_steps
+    logging.info("stage %s (%d/%d): RL steps %d-%d, %d problems, %d-token budget, %d turns", stage.name,
+                 stage.index + 1, len(self.curriculum.stages), stage.first_step + 1, stage.end_step,
+                 len(problems), stage.max_response_tokens, stage.max_turns)
+    self.harness.start_phase(self.step_offset + rl_step + 1)
+    for k in range(rl_step, stage.end_step):
+      if k == stage.first_step and stage.reset_optimizer and k > 0:
+        logging.info("stage %s: optimizer state reset before RL step %d (warm-up restarts)", stage.name, k + 1)
+        state = self._reset_optimizer(state)
+      state, row = self._step(k, stage, stream, engine, agent, updater, state)
+      global_step = self.step_offset + k + 1
+      done = k + 1 == stage.end_step
+      self.harness.finish_step(global_step, state, row, self._meta(stage, k + 1, stream),
+                               save=done or (k + 1) % every == 0)
+      logging.info(
+          "rl step %d/%d (%s) reward %.3f kept %d tool calls %.2f errors %.3f (positive %.3f) length %.0f "
+          "loss %.4f (rollout %.1fs, update %.1fs, ETA %s)", k + 1, self.curriculum.total_steps, stage.name,
+          row["reward/mean"], int(row["down_sampling/after_sampling_trace_num"]), row["rollout/tool_calls_mean"],
+          row["rollout/tool_error_ratio"], row["rollout/positive_tool_error_ratio"],
+          row["rollout/response_tokens_mean"], row.get("loss/policy", 0.0), row["time/rollout_s"],
+          row["time/update_s"], self.harness.eta(global_step, self.step_offset + self.curriculum.total_steps))
+    return state
+
+  def _step(self, k: int, stage: data.Stage, stream, engine: rollout.JaxEngine, agent: rollout.AgentConfig,
+            updater: rl_update.RLUpdater, state: optim.TrainState) -> tuple[optim.TrainState, dict]:
+    rl = self.config.rl
+    start = time.monotonic()
+    batch = next(stream)
+    problems = [data.Problem(pid, text, answer, source) for pid, text, answer, source in
+                zip(batch.ids, batch.problems, batch.answers, batch.sources)]
+    keys = [f"{k}/{i}/{pid}" for i, pid in enumerate(batch.ids)]
+    bar = progress.Progress(f"rl step {k + 1}: rollouts", len(problems) * rl.num_rollouts)
+    out = self.runtime.run(rollout.rollout_problems(
+        rollout.AsyncJaxEngine(engine, lockstep=True), self.runtime.tools, self.tokenizer, problems,
+        rl.num_rollouts, agent, self.config.seed, keys=keys, scorer=self.scorer, on_done=bar.update))
+    rollout_s = time.monotonic() - start
+    self._check_sandbox(k, out.groups)
+    groups = rl_update.RolloutGroups(
+        [[r.trajectory for r in g] for g in out.groups], out.rewards,
+        [[r.record for r in g] for g in out.groups], [[r.sampler_logprobs for r in g] for g in out.groups])
+    began = time.monotonic()
+    state, update_metrics = updater.update(state, groups, seed=(self.config.seed, k))
+    engine.set_params(state.params)
+    jax.block_until_ready(state.params)
+    update_s = time.monotonic() - began
+    flat = [r for g in out.groups for r in g]
+    response_tokens = sum(r.trajectory.num_model_tokens for r in flat)
+    row = {"stage": stage.name, "rl/step": float(k + 1), "rl/stage_index": float(stage.index),
+           **update_metrics, **evaluate.rollout_stats(out.groups, out.rewards, "rollout/"),
+           "sandbox/error_calls": float(sum(s == "sandbox_error" for r in flat for s in r.record.tool_statuses)),
+           "data/epoch": stream.epoch, "time/rollout_s": rollout_s, "time/score_s": out.timing.score_s,
+           "time/score_hidden_fraction": out.timing.score_hidden_fraction, "time/update_s": update_s,
+           "time/step_s": time.monotonic() - start,
+           "throughput/response_tokens_per_s": response_tokens / max(out.timing.generate_s, 1e-9)}
+    return state, row
+
+  def _check_sandbox(self, k: int, groups) -> None:
+    statuses = [s for g in groups for r in g for s in r.record.tool_statuses]
+    failed = sum(s == "sandbox_error" for s in statuses)
+    limit = self.config.rl.max_sandbox_error_fraction
+    if statuses and failed / len(statuses) > limit:
+      raise RuntimeError(
+          f"the sandbox failed {failed} of {len(statuses)} tool calls at RL step {k + 1} (more than "
+          f"config.rl.max_sandbox_error_fraction={limit}); is it running? The newest checkpoint is "
+          f"{self.harness.last_saved()}; rerun the same command to resume once it answers")

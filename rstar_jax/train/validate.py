@@ -1,0 +1,188 @@
+"""One validation layer for a run's config: every check before anything is built.
+
+  validate(config, origin)      # raises config_lib.ConfigError: "config.<key>=<value> <why> (<origin>)"
+
+Each range is written once here. Typed objects built from the config (curriculum stages, RoC and
+reward options, chat format) raise their own ValueError; it is re-raised as a ConfigError that
+keeps the key path and adds the origin. Cross-field checks name every field involved (a stage's
+budget against the packing row and the model's context, keep against num_rollouts, the RoC
+count rule against keep).
+"""
+import os
+from typing import Any, Callable
+
+import ml_collections
+
+from rstar_jax import chat
+from rstar_jax import data
+from rstar_jax import models
+from rstar_jax import rewards
+from rstar_jax import rl
+from rstar_jax.train.config_lib import ConfigError, require, where
+
+JOBS = ("sft", "rl", "sft_rl")
+_POSITIVE_INT = (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, "must be a positive integer")
+_NON_NEGATIVE_INT = (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+                     "must be a non-negative integer")
+_POSITIVE = (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0, "must be positive")
+_FRACTION = (lambda v: isinstance(v, (int, float)) and 0 <= v <= 1, "must be in [0, 1]")
+
+
+def _all(config, origin: str, rule: tuple[Callable[[Any], bool], str], *paths: str) -> None:
+  for path in paths:
+    require(config, path, rule[0], rule[1], origin)
+
+
+def _typed(build: Callable[[], Any], field: str, origin: str) -> Any:
+  """build(), with its ValueError re-raised as a ConfigError about `field`."""
+  try:
+    return build()
+  except ValueError as e:
+    message = str(e)
+    prefix = "" if message.startswith("config.") else f"config.{field}: "
+    raise ConfigError(f"{prefix}{message}{where(origin)}") from None
+
+
+def validate(config: ml_collections.ConfigDict, origin: str = "") -> None:
+  """Checks the config (module docstring); raises ConfigError on the first problem."""
+  require(config, "job", lambda v: v in JOBS, f"must be one of {JOBS}", origin)
+  require(config, "seed", lambda v: isinstance(v, int) and 0 <= v < 2**31, "must be in [0, 2**31)", origin)
+  require(config, "data.seed", lambda v: isinstance(v, int) and 0 <= v < 2**31, "must be in [0, 2**31)", origin)
+  _typed(lambda: chat.ChatFormat.from_config(config), "prompt", origin)
+  _validate_model(config, origin)
+  _all(config, origin, _POSITIVE_INT, "checkpoint.every_steps", "checkpoint.max_to_keep")
+  if config.job in ("sft", "sft_rl"):
+    _validate_sft(config, origin)
+  if config.job in ("rl", "sft_rl"):
+    _validate_rl(config, origin)
+  _validate_eval(config, origin)
+  if config.job == "rl":
+    require(config, "model.hf_path", bool, "is empty, but config.job='rl' trains a given policy: set it to a "
+            "Hugging Face checkpoint directory (for example an earlier run's policies/sft)", origin)
+  needs_sandbox = config.job != "sft" or config.eval.num_problems
+  if needs_sandbox:
+    require(config, "sandbox.url", lambda v: v or os.geteuid() == 0,
+            "is empty, so an in-process sandbox would run the tool calls, which needs root: run as root, "
+            "or give the URL of a running `rstar-sandbox serve`", origin)
+    _all(config, origin, _POSITIVE_INT, "sandbox.workers")
+  _typed(lambda: rewards.RewardConfig.from_config(config), "reward", origin)
+
+
+def _validate_model(config, origin: str) -> None:
+  for path in ("model.dtype", "model.param_dtype"):
+    require(config, path, lambda v: v in models.DTYPES, f"must be one of {models.DTYPES}", origin)
+  require(config, "model.remat", lambda v: v in models.REMAT_POLICIES,
+          f"must be one of {models.REMAT_POLICIES}", origin)
+  if not config.model.hf_path:
+    _all(config, origin, _POSITIVE_INT, "model.hidden_size", "model.intermediate_size", "model.num_layers",
+         "model.num_heads", "model.num_kv_heads", "model.head_dim", "model.vocab_multiple",
+         "model.max_position_embeddings")
+    require(config, "model.num_heads", lambda v: v % config.model.num_kv_heads == 0,
+            f"must be a multiple of config.model.num_kv_heads={config.model.num_kv_heads}", origin)
+
+
+def _validate_optim(config, path: str, origin: str) -> None:
+  _all(config, origin, _POSITIVE, f"{path}.learning_rate")
+  _all(config, origin, _NON_NEGATIVE_INT, f"{path}.warmup_steps")
+  for name in ("b1", "b2"):
+    require(config, f"{path}.{name}", lambda v: 0 <= v < 1, "must be in [0, 1)", origin)
+  require(config, f"{path}.weight_decay", lambda v: v >= 0, "must be non-negative", origin)
+  require(config, f"{path}.max_grad_norm", lambda v: v >= 0, "must be non-negative (0: no clipping)", origin)
+
+
+def _validate_sft(config, origin: str) -> None:
+  sft = config.sft
+  _all(config, origin, _POSITIVE_INT, "sft.steps", "sft.batch_size", "sft.row_length", "sft.rows_per_microbatch",
+       "sft.eval_every_steps")
+  _all(config, origin, _NON_NEGATIVE_INT, "sft.num_eval", "sft.logits_chunk")
+  require(config, "sft.num_microbatches", lambda v: v is None or (isinstance(v, int) and v > 0),
+          "must be None (smallest that fits) or a positive integer", origin)
+  require(config, "sft.logits_chunk", lambda v: v == 0 or sft.row_length % v == 0,
+          f"must be 0 or divide config.sft.row_length={sft.row_length}", origin)
+  _validate_optim(config, "sft.optim", origin)
+  require(config, "sft.optim.reset_at_steps", lambda v: all(isinstance(s, int) and 0 < s < sft.steps for s in v),
+          f"must list update indices in [1, config.sft.steps={sft.steps})", origin)
+  if not config.data.sft_files:
+    _all(config, origin, _POSITIVE_INT, "data.synthetic.num_sft", "data.synthetic.num_train",
+         "data.synthetic.num_eval")
+    require(config, "sft.num_eval", lambda v: v < config.data.synthetic.num_sft,
+            f"must be smaller than config.data.synthetic.num_sft={config.data.synthetic.num_sft}", origin)
+    _typed(lambda: data.TraceMix(**config.data.synthetic.mix), "data.synthetic.mix", origin)
+    require(config, "data.synthetic.levels", lambda v: len(v) > 0 and set(v) <= set(data.LEVELS),
+            f"must be a non-empty subset of {data.LEVELS}", origin)
+
+
+def _validate_rl(config, origin: str) -> None:
+  rl_config = config.rl
+  _all(config, origin, _POSITIVE_INT, "rl.keep", "rl.num_rollouts", "rl.updates_per_step", "rl.row_length",
+       "rl.rows_per_microbatch", "rl.num_slots", "rl.max_parallel_calls", "rl.hard_filter_chunk",
+       "checkpoint.rl_every_steps", "data.prompts_per_step", "data.max_prompt_tokens")
+  _all(config, origin, _NON_NEGATIVE_INT, "rl.logits_chunk")
+  require(config, "rl.num_microbatches", lambda v: v is None or (isinstance(v, int) and v > 0),
+          "must be None (smallest that fits) or a positive integer", origin)
+  require(config, "rl.logits_chunk", lambda v: v == 0 or rl_config.row_length % v == 0,
+          f"must be 0 or divide config.rl.row_length={rl_config.row_length}", origin)
+  require(config, "rl.keep", lambda v: v <= rl_config.num_rollouts,
+          f"exceeds config.rl.num_rollouts={rl_config.num_rollouts} (RoC keeps `keep` of the rollouts of "
+          "each prompt; the paper samples 2 x keep)", origin)
+  require(config, "rl.temperature", lambda v: v > 0, "must be positive (RL samples)", origin)
+  require(config, "rl.top_p", lambda v: 0 < v <= 1, "must be in (0, 1]", origin)
+  _all(config, origin, _FRACTION, "rl.max_sandbox_error_fraction")
+  require(config, "rl.loss_agg", lambda v: v in ("token_mean", "group_token_mean"),
+          "must be 'token_mean' or 'group_token_mean'", origin)
+  roc_config = _typed(lambda: rl.RoCConfig.preset(rl_config.roc_mode, **dict(rl_config.roc)), "rl.roc_mode",
+                      origin)
+  for num_pos in range(rl_config.num_rollouts + 1):  # every group the count rule can meet
+    _typed(lambda: rl.class_counts(rl_config.num_rollouts - num_pos, num_pos, rl_config.keep, roc_config),
+           f"rl.keep={rl_config.keep} with config.rl.num_rollouts={rl_config.num_rollouts} and the "
+           f"'{roc_config.count_rule}' count rule (choose an even keep and num_rollouts = 2 x keep)", origin)
+  _validate_optim(config, "rl.optim", origin)
+  curriculum = _typed(lambda: data.curriculum_from_config(config.data.stages), "data.stages", origin)
+  context = config.model.max_position_embeddings if not config.model.hf_path else None
+  for stage in curriculum.stages:
+    length = config.data.max_prompt_tokens + stage.max_response_tokens
+    if length > rl_config.row_length + 1:
+      raise ConfigError(
+          f"{stage.field}.max_response_tokens={stage.max_response_tokens} plus config.data.max_prompt_tokens="
+          f"{config.data.max_prompt_tokens} is {length} tokens, more than a packing row holds "
+          f"(config.rl.row_length={rl_config.row_length} + 1){where(origin)}")
+    if context is not None and length > context:
+      raise ConfigError(
+          f"{stage.field}.max_response_tokens={stage.max_response_tokens} plus config.data.max_prompt_tokens="
+          f"{config.data.max_prompt_tokens} is {length} tokens, beyond config.model.max_position_embeddings="
+          f"{context}{where(origin)}")
+
+
+def _validate_eval(config, origin: str) -> None:
+  _all(config, origin, _NON_NEGATIVE_INT, "eval.num_problems")
+  if not config.eval.num_problems:
+    return
+  _all(config, origin, _POSITIVE_INT, "eval.num_samples", "eval.max_response_length",
+       "eval.max_assistant_turns", "eval.num_slots")
+  require(config, "eval.temperature", lambda v: v >= 0, "must be non-negative", origin)
+  require(config, "eval.problems_files", lambda v: v or not config.data.sft_files,
+          "is empty but config.data.sft_files is set, so there is no synthetic eval split: give "
+          "'SCHEMA:PATH' problem files or set config.eval.num_problems=0", origin)
+  context = config.model.max_position_embeddings if not config.model.hf_path else None
+  length = config.data.max_prompt_tokens + config.eval.max_response_length
+  if context is not None and length > context:
+    raise ConfigError(f"config.eval.max_response_length={config.eval.max_response_length} plus "
+                      f"config.data.max_prompt_tokens={config.data.max_prompt_tokens} is {length} tokens, "
+                      f"beyond config.model.max_position_embeddings={context}{where(origin)}")
+
+
+def check_batch_divides(config: ml_collections.ConfigDict, mesh_rules: models.MeshRules, origin: str) -> None:
+  """Row counts divide over the mesh's data x fsdp devices (known once the mesh is built)."""
+  batch_devices = mesh_rules.mesh.shape["data"] * mesh_rules.mesh.shape["fsdp"]
+  paths = []
+  if config.job in ("sft", "sft_rl"):
+    paths.append("sft.rows_per_microbatch")
+  if config.job in ("rl", "sft_rl"):
+    paths += ["rl.rows_per_microbatch", "rl.num_slots"]
+  if config.eval.num_problems:
+    paths.append("eval.num_slots")
+  for path in paths:
+    require(config, path, lambda v: v % batch_devices == 0,
+            f"must be a multiple of the mesh's data x fsdp devices ({batch_devices}; set config.mesh.* "
+            "or config.mesh.num_devices)", origin)
+
