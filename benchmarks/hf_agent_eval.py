@@ -93,7 +93,7 @@ def correct(response: str, answer: str) -> bool:
 
 def evaluate(policy_dir: str, problems, budget: int, max_turns: int, temperature: float, seed: int) -> float:
   torch.manual_seed(seed)
-  model = transformers.AutoModelForCausalLM.from_pretrained(policy_dir, torch_dtype=torch.float32).eval()
+  model = transformers.AutoModelForCausalLM.from_pretrained(policy_dir, dtype=torch.float32).eval()
   tokenizer = Tokenizer.from_file(os.path.join(policy_dir, "tokenizer.json"))
   with open(os.path.join(policy_dir, "rstar_chat_format.json"), encoding="utf-8") as f:
     fmt = chat.ChatFormat(**json.load(f))

@@ -75,8 +75,10 @@ def group_name(entry: dict[str, Any]) -> str:
   return ",".join(f"{k}={v}" for k, v in settings(entry).items() if k not in SEED_KEYS) or "default"
 
 
-def command(config_path: str, entry: dict[str, Any], workdir: str) -> list[str]:
-  config = config_path + (f":{entry['config']}" if entry.get("config") else "")
+def command(config_path: str, entry: dict[str, Any], workdir: str, extra_arg: str = "") -> list[str]:
+  """The run's command line; `extra_arg` ("k=v,...") is appended to the config argument."""
+  arg = ",".join(filter(None, [str(entry.get("config", "")), extra_arg]))
+  config = config_path + (f":{arg}" if arg else "")
   overrides = [f"--config.{k}={v}" for k, v in entry.items() if k != "config"]
   return [sys.executable, "-m", "rstar_jax.main", "--config", config, "--workdir", workdir, *overrides]
 
@@ -201,13 +203,15 @@ def main(argv=None) -> int:
   parser.add_argument("--repeat", type=int, default=1, help="reruns of the first entry (reproducibility)")
   parser.add_argument("--print", action="store_true", help="print the commands and run nothing")
   parser.add_argument("--aggregate_only", action="store_true", help="aggregate the existing runs")
+  parser.add_argument("--config_arg", default="", help="'k=v,...' added to every run's config argument "
+                      "(not part of run names), e.g. base=runs/tiny_other")
   args = parser.parse_args(argv)
   if args.parallel < 1 or args.repeat < 0:
     parser.error("--parallel must be >= 1 and --repeat >= 0")
   entries = load_sweep(args.config)
-  jobs = [(os.path.join(args.workdir, run_name(e)), command(args.config, e, os.path.join(args.workdir, run_name(e))))
-          for e in entries]
-  repeats = [(f"{jobs[0][0]}.repeat{i}", command(args.config, entries[0], f"{jobs[0][0]}.repeat{i}"))
+  jobs = [(os.path.join(args.workdir, run_name(e)),
+           command(args.config, e, os.path.join(args.workdir, run_name(e)), args.config_arg)) for e in entries]
+  repeats = [(f"{jobs[0][0]}.repeat{i}", command(args.config, entries[0], f"{jobs[0][0]}.repeat{i}", args.config_arg))
              for i in range(1, args.repeat + 1)]
   if args.print:
     for _, cmd in jobs + repeats:

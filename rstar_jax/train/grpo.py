@@ -74,6 +74,18 @@ def agent_config(config: ml_collections.ConfigDict, chat_format: chat.ChatFormat
       sampling=rollout.SamplingParams(max_new_tokens=None, temperature=rl.temperature, top_p=rl.top_p))
 
 
+def check_sandbox_errors(statuses, limit: float, rl_step: int, newest_checkpoint: int) -> None:
+  """Raises RuntimeError when more than `limit` of a step's tool calls failed in the sandbox
+  (status `sandbox_error`: the service died or stopped answering), naming the step and the
+  checkpoint a rerun resumes from."""
+  failed = sum(status == "sandbox_error" for status in statuses)
+  if statuses and failed / len(statuses) > limit:
+    raise RuntimeError(
+        f"the sandbox failed {failed} of {len(statuses)} tool calls at RL step {rl_step} (more than "
+        f"config.rl.max_sandbox_error_fraction={limit}); is it running? The newest checkpoint is "
+        f"{newest_checkpoint}; rerun the same command to resume once it answers")
+
+
 class GrpoTrainer:
   """Runs the RL steps of every curriculum stage (module docstring)."""
 
@@ -205,7 +217,8 @@ class GrpoTrainer:
         rollout.AsyncJaxEngine(engine, lockstep=True), self.runtime.tools, self.tokenizer, problems,
         rl.num_rollouts, agent, self.config.seed, keys=keys, scorer=self.scorer, on_done=bar.update))
     rollout_s = time.monotonic() - start
-    self._check_sandbox(k, out.groups)
+    check_sandbox_errors([s for g in out.groups for r in g for s in r.record.tool_statuses],
+                         self.config.rl.max_sandbox_error_fraction, k + 1, self.harness.last_saved())
     groups = rl_update.RolloutGroups(
         [[r.trajectory for r in g] for g in out.groups], out.rewards,
         [[r.record for r in g] for g in out.groups], [[r.sampler_logprobs for r in g] for g in out.groups])
@@ -224,13 +237,3 @@ class GrpoTrainer:
            "time/step_s": time.monotonic() - start,
            "throughput/response_tokens_per_s": response_tokens / max(out.timing.generate_s, 1e-9)}
     return state, row
-
-  def _check_sandbox(self, k: int, groups) -> None:
-    statuses = [s for g in groups for r in g for s in r.record.tool_statuses]
-    failed = sum(s == "sandbox_error" for s in statuses)
-    limit = self.config.rl.max_sandbox_error_fraction
-    if statuses and failed / len(statuses) > limit:
-      raise RuntimeError(
-          f"the sandbox failed {failed} of {len(statuses)} tool calls at RL step {k + 1} (more than "
-          f"config.rl.max_sandbox_error_fraction={limit}); is it running? The newest checkpoint is "
-          f"{self.harness.last_saved()}; rerun the same command to resume once it answers")
