@@ -282,3 +282,42 @@ def test_config_errors_name_the_field(kwargs, message):
 def test_limits_errors_name_the_field(kwargs, message):
   with pytest.raises(ValueError, match=message):
     sandbox.Limits(**kwargs)
+
+
+def test_packages_under_tmp_stay_importable_read_only_in_runs(loop, tmp_path, monkeypatch):
+  """A virtual environment (here: a package dir on PYTHONPATH) under /tmp, which each run's fresh
+  /tmp used to hide: a submodule imported lazily inside a run is found, the directory is read-only,
+  and /tmp holds nothing else."""
+  site = tmp_path / "site"
+  assert str(site).startswith("/tmp/")
+  (site / "lazypkg").mkdir(parents=True)
+  (site / "lazypkg" / "__init__.py").write_text("def value():\n  from lazypkg import deep\n  return deep.VALUE\n")
+  (site / "lazypkg" / "deep.py").write_text("VALUE = 42\n")
+  site.chmod(0o755)
+  (site / "lazypkg").chmod(0o755)
+  monkeypatch.setenv("PYTHONPATH", str(site))  # on the zygotes' sys.path, never imported by them
+
+  async def main():
+    async with sandbox.Pool(_config(preload=())) as p:
+      return (await p.run("import lazypkg\nprint(lazypkg.value())"),
+              await p.run(f"open({str(site / 'new.txt')!r}, 'w')"),
+              await p.run("import os\nprint(sorted(os.listdir('/tmp')))\nopen('/tmp/mine', 'w').write('x')"))
+
+  imported, write, listing = loop.run(main())
+  assert (imported.status, imported.stdout) == ("ok", "42\n"), imported.stderr
+  assert write.status == "runtime_error" and "Read-only file system" in write.stderr
+  assert listing.status == "ok" and listing.stdout == f"['{site.parts[2]}', 'source.py']\n"  # the program, the path to site
+  assert not (site / "new.txt").exists()
+
+
+def test_start_refuses_when_a_run_cannot_see_the_interpreter(loop, tmp_path, monkeypatch):
+  hidden = tmp_path / "closed"
+  hidden.mkdir(mode=0o700)  # on sys.path, but no other uid may enter it
+  monkeypatch.setenv("PYTHONPATH", str(hidden))
+
+  async def main():
+    async with sandbox.Pool(_config(preload=())):
+      pass
+
+  with pytest.raises(RuntimeError, match=f"the sandbox self-check failed: .*not visible in a run: .*{hidden}"):
+    loop.run(main())

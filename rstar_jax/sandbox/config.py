@@ -89,6 +89,8 @@ class PoolConfig:
     writable_dirs: world-writable directories besides /tmp that each run sees as its own
       fresh tmpfs (those that exist on the host).
     max_attempts: runs of one job when its zygote dies under it; then sandbox_error.
+    self_check: on start, run `pool.SELF_CHECK` and refuse to serve if a run cannot see the
+      interpreter's files or import lazily from them.
   """
   workers: int | None = None
   jobs_per_worker: int = 16
@@ -99,6 +101,7 @@ class PoolConfig:
   uid_base: int = UID_BASE
   writable_dirs: tuple[str, ...] = ("/var/tmp", "/dev/shm", "/run/lock")
   max_attempts: int = 2
+  self_check: bool = True
 
   def __post_init__(self):
     if self.workers is not None:

@@ -1,7 +1,7 @@
 """The messages between a pool and its zygotes: length-prefixed pickles over a unix socket.
 
 Each frame is FRAME_HEADER (the payload's length, 4 bytes big-endian) then a pickle of one
-tuple. Zygote to pool: `("ready", pid)` once started, or `("error", text)` if it could not
+tuple. Zygote to pool: `("ready", pid, interpreter_dirs)` once started, or `("error", text)` if it could not
 start; then `("result", job_id, status, stdout, stderr, exit_code, wall_time_s)` per job
 (stdout/stderr bytes, exit_code None unless the program exited on its own). Pool to zygote:
 `("run", job_id, source, stdin)` (stdin bytes). Both ends are processes of one service, so

@@ -11,9 +11,11 @@ All as root, in this order:
   left behind, `setsid` included;
 * in the child, `set_child_fds` (fds 0-3 only, stdin from an in-memory file), then
   `confine_child`: a new session, a private mount namespace with a fresh size-capped tmpfs on
-  /tmp (its working directory) bound over the other world-writable directories, its own /proc
-  (only its processes are visible), rlimits, and finally its own unprivileged uid/gid with no
-  supplementary groups and `no_new_privs` (set-uid binaries cannot regain root).
+  /tmp (its working directory) bound over the other world-writable directories, the
+  interpreter's own directories that lived there (a virtual environment under /tmp) bound back
+  read-only, its own /proc (only its processes are visible), rlimits, and finally its own
+  unprivileged uid/gid with no supplementary groups and `no_new_privs` (set-uid binaries cannot
+  regain root).
 The environment is the zygote's, which holds only CLEAN_ENV once it has started.
 Errors raise OSError naming the call that failed.
 """
@@ -23,6 +25,7 @@ import os
 import resource
 import signal
 import stat
+import sys
 
 _CLONE_NEWNS = 0x00020000
 _CLONE_NEWIPC = 0x08000000
@@ -177,6 +180,22 @@ def existing_dirs(paths) -> tuple[str, ...]:
   return tuple(p for p in paths if os.path.isdir(p) and not os.path.islink(p))
 
 
+def interpreter_dirs() -> tuple[str, ...]:
+  """The real paths of the interpreter's directories: its prefixes, its executable's directory and
+  every directory on sys.path (the standard library, site-packages, the project)."""
+  paths = [sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable)),
+           *sys.path]
+  return tuple(sorted({os.path.realpath(p) for p in paths if p and os.path.isdir(p)}))
+
+
+def dirs_under(paths, covered) -> tuple[str, ...]:
+  """The outermost of `paths` that lie inside one of the `covered` directories (which a run's
+  fresh tmpfs hides), e.g. a virtual environment under /tmp."""
+  covered = [os.path.realpath(c) for c in covered]
+  inside = sorted({p for p in paths if any(p.startswith(c + "/") for c in covered)})
+  return tuple(p for p in inside if not any(p.startswith(q + "/") for q in inside if q != p))
+
+
 def set_child_fds(*, stdin: bytes, stdout_fd: int, stderr_fd: int, status_fd: int) -> None:
   """Gives a forked child exactly four descriptors, closing everything it inherited.
 
@@ -196,7 +215,7 @@ def set_child_fds(*, stdin: bytes, stdout_fd: int, stderr_fd: int, status_fd: in
 
 
 def confine_child(*, uid: int, workdir_bytes: int, bind_dirs: tuple[str, ...],
-                  rlimits: dict[int, int]) -> None:
+                  rlimits: dict[int, int], keep_dirs: tuple[str, ...] = ()) -> None:
   """Confines the calling child (pid 1 of its PID namespace, still root); see module docstring.
 
   Args:
@@ -205,15 +224,25 @@ def confine_child(*, uid: int, workdir_bytes: int, bind_dirs: tuple[str, ...],
     bind_dirs: other world-writable directories, covered by the same tmpfs.
     rlimits: resource -> limit, applied as both soft and hard limit (RLIMIT_CPU gets a hard
       limit one second above the soft one, so SIGXCPU comes first).
+    keep_dirs: directories under /tmp or `bind_dirs` that the run must still see (the
+      interpreter's, `dirs_under(interpreter_dirs(), ...)`): bound back at the same path,
+      read-only, on top of the fresh tmpfs (their parent directories are created in it, owned by
+      root).
   The environment is not touched: the zygote already holds only CLEAN_ENV.
   """
   os.setsid()
   die_with_parent()
   _call("unshare", _CLONE_NEWNS)
+  handles = [(path, os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)) for path in keep_dirs]
   _mount("tmpfs", "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV,
          f"size={workdir_bytes},nr_inodes=4096,mode=0700,uid={uid},gid={uid}")
   for path in bind_dirs:
     _mount("/tmp", path, None, _MS_BIND, None)
+  for path, handle in handles:
+    os.makedirs(path, mode=0o755, exist_ok=True)
+    _mount(f"/proc/self/fd/{handle}", path, None, _MS_BIND | _MS_REC, None)
+    _mount("none", path, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID | _MS_NODEV, None)
+    os.close(handle)
   _mount("proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, None)
   os.chdir("/tmp")
   for limit, value in rlimits.items():

@@ -109,7 +109,25 @@ class _Zygote:
     self.writer: asyncio.StreamWriter | None = None
     self.reader_task: asyncio.Task | None = None
     self.ready = False
+    self.interpreter_dirs: tuple[str, ...] = ()  # what the zygote's imports read (its "ready" message)
     self.jobs: dict[int, _Job] = {}
+
+
+# A first run that imports lazily from every interpreter directory (issue: a virtual environment
+# under /tmp was hidden by each run's fresh /tmp, so imports not done by the zygote failed).
+SELF_CHECK = """import os
+hidden = [p for p in {paths!r} if not os.access(p, os.R_OK | os.X_OK)]
+if hidden:
+  raise SystemExit("not visible in a run: " + ", ".join(hidden))
+try:
+  import sympy
+except ImportError:  # not installed: nothing to check
+  sympy = None
+if sympy is not None:
+  x = sympy.Symbol("x")
+  assert sympy.integrate(sympy.sin(x) * x, (x, 0, 1)) == sympy.sin(1) - sympy.cos(1)
+print("ok")
+"""
 
 
 class Pool:
@@ -149,6 +167,23 @@ class Pool:
     if errors:
       await self.close()
       raise RuntimeError(f"a sandbox zygote failed to start: {errors[0]}") from errors[0]
+    if self.config.self_check:
+      await self._self_check()
+
+  async def _self_check(self) -> None:
+    """Runs SELF_CHECK (every interpreter directory visible in a run, and a lazily importing sympy
+    call where sympy is installed); refuses to serve, naming what failed, if it does not print ok."""
+    paths = sorted({p for z in self._zygotes for p in z.interpreter_dirs})
+    result = await self.run(SELF_CHECK.format(paths=paths))
+    if result.status != "ok" or result.stdout != "ok\n":
+      await self.close()
+      detail = (result.stderr or result.stdout).strip().splitlines()
+      raise RuntimeError(
+          "the sandbox self-check failed: a snippet could not use the interpreter's files ("
+          f"{detail[-1] if detail else result.status}). Runs get a fresh /tmp and "
+          f"{', '.join(self.config.writable_dirs)}; an interpreter or packages that live only there "
+          "are bound back read-only, so this points at another hidden path: install the project "
+          "elsewhere, or report it")
 
   async def close(self) -> None:
     """Stops the zygotes (their runs are killed); queued jobs get sandbox_error."""
@@ -232,7 +267,7 @@ class Pool:
       z.process.kill()
       await asyncio.to_thread(z.process.wait)
       raise
-    z.writer, z.ready = writer, True
+    z.writer, z.ready, z.interpreter_dirs = writer, True, tuple(message[2])
     z.reader_task = asyncio.create_task(self._read_results(z, reader))
     self._dispatch()
 

@@ -4,7 +4,7 @@ A pool starts each zygote as `python -m rstar_jax.sandbox.zygote FD INDEX UID_ST
 (FD: its end of a unix socket pair). The zygote dies with its parent, moves into its own
 network/IPC/mount namespaces, imports the preloaded modules once (and warms them up, see
 WARMUPS), keeps only CLEAN_ENV as its environment, freezes its objects out of the garbage
-collector, backs its heap with huge pages and answers `("ready", pid)` (or `("error", text)`).
+collector, backs its heap with huge pages and answers `("ready", pid, interpreter dirs)` (or `("error", text)`).
 Then, single-threaded around one epoll loop:
 
 * `("run", job_id, source, stdin)` frames start a run in a free slot; slot s runs as uid
@@ -79,6 +79,9 @@ class Zygote:
     self._max_runnable = config.max_runnable
     self._recheck_at = None  # when to try admitting waiting jobs again
     self._bind_dirs = isolation.existing_dirs(config.writable_dirs)
+    # the interpreter's directories a run's fresh tmpfs would hide (a virtual environment under /tmp)
+    self._interpreter_dirs = isolation.interpreter_dirs()
+    self._keep_dirs = isolation.dirs_under(self._interpreter_dirs, ("/tmp",) + self._bind_dirs)
     self._rlimits = {
         resource.RLIMIT_AS: self._limits.memory_bytes,
         resource.RLIMIT_CPU: self._limits.cpu_seconds,
@@ -87,8 +90,7 @@ class Zygote:
         resource.RLIMIT_NPROC: self._limits.processes,
     }
     self._pid_ns_fd = isolation.enter_zygote_namespaces()
-    isolation.expose_paths([sys.prefix, sys.base_prefix, sys.exec_prefix,
-                            os.path.dirname(os.path.realpath(sys.executable)), *sys.path])
+    isolation.expose_paths(self._interpreter_dirs)
     self._selector = selectors.EpollSelector()
     self._decoder = frames.FrameDecoder()
     self._outbox = bytearray()
@@ -107,7 +109,7 @@ class Zygote:
 
   def serve(self) -> None:
     """Answers the parent until it closes the socket."""
-    self.send(("ready", os.getpid()))
+    self.send(("ready", os.getpid(), list(self._interpreter_dirs)))
     while not self._closing:
       wake = [t for t in (self._deadlines.next_time(), self._recheck_at) if t is not None]
       timeout = max(0.0, min(wake) - time.monotonic()) if wake else None
@@ -221,7 +223,7 @@ class Zygote:
                               status_fd=pipes[2][1])
       fds_ready = True
       isolation.confine_child(uid=uid, workdir_bytes=self._limits.workdir_bytes,
-                              bind_dirs=self._bind_dirs, rlimits=self._rlimits)
+                              bind_dirs=self._bind_dirs, rlimits=self._rlimits, keep_dirs=self._keep_dirs)
       program.run(source)
     except BaseException as e:  # pylint: disable=broad-except
       if fds_ready:
