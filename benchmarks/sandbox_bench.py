@@ -49,6 +49,7 @@ class Run:
   lost: int = 0
   p50_s: float = 0.0
   p99_s: float = 0.0
+  wrong_by_kind: dict = dataclasses.field(default_factory=dict)
 
   @property
   def ok_per_s(self) -> float:
@@ -78,6 +79,7 @@ async def load(url: str, service: str, workload: str, in_flight: int, n: int) ->
   run.elapsed_s = time.monotonic() - start
   reporter.cancel()
   run.right, run.wrong, run.lost = tally.right, tally.wrong, tally.lost
+  run.wrong_by_kind = dict(tally.wrong_by_kind)
   run.p50_s, run.p99_s = _percentile(tally.latencies_s, 0.5), _percentile(tally.latencies_s, 0.99)
   return run
 
@@ -99,6 +101,7 @@ async def burst(url: str, n: int) -> Run:
         run.right += 1
       else:
         run.wrong += 1
+        run.wrong_by_kind[case.kind] = run.wrong_by_kind.get(case.kind, 0) + 1
 
     start = time.monotonic()
     await asyncio.gather(*(call(case) for case in cases))
@@ -149,6 +152,11 @@ def _table(runs: list[Run]) -> str:
     lines.append(f"{r.service:<11}{r.workload:<16}{r.in_flight:>10}{r.requests:>9}"
                  f"{r.ok_per_s:>8.0f}{r.p50_s:>8.2f}{r.p99_s:>8.2f}{r.lost:>7}{r.wrong:>7}"
                  f"{ratio:>12}")
+  wrong = [r for r in runs if r.wrong_by_kind]
+  if wrong:
+    lines.append("wrong answers by kind:")
+    lines += [f"  {r.service} {r.workload} @{r.in_flight}: " +
+              ", ".join(f"{kind} {count}" for kind, count in sorted(r.wrong_by_kind.items())) for r in wrong]
   return "\n".join(lines)
 
 

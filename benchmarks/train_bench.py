@@ -28,7 +28,6 @@ and `--logits_chunk` as in the trainer. MFU = achieved FLOP/s / `--peak_tflops` 
 import argparse
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 

@@ -121,8 +121,9 @@ def get_config(arg=None):
                  max_grad_norm=1.0),
   )
 
-  # Sandbox for every tool call: an in-process pool (needs root) or a running `rstar-sandbox serve`.
-  config.sandbox = dict(url="", workers=2)
+  # Sandbox for every tool call: an in-process pool (needs root) or a running `rstar-sandbox serve`
+  # at url (api_key_file: a file holding its API key, if it has one).
+  config.sandbox = dict(url="", workers=2, api_key_file="")
   # Reward (PAPER.md §4, §11 rows 11-13): the released rule by default.
   config.reward = dict(num_workers=1)
 

@@ -39,12 +39,12 @@ split_extra() {
   while ((i < ${#extra[@]})); do
     flag="${extra[i]}"
     case "$flag" in
-      --host|--max-body-mib|--queue|--lease-s)
+      --host|--max-body-mib|--api-key-file|--queue|--lease-s)
         ((i + 1 < ${#extra[@]})) || { echo "$flag needs a value" >&2; exit 2; }
         flag="$flag=${extra[i + 1]}"; i=$((i + 1)) ;;
     esac
     case "$flag" in
-      --host=*|--max-body-mib=*) front_extra+=("$flag") ;;
+      --host=*|--max-body-mib=*|--api-key-file=*|--trusted-network) front_extra+=("$flag") ;;
       --queue=*|--lease-s=*) front_extra+=("$flag"); worker_extra+=("$flag") ;;
       *) worker_extra+=("$flag") ;;
     esac

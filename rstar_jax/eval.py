@@ -11,6 +11,7 @@ eval_problems.jsonl (per problem), eval_samples.jsonl (every rollout) and eval_s
   python -m rstar_jax.eval --policy runs/tiny/policy --problems problems:runs/tiny/data/eval.jsonl \\
       --samples 4 --max-response-tokens 384 --max-turns 4
 """
+import functools
 import json
 import os
 import sys
@@ -40,6 +41,7 @@ _NUM_SLOTS = flags.DEFINE_integer("num-slots", 32, "Sequences the JAX engine dec
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _SANDBOX_URL = flags.DEFINE_string("sandbox-url", "", "A running `rstar-sandbox serve`; empty: in process.")
 _SANDBOX_WORKERS = flags.DEFINE_integer("sandbox-workers", 2, "In-process sandbox workers.")
+_SANDBOX_KEY = flags.DEFINE_string("sandbox-api-key-file", "", "File holding the sandbox service's API key.")
 _FIXED_TIME = flags.DEFINE_float("fixed-execution-time-s", None,
                                  "Report this execution time in tool texts (as the tiny default's training "
                                  "did); default: the measured time.")
@@ -77,7 +79,8 @@ def main(argv):
   cfg, params, tokenizer, chat_format = policy.load_policy(_POLICY.value)
   name = os.path.splitext(os.path.basename(_PROBLEMS.value[0].partition(":")[2].rstrip("/")))[0]
   out_dir = _OUT.value or os.path.join(_POLICY.value, f"eval_{name}")
-  with rollout.RolloutRuntime(lambda: evaluate.tools_for(_SANDBOX_URL.value, _SANDBOX_WORKERS.value)) as runtime:
+  tools = functools.partial(evaluate.tools_for, _SANDBOX_URL.value, _SANDBOX_WORKERS.value, _SANDBOX_KEY.value)
+  with rollout.RolloutRuntime(tools) as runtime:
     metrics = evaluate.evaluate_policy(_eval_config(), cfg, params, tokenizer, problems, out_dir, runtime,
                                        chat_format=chat_format, reward_config=rewards.RewardConfig())
   logging.info("wrote %s", out_dir)

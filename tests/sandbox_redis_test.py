@@ -161,3 +161,31 @@ def test_health_says_unavailable_while_redis_is_down():
   finally:
     front_process.stop()
     redis_process.stop()
+
+
+def test_a_redis_restart_mid_load_loses_no_call():
+  """redis (no persistence) killed mid-load and restarted empty 2 s later: the front end queues the
+  jobs it still waits for again, and every call is answered once, with the right output."""
+  port = processes.free_port()
+  redis_process, url = processes.start_redis(port)
+  front_process, front_url = processes.start_service(["--redis", url, "--lease-s", LEASE_S], min_workers=0)
+  worker = processes.start_worker(["--redis", url, "--workers", "1", "--jobs-per-worker", "4",
+                                   "--lease-s", LEASE_S, "--timeout-s", "3"])
+  restarted = []
+  try:
+    processes.wait_for_workers(front_url, 1, worker)
+    codes = [f"import time\ntime.sleep(0.02)\nprint({i})" for i in range(240)]
+
+    async def restart_redis_mid_load():
+      await asyncio.sleep(1.5)
+      assert _status(front_url)["queued"] > 0  # jobs are waiting in redis when it dies
+      redis_process.stop()
+      await asyncio.sleep(2.0)
+      restarted.append(processes.start_redis(port)[0])
+
+    results = asyncio.run(_gather(front_url, codes, restart_redis_mid_load))
+    assert [(r.status, r.stdout) for r in results] == [("ok", f"{i}\n") for i in range(240)]
+    assert front_process.alive() and worker.alive() and restarted
+  finally:
+    for process in [worker, front_process, redis_process, *restarted]:
+      process.stop()

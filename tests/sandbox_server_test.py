@@ -3,6 +3,7 @@
 Runs a real `rstar-sandbox serve` on a loopback port.
   python -m pytest -q tests/sandbox_server_test.py
 """
+import asyncio
 import json
 import pathlib
 import subprocess
@@ -12,6 +13,7 @@ import urllib.request
 
 import pytest
 
+from rstar_jax.sandbox import client as client_lib
 from rstar_jax.sandbox import processes
 
 
@@ -23,10 +25,10 @@ def url():
   process.stop()
 
 
-def _request(url: str, path: str, body=None, method=None) -> tuple[int, str, bytes]:
+def _request(url: str, path: str, body=None, method=None, headers=None) -> tuple[int, str, bytes]:
   data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
   request = urllib.request.Request(url + path, data=data, method=method,
-                                   headers={"Content-Type": "application/json"})
+                                   headers={"Content-Type": "application/json", **(headers or {})})
   try:
     with urllib.request.urlopen(request, timeout=60) as response:
       return response.status, response.headers.get_content_type(), response.read()
@@ -34,8 +36,8 @@ def _request(url: str, path: str, body=None, method=None) -> tuple[int, str, byt
     return e.code, e.headers.get_content_type(), e.read()
 
 
-def _json(url, path, body=None, method=None):
-  status, content_type, raw = _request(url, path, body, method)
+def _json(url, path, body=None, method=None, headers=None):
+  status, content_type, raw = _request(url, path, body, method, headers)
   assert content_type == "application/json", (status, raw)
   return status, json.loads(raw)
 
@@ -145,8 +147,12 @@ _REDIS = ["--redis", "redis://127.0.0.1:1/0"]
      "--jobs-per-worker, --runnable-per-worker, --timeout-s, --memory-mib, --output-kib, "
      "--preload, --no-warmup, --uid-base belong to `rstar-sandbox worker`"),
     (["serve", "--lease-s", "5", "--queue", "q"], "--queue, --lease-s apply only with --redis"),
+    (["serve", "--host", "0.0.0.0"], "--host 0.0.0.0 listens beyond loopback and the service runs anyone's "
+                                     "code: give --api-key-file, or --trusted-network"),
+    (["serve", "--api-key-file", "/nonexistent/key"], "--api-key-file /nonexistent/key: No such file"),
 ], ids=["workers", "timeout", "preload", "worker_needs_redis", "lease", "worker_http_flag",
-        "front_one_pool_flag", "front_every_pool_flag", "queue_flags_without_redis"])
+        "front_one_pool_flag", "front_every_pool_flag", "queue_flags_without_redis", "open_host_without_key",
+        "missing_key_file"])
 def test_cli_rejects_flags_that_do_nothing_or_are_bad(args, message):
   run = subprocess.run([sys.executable, "-m", "rstar_jax.sandbox.cli", *args],
                        capture_output=True, text=True, timeout=60)
@@ -158,3 +164,27 @@ def test_console_script_is_installed():
   run = subprocess.run([str(script), "serve", "--help"], capture_output=True, text=True,
                        timeout=60)
   assert run.returncode == 0 and "--workers" in run.stdout and "--redis" in run.stdout
+
+
+def test_an_api_key_guards_every_route_but_the_probes(tmp_path):
+  key_file = tmp_path / "key"
+  key_file.write_text("s3cret-key\n")
+  process, url = processes.start_service(["--workers", "1", "--no-warmup", "--api-key-file", str(key_file)])
+  try:
+    body = {"type": "python", "solution": "print(6 * 7)"}
+    assert _json(url, "/run", body)[0] == 401
+    status, answer = _json(url, "/run", body, headers={"Authorization": "Bearer wrong"})
+    assert status == 401 and "API key" in answer["detail"]
+    status, answer = _json(url, "/run", body, headers={"Authorization": "Bearer s3cret-key"})
+    assert status == 200 and answer["stdout"] == "42\n"
+    assert _json(url, "/status")[0] == 401 and _json(url, "/ping")[0] == 200 and _json(url, "/health")[0] == 200
+
+    async def with_client(api_key):
+      async with client_lib.SandboxClient(url, api_key=api_key, max_attempts=3, backoff_s=0.0) as client:
+        return await client.run("print(1 + 1)")
+
+    assert asyncio.run(with_client("s3cret-key")).stdout == "2\n"
+    with pytest.raises(client_lib.SandboxUnavailableError, match=r"refused the request \(401\): a wrong API key"):
+      asyncio.run(with_client("nope"))
+  finally:
+    process.stop()

@@ -1,6 +1,5 @@
 """Checkpoints: round trip into shardings, keep-last-N, unreadable newest falls back, failed save deletes nothing."""
 import json
-import os
 
 import jax
 import ml_collections

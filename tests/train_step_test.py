@@ -1,6 +1,5 @@
 """The jitted update: log-probs, masking, accumulation == big batch, 8 devices == 1, no recompiles."""
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax

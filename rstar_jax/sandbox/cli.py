@@ -9,7 +9,8 @@ launch values (4 s, 384 MiB); see `rstar-sandbox serve --help`. SIGINT/SIGTERM s
 cleanly. Code Judge clients (rStar2's included) point their URL at the service unchanged.
 
 Which command takes which flag: `serve` alone takes the HTTP flags (--host, --port,
---max-body-mib) and the executor-pool flags (POOL_FLAGS: --workers, the limits, ...);
+--max-body-mib, --api-key-file, --trusted-network) and the executor-pool flags (POOL_FLAGS:
+--workers, the limits, ...);
 `serve --redis` takes the HTTP flags and the queue flags (QUEUE_FLAGS: --queue, --lease-s)
 and rejects every pool flag, naming them, since its workers run the snippets; `worker` takes
 the queue and pool flags. A flag given where it does nothing is an error, never ignored.
@@ -93,6 +94,12 @@ def _parser() -> argparse.ArgumentParser:
   serve.add_argument("--port", type=int, default=8080, help="HTTP port (default: %(default)s)")
   serve.add_argument("--max-body-mib", type=int, default=64,
                      help="largest request body, MiB (default: %(default)s)")
+  serve.add_argument("--api-key-file", default=None,
+                     help="file holding the API key every request must send as 'Authorization: Bearer "
+                     "KEY' (/ping and /health excepted); needed to listen beyond loopback")
+  serve.add_argument("--trusted-network", action="store_true",
+                     help="listen beyond loopback without an API key (anyone who reaches the port can "
+                     "run code)")
   worker = commands.add_parser("worker", help="run jobs from a redis queue (multi-host mode)")
   for sub in (serve, worker):
     sub.add_argument("--redis", default=None, required=sub is worker,
@@ -129,6 +136,26 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     parser.error(str(e))
 
 
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _api_key(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str | None:
+  """The key of --api-key-file; refuses a non-loopback --host without one (unless trusted)."""
+  key = None
+  if args.api_key_file:
+    try:
+      with open(args.api_key_file, encoding="utf-8") as f:
+        key = f.read().strip()
+    except OSError as e:
+      parser.error(f"--api-key-file {args.api_key_file}: {e.strerror}")
+    if not key:
+      parser.error(f"--api-key-file {args.api_key_file} is empty")
+  if key is None and args.host not in _LOOPBACK and not args.trusted_network:
+    parser.error(f"--host {args.host} listens beyond loopback and the service runs anyone's code: give "
+                 "--api-key-file, or --trusted-network if every host that can reach the port is trusted")
+  return key
+
+
 def _queue_options(args: argparse.Namespace) -> dict:
   """RedisFront / RedisWorker keyword arguments of the given queue flags."""
   return {name: value for name, value in (("prefix", args.queue), ("lease_s", args.lease_s))
@@ -142,7 +169,7 @@ async def _serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
     backend = pool.Pool(_pool_config(args))
   await backend.start()
   try:
-    runner = await server.start_site(server.Service(backend, args.max_body_mib << 20),
+    runner = await server.start_site(server.Service(backend, args.max_body_mib << 20, args.api_key),
                                      args.host, args.port)
     logging.info("serving on http://%s:%d", args.host, args.port)
     await stop.wait()
@@ -161,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
   parser = _parser()
   args = parser.parse_args(argv)
   _check(parser, args)
+  if args.command == "serve":
+    args.api_key = _api_key(parser, args)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                       stream=sys.stderr)
 

@@ -16,7 +16,8 @@ after 0.5·2^k s, up to `max_attempts` sends; items answered `queue_timeout` (on
 does) are sent again the same way. Each call's future is resolved once: the first answer
 wins, and a call still unanswered when its batch ends for any reason (the last attempt
 failed, `close()` stopped it, an unexpected error) raises SandboxUnavailableError saying why.
-`run` before `start` (or `async with`) and after `close` raises RuntimeError.
+`run` before `start` (or `async with`) and after `close` raises RuntimeError. `api_key` is sent
+as `Authorization: Bearer KEY` on every request.
 """
 import asyncio
 import collections
@@ -49,7 +50,7 @@ class SandboxClient:
 
   def __init__(self, url: str, *, batch_size: int = 32, max_batches_in_flight: int = 64,
                max_pending: int = 4096, batch_wait_s: float = 0.005, max_attempts: int = 4,
-               backoff_s: float = 0.5, request_timeout_s: float = 600.0):
+               backoff_s: float = 0.5, request_timeout_s: float = 600.0, api_key: str | None = None):
     for name, value in (("batch_size", batch_size), ("max_pending", max_pending),
                         ("max_batches_in_flight", max_batches_in_flight),
                         ("max_attempts", max_attempts)):
@@ -59,6 +60,7 @@ class SandboxClient:
       raise ValueError(f"batch_wait_s and backoff_s must be >= 0, got {batch_wait_s}, "
                        f"{backoff_s}")
     self.url = url.rstrip("/") + "/run/long-batch"
+    self._headers = {} if api_key is None else {"Authorization": f"Bearer {api_key.strip()}"}
     self._batch_size, self._batch_wait_s = batch_size, batch_wait_s
     self._max_attempts, self._backoff_s = max_attempts, backoff_s
     self._timeout = aiohttp.ClientTimeout(total=request_timeout_s)
@@ -86,7 +88,7 @@ class SandboxClient:
     self._pending = asyncio.Semaphore(self._max_pending)
     self._in_flight = asyncio.Semaphore(self._max_batches_in_flight)
     self._session = aiohttp.ClientSession(
-        timeout=self._timeout,
+        timeout=self._timeout, headers=self._headers,
         connector=aiohttp.TCPConnector(limit=self._max_batches_in_flight))
     self._dispatcher = asyncio.create_task(self._dispatch())
 
@@ -175,6 +177,10 @@ class SandboxClient:
       self.counters["requests"] += 1
       try:
         async with self._session.post(self.url, json=body) as response:
+          if response.status in (401, 403):  # no retry: the key will not change
+            self.counters["failed_requests"] += 1
+            return (f"the sandbox service refused the request ({response.status}): "
+                    f"{'no' if not self._headers else 'a wrong'} API key")
           response.raise_for_status()
           items = (await response.json())["results"]
         if len(items) != len(calls):

@@ -17,7 +17,10 @@ What is covered (each claim has an adversarial test in tests/sandbox_protection_
   the run (status output_limit); nothing unbounded is buffered.
 - Disk: RLIMIT_FSIZE per file; the run's /tmp (its working directory) and the other
   world-writable directories are a fresh size-capped tmpfs that vanishes with the run, so
-  nothing is written to the host's disks and nothing survives to the next call.
+  nothing is written to the host's disks and nothing survives to the next call. The
+  interpreter's own directories that lived there (a virtual environment under /tmp) are bound
+  back read-only, and `start` refuses to serve if a first run cannot read every directory the
+  zygote imports from (`SELF_CHECK`).
 - Network: the zygote's network namespace has no interface up; any connection fails.
 - Host files and processes: the run has its own unprivileged uid and gid, no supplementary
   groups and no_new_privs (set-uid programs do not help), sees a /proc of its own processes

@@ -22,6 +22,11 @@ Guarantees:
   caller gets exactly one result; a front end also resolves each call at most once.
 * A front end that misses a reply (it is re-sent by a late duplicate, or lost) finds the
   result anyway: every few seconds it reads P:result of the calls it still waits for.
+* A redis restart that loses the data (a server without persistence) loses no call: each front
+  end keeps the payload of every job it waits for and a marker key P:front:{front} (EX, renewed
+  every sweep); a sweep that finds the marker gone queues every job it still waits for again.
+  A job that had already run (or runs twice) answers once: results are written with SET NX and a
+  call resolves once. Workers re-register with their next heartbeat.
 """
 import asyncio
 import json
@@ -146,6 +151,8 @@ class RedisFront:
     self._front_id = uuid.uuid4().hex
     self._reply_key = self._keys.reply(self._front_id)
     self._pending: dict[str, asyncio.Future] = {}
+    self._payloads: dict[str, str] = {}  # job id -> payload, while its call waits (requeue)
+    self._marker = f"{prefix}:front:{self._front_id}"
     self._outgoing: asyncio.Queue = asyncio.Queue()
     self._tasks: list[asyncio.Task] = []
     self._client = self._listener = None
@@ -155,6 +162,7 @@ class RedisFront:
     self._client = connect(self._url, 16)
     self._listener = connect(self._url, 2)
     await self._client.ping()
+    await self._client.set(self._marker, 1, ex=self._marker_ttl_s)
     self._tasks = [asyncio.create_task(coro) for coro in
                    (self._submit_loop(), self._reply_loop(), self._sweep_loop())]
 
@@ -177,11 +185,12 @@ class RedisFront:
     self._pending[job_id] = future
     payload = json.dumps({"id": job_id, "source": source, "stdin": stdin or "",
                           "reply": self._reply_key})
+    self._payloads[job_id] = payload
     self._outgoing.put_nowait(payload)
     try:
       return await future
     finally:
-      del self._pending[job_id]
+      del self._pending[job_id], self._payloads[job_id]
 
   async def stats(self) -> dict[str, int]:
     """Queue length, workers alive (lease held), their capacity, jobs taken."""
@@ -239,9 +248,26 @@ class RedisFront:
     if done:  # read once: a late duplicate run may write it again, to no one (it expires)
       await self._listener.delete(*done)
 
+  @property
+  def _marker_ttl_s(self) -> int:
+    return max(60, int(20 * min(_SWEEP_INTERVAL_S, self._lease_s / 2)))
+
+  async def _requeue_if_redis_lost_data(self) -> None:
+    """Queues every waiting job again when the marker key is gone (module docstring)."""
+    if await self._client.set(self._marker, 1, ex=self._marker_ttl_s, xx=True):
+      return  # renewed: redis kept its data
+    payloads = list(self._payloads.values())
+    if payloads:
+      logging.warning("sandbox front end: redis lost its data (restarted?); queueing the %d jobs "
+                      "still waited for again", len(payloads))
+    for i in range(0, len(payloads), _BATCH):
+      await self._client.lpush(self._keys.queue, *payloads[i:i + _BATCH])
+    await self._client.set(self._marker, 1, ex=self._marker_ttl_s)
+
   async def _sweep_loop(self) -> None:
     while True:
       await asyncio.sleep(min(_SWEEP_INTERVAL_S, self._lease_s / 2))
+      await _attempt(self._requeue_if_redis_lost_data(), "checking that redis kept the queue")
       await _attempt(requeue_dead_workers(self._client, self._keys, self._max_attempts),
                      "requeueing the jobs of dead workers")
       waiting = list(self._pending)

@@ -12,11 +12,17 @@ ever answered `queue_timeout`. A malformed body is answered 422 (FastAPI's error
 submission type other than "python" 400, an unknown route 404 and a body over the size limit
 413, all as JSON `{"detail": ...}`; the service keeps serving.
 
+With an API key (`Service(..., api_key=KEY)`, `rstar-sandbox serve --api-key-file PATH`), every
+route but /ping and /health needs `Authorization: Bearer KEY` (SGLang's convention) and answers
+401 JSON otherwise; the key is compared in constant time. The service runs anyone's code, so the
+CLI refuses to listen beyond loopback without a key unless `--trusted-network` says so.
+
 The backend is anything with `async run(source, stdin) -> ExecutionResult` and
 `async stats() -> dict` holding at least `queued` and `workers_alive`: a local `pool.Pool`, or
 `redis_queue.RedisFront` in front of workers on other hosts.
 """
 import asyncio
+import hmac
 import json
 import time
 from typing import Any, Protocol
@@ -29,6 +35,7 @@ from rstar_jax.sandbox import result as result_lib
 
 DEFAULT_MAX_BODY_BYTES = 64 << 20
 _BATCH_ROUTES = ("/run/batch", "/run/long-batch", "/judge/batch", "/judge/long-batch")
+_OPEN_ROUTES = ("/ping", "/health")  # answered without the API key (load-balancer probes)
 
 
 class Backend(Protocol):
@@ -57,8 +64,12 @@ class _Unavailable(Exception):
 class Service:
   """The aiohttp application around one backend."""
 
-  def __init__(self, backend: Backend, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES):
+  def __init__(self, backend: Backend, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+               api_key: str | None = None):
+    if api_key is not None and not api_key.strip():
+      raise ValueError("api_key must be a non-empty string (or None for no key)")
     self.backend = backend
+    self._authorization = None if api_key is None else f"Bearer {api_key.strip()}".encode()
     self.metrics = metrics_lib.Metrics()
     self.app = web.Application(client_max_size=max_body_bytes, middlewares=[self._middleware])
     self.app.router.add_post("/run", self._single)
@@ -76,7 +87,11 @@ class Service:
     route = request.match_info.route.resource
     route = route.canonical if route is not None else "unmatched"
     try:
-      response = await handler(request)
+      if self._authorization is not None and request.path not in _OPEN_ROUTES and not hmac.compare_digest(
+          request.headers.get("Authorization", "").encode(), self._authorization):
+        response = _json({"detail": "missing or invalid API key (send Authorization: Bearer KEY)"}, 401)
+      else:
+        response = await handler(request)
     except web.HTTPException as e:  # 404, 405, 413 from aiohttp: answer JSON as FastAPI does
       response = _json({"detail": e.reason}, e.status)
     except codejudge.RequestError as e:

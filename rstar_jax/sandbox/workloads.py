@@ -7,13 +7,17 @@ Cases are deterministic functions of their index. `send_requests` posts each cas
 with a fixed number of requests open (tests/sandbox_load_test.py, benchmarks/sandbox_bench.py).
 
 * `trivial(i)`: the program `print(i)` (not wrapped), the floor of a sandbox's cost.
-* `mixed(i)`: rStar2-style cells (`wrap_code`) cycling through 40 kinds: 8 sympy
+* `mixed(i)`: rStar2-style cells (`wrap_code`) cycling through 44 kinds: 8 sympy
   (factor, solve, integrate, expand), 8 numpy (sums, determinants, matrix products), 8 pure
   Python loops, 6 errors (ZeroDivisionError, NameError, SyntaxError, IndexError, ValueError,
   TypeError), 4 reading stdin, 3 displaying a last expression, 1 sleeping past the limit,
-  1 allocating 2 GiB (memory_limit), 1 math.comb.
+  1 allocating 2 GiB (memory_limit), 1 math.comb, and 4 that import submodules on first use,
+  which the zygote's warm-up does not (a definite integral and an improper one, sympy.solveset,
+  numpy.polynomial): they fail when the interpreter's files are hidden from a run.
+Every case names its kind, so a load run counts wrong answers by kind (`Tally.wrong_by_kind`).
 """
 import asyncio
+import collections
 import dataclasses
 import time
 from typing import Any
@@ -36,6 +40,7 @@ class Case:
   Attributes:
     solution: the program sent as the submission's `solution`.
     stdin: its `input`.
+    kind: what the case exercises (sympy, numpy, loop, error, ...), for counting by kind.
     status: the expected ExecutionResult status.
     stdout: the exact expected stdout, or None to not check it.
     stderr_contains: a string the stderr must contain, or None.
@@ -45,6 +50,7 @@ class Case:
   status: str
   stdout: str | None = None
   stderr_contains: str | None = None
+  kind: str = "trivial"
 
   def submission(self) -> dict[str, Any]:
     """The Code Judge submission body."""
@@ -83,6 +89,36 @@ def _numpy(kind: int, k: int) -> tuple[str, str]:
   ][kind % 4]
 
 
+def _lazy_import(kind: int, k: int) -> tuple[str, str]:
+  sympy_head = "import sympy as sp\nx = sp.Symbol('x')\n"
+  return [
+      (f"{sympy_head}print(sp.integrate(x**{k}, (x, 0, 2)))", str(_sympy_rational(2 ** (k + 1), k + 1))),
+      (f"{sympy_head}print(sorted(sp.solveset(x**2 - {k * k}, x, sp.S.Reals)))", f"[{-k}, {k}]"),
+      (f"from numpy.polynomial import polynomial as P\nprint(int(P.polyval(2, [1, {k}, 1])))", str(5 + 2 * k)),
+      (f"{sympy_head}print(sp.integrate(sp.exp(-x) * x**{k % 6}, (x, 0, sp.oo)))", str(_factorial(k % 6))),
+  ][kind % 4]
+
+
+def _sympy_rational(numerator: int, denominator: int) -> str:
+  """How sympy prints numerator/denominator in lowest terms."""
+  divisor = _gcd(numerator, denominator)
+  numerator, denominator = numerator // divisor, denominator // divisor
+  return str(numerator) if denominator == 1 else f"{numerator}/{denominator}"
+
+
+def _gcd(a: int, b: int) -> int:
+  while b:
+    a, b = b, a % b
+  return a
+
+
+def _factorial(n: int) -> int:
+  value = 1
+  for j in range(2, n + 1):
+    value *= j
+  return value
+
+
 def _prime_count(n: int) -> int:
   sieve = bytearray([1]) * n
   sieve[0:2] = b"\0\0"
@@ -111,31 +147,34 @@ _ERRORS = (("print(1 / (3 - 3))", "ZeroDivisionError"), ("print(undefined_name)"
 
 def mixed(i: int) -> Case:
   """The i-th case of the mixed set (module docstring)."""
-  slot, k = i % 40, i // 40 % 50 + 2
+  slot, k = i % 44, i // 44 % 50 + 2
   if slot < 8:
-    code, out = _sympy(slot, k)
+    (code, out), kind = _sympy(slot, k), "sympy"
   elif slot < 16:
-    code, out = _numpy(slot, k)
+    (code, out), kind = _numpy(slot, k), "numpy"
   elif slot < 24:
-    code, out = _loop(slot, k)
+    (code, out), kind = _loop(slot, k), "loop"
   elif slot < 30:
     code, needle = _ERRORS[slot - 24]
-    return Case(wrapper.wrap_code(code), None, "runtime_error", None, needle)
+    return Case(wrapper.wrap_code(code), None, "runtime_error", None, needle, kind="error")
   elif slot < 34:
     return Case(wrapper.wrap_code("a, b = map(int, input().split())\nprint(a * b, a + b)"),
-                f"{k} {slot}\n", "ok", f"{k * slot} {k + slot}\n")
+                f"{k} {slot}\n", "ok", f"{k * slot} {k + slot}\n", kind="stdin")
   elif slot < 37:
     code, out = f"[j * {k} for j in range({slot - 32})]", repr([j * k for j in range(slot - 32)])
+    kind = "display"
   elif slot == 37:
     # stdout unchecked: Code Judge adds a "Suicide from timeout." line (PAPER.md §3.3).
     return Case(wrapper.wrap_code("import time\nprint('waiting')\ntime.sleep(30)"), None,
-                "timeout")
+                "timeout", kind="timeout")
   elif slot == 38:
     return Case(wrapper.wrap_code("x = bytearray(2 << 30)"), None, "memory_limit", "",
-                "MemoryError")
+                "MemoryError", kind="memory")
+  elif slot == 39:
+    (code, out), kind = (f"import math\nprint(math.comb(40, {k % 40}))", str(_comb(40, k % 40))), "math"
   else:
-    code, out = f"import math\nprint(math.comb(40, {k % 40}))", str(_comb(40, k % 40))
-  return Case(wrapper.wrap_code(code), None, "ok", out + "\n")
+    (code, out), kind = _lazy_import(slot, k), "lazy_import"
+  return Case(wrapper.wrap_code(code), None, "ok", out + "\n", kind=kind)
 
 
 def _comb(n: int, r: int) -> int:
@@ -169,6 +208,7 @@ class Tally:
     lost: no usable answer (connection error, non-200, queue_timeout or internal_error).
     latencies_s: seconds from sending each request to its answer, in completion order.
     wrong_examples: (case, answer body) of the first few wrong answers.
+    wrong_by_kind: wrong answers per `Case.kind`.
   """
   sent: int = 0
   right: int = 0
@@ -176,6 +216,7 @@ class Tally:
   lost: int = 0
   latencies_s: list[float] = dataclasses.field(default_factory=list)
   wrong_examples: list[tuple[Case, dict]] = dataclasses.field(default_factory=list)
+  wrong_by_kind: collections.Counter = dataclasses.field(default_factory=collections.Counter)
 
 
 async def send_requests(url: str, run_cases: list[Case], in_flight: int, tally: Tally,
@@ -210,6 +251,7 @@ async def send_requests(url: str, run_cases: list[Case], in_flight: int, tally: 
           tally.right += 1
         else:
           tally.wrong += 1
+          tally.wrong_by_kind[item.kind] += 1
           if len(tally.wrong_examples) < 5:
             tally.wrong_examples.append((item, body))
 

@@ -48,10 +48,15 @@ EVAL_FILE = "eval.json"
 _SAMPLES_SHOWN = 4  # rollouts per outcome (correct / wrong) in eval_samples.md
 
 
-def tools_for(sandbox_url: str, workers: int):
-  """A running sandbox service's client, or an in-process pool of `workers` zygotes (root)."""
+def tools_for(sandbox_url: str, workers: int, api_key_file: str = ""):
+  """A running sandbox service's client (sending the key read from `api_key_file`, if given), or
+  an in-process pool of `workers` zygotes (root)."""
   if sandbox_url:
-    return sandbox.SandboxClient(sandbox_url)
+    api_key = None
+    if api_key_file:
+      with open(api_key_file, encoding="utf-8") as f:
+        api_key = f.read().strip()
+    return sandbox.SandboxClient(sandbox_url, api_key=api_key)
   return sandbox.Pool(sandbox.PoolConfig(workers=workers))
 
 

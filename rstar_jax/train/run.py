@@ -214,7 +214,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, origin: str = "") -> di
   phase = meta["phase"] if meta else None
   summary = {"job": config.job}
   needs_tools = has_rl or config.eval.num_problems
-  tools = (lambda: evaluate.tools_for(config.sandbox.url, config.sandbox.workers)) if needs_tools else None
+  tools = (lambda: evaluate.tools_for(config.sandbox.url, config.sandbox.workers, config.sandbox.api_key_file)
+           if needs_tools else None)
   with rollout.RolloutRuntime(tools or contextlib.nullcontext) as runtime, rewards.Scorer.from_config(config) as scorer:
     phases = _Phases(config, workdir, cfg, tokenizer, chat_format, mesh_rules, runtime, harness)
     if has_sft and phase in (None, "sft"):  # an RL checkpoint means SFT and its end are done

@@ -65,6 +65,8 @@ def validate(config: ml_collections.ConfigDict, origin: str = "") -> None:
             "is empty, so an in-process sandbox would run the tool calls, which needs root: run as root, "
             "or give the URL of a running `rstar-sandbox serve`", origin)
     _all(config, origin, _POSITIVE_INT, "sandbox.workers")
+    require(config, "sandbox.api_key_file", lambda v: not v or os.path.isfile(v),
+            "is not a file (the sandbox service's API key, sent as 'Authorization: Bearer KEY')", origin)
   _typed(lambda: rewards.RewardConfig.from_config(config), "reward", origin)
 
 
