@@ -14,6 +14,11 @@ mixed alternating, 512 in flight) and a burst of 45,000 calls submitted at once 
 p50/p99 latency, lost = no usable answer, wrong = an answer that is not the expected one,
 our/their ratio), checks the targets, writes RUNS_DIR/sandbox_bench/summary.json, and stops
 every process it started. Other work on the machine skews the figures: compare ratios.
+
+The adversarial table (`--adversarial`, on by default) sends each attack of
+`rstar_jax.sandbox.attacks` alone to each service and reports the status it answered, how long
+the answer took and the most host memory the attack held meanwhile (the drop of MemAvailable,
+sampled every 10 ms from before the call until 1 s after the answer).
 """
 import argparse
 import asyncio
@@ -24,9 +29,13 @@ import pathlib
 import subprocess
 import sys
 import time
+import threading
 import urllib.request
 
+from rstar_jax.sandbox import attacks
 from rstar_jax.sandbox import client as client_lib
+from rstar_jax.sandbox import codejudge
+from rstar_jax.sandbox import memory
 from rstar_jax.sandbox import processes
 from rstar_jax.sandbox import workloads
 
@@ -108,6 +117,57 @@ async def burst(url: str, n: int) -> Run:
     run.elapsed_s = time.monotonic() - start
   run.p50_s, run.p99_s = _percentile(latencies, 0.5), _percentile(latencies, 0.99)
   return run
+
+
+@dataclasses.dataclass
+class AttackRun:
+  """What one service did with one attack."""
+  service: str
+  attack: str
+  status: str
+  contained: bool
+  answer_s: float
+  peak_held_mib: float
+
+
+def _post_run(url: str, code: str) -> dict:
+  request = urllib.request.Request(url + "/run", data=json.dumps(
+      {"type": "python", "solution": code}).encode(), headers={"Content-Type": "application/json"})
+  with urllib.request.urlopen(request, timeout=120) as response:
+    return json.loads(response.read())
+
+
+def adversarial(url: str, service: str) -> list[AttackRun]:
+  """Each attack alone: status, answer time, and peak host memory held (module docstring)."""
+  rows = []
+  for attack in attacks.ATTACKS:
+    baseline = memory.available_bytes()
+    lowest, done = [baseline], threading.Event()
+
+    def sample():
+      while not done.wait(0.01):
+        lowest[0] = min(lowest[0], memory.available_bytes())
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    start = time.monotonic()
+    status = codejudge.result_from_json(_post_run(url, attack.code)).status
+    answer_s = time.monotonic() - start
+    time.sleep(1.0)  # what the attack left running still counts
+    done.set()
+    sampler.join()
+    rows.append(AttackRun(service, attack.name, status, status == attack.contained_status, answer_s,
+                          (baseline - lowest[0]) / (1 << 20)))
+    print(f"  {service} {attack.name}: {status} after {answer_s:.2f} s, "
+          f"{rows[-1].peak_held_mib:.0f} MiB held", flush=True)
+  return rows
+
+
+def _attack_table(rows: list[AttackRun]) -> str:
+  lines = [f"{'service':<11}{'attack':<20}{'status':<15}{'answer s':>9}{'peak MiB held':>15}"]
+  lines += [f"{r.service:<11}{r.attack:<20}{r.status:<15}{r.answer_s:>9.2f}{r.peak_held_mib:>15.0f}"
+            for r in rows]
+  return "\n".join(lines)
 
 
 def start_code_judge(checkout: str, runs_dir: pathlib.Path) -> tuple[list, str]:
@@ -211,6 +271,8 @@ def main() -> int:
   parser.add_argument("--big-requests", type=int, default=20_000)
   parser.add_argument("--burst", type=int, default=45_000)
   parser.add_argument("--skip-big", action="store_true", help="skip the 20,000 and burst runs")
+  parser.add_argument("--adversarial", action=argparse.BooleanOptionalAction, default=True,
+                      help="send each attack of rstar_jax.sandbox.attacks alone (default: on)")
   args = parser.parse_args()
   if not args.ours_only and not args.code_judge:
     parser.error("--code-judge PATH is required (or --ours-only)")
@@ -218,6 +280,7 @@ def main() -> int:
   out = runs_dir / "sandbox_bench"
   out.mkdir(parents=True, exist_ok=True)
   runs: list[Run] = []
+  attack_rows: list[AttackRun] = []
   ours, url = processes.start_service(["--workers", str(args.workers)],
                                       log_path=str(out / "ours.log"), min_workers=args.workers)
   try:
@@ -227,20 +290,29 @@ def main() -> int:
       runs.append(asyncio.run(load(url, "ours", "alternating", 512, args.big_requests)))
       print(f"ours: burst of {args.burst} calls", flush=True)
       runs.append(asyncio.run(burst(url, args.burst)))
+    if args.adversarial:
+      attack_rows += adversarial(url, "ours")
   finally:
     ours.stop()
   if not args.ours_only:
     started, cj_url = start_code_judge(os.path.abspath(args.code_judge), runs_dir)
     try:
       runs += asyncio.run(_measure(cj_url, "code-judge", args))
+      if args.adversarial:
+        attack_rows += adversarial(cj_url, "code-judge")
     finally:
       for process in started:
         process.stop()
   print(_table(runs))
+  if attack_rows:
+    print(_attack_table(attack_rows))
   checks = _targets(runs)
+  checks += [(f"ours contains {r.attack} ({r.status})", r.contained) for r in attack_rows
+             if r.service == "ours"]
   for text, passed in checks:
     print(f"{'PASS' if passed else 'FAIL'}  {text}")
   summary = {"runs": [dataclasses.asdict(r) | {"ok_per_s": r.ok_per_s} for r in runs],
+             "attacks": [dataclasses.asdict(r) for r in attack_rows],
              "targets": [{"target": t, "passed": p} for t, p in checks],
              "cpu_count": os.cpu_count(), "load_average_after": os.getloadavg()}
   (out / "summary.json").write_text(json.dumps(summary, indent=1))

@@ -2,6 +2,7 @@
 
   python -m pytest -q tests/sandbox_pool_test.py
 """
+import ast
 import asyncio
 import contextlib
 import os
@@ -14,6 +15,7 @@ import pytest
 
 from rstar_jax import sandbox
 from rstar_jax.sandbox import config
+from rstar_jax.sandbox import isolation
 from rstar_jax.sandbox import pool as pool_lib
 
 
@@ -95,6 +97,19 @@ def test_sleeping_runs_do_not_hold_the_cpu_admission(loop):
   sleepy = "import time\nstart = time.time()\ntime.sleep(0.5)\nprint(start, time.time())"
   intervals = _intervals(loop, sleepy, 3)
   assert max(s for s, _ in intervals) < min(e for _, e in intervals)  # all three overlap
+
+
+def test_run_memory_budgets_cap_the_runs_in_flight(loop):
+  budget = config.Limits().run_memory_bytes
+  sleepy = "import time\nstart = time.time()\ntime.sleep(0.2)\nprint(start, time.time())"
+  async def go():
+    async with pool_lib.Pool(_config(jobs_per_worker=4, host_memory_bytes=2 * budget)) as p:
+      return p.capacity, await asyncio.gather(*(p.run(sleepy) for _ in range(6)))
+  capacity, results = loop.run(go())
+  assert capacity == 2
+  intervals = [tuple(map(float, r.stdout.split())) for r in results]
+  for start, _ in intervals:  # at no start were two other runs still going
+    assert sum(s <= start < e for s, e in intervals) <= 2
 
 
 def test_killed_zygote_job_runs_again_and_zygote_is_replaced(loop):
@@ -306,7 +321,10 @@ def test_packages_under_tmp_stay_importable_read_only_in_runs(loop, tmp_path, mo
   imported, write, listing = loop.run(main())
   assert (imported.status, imported.stdout) == ("ok", "42\n"), imported.stderr
   assert write.status == "runtime_error" and "Read-only file system" in write.stderr
-  assert listing.status == "ok" and listing.stdout == f"['{site.parts[2]}', 'source.py']\n"  # the program, the path to site
+  # the program, the path to site and to the project's own directories where they live under /tmp
+  bound_back = {pathlib.Path(p).parts[2] for p in isolation.interpreter_dirs() if p.startswith("/tmp/")}
+  assert listing.status == "ok", listing.stderr
+  assert ast.literal_eval(listing.stdout) == sorted({site.parts[2], "source.py", *bound_back})
   assert not (site / "new.txt").exists()
 
 

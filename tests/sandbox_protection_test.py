@@ -17,6 +17,7 @@ import uuid
 
 import pytest
 
+from rstar_jax.sandbox import attacks
 from rstar_jax.sandbox import config
 from rstar_jax.sandbox import processes
 
@@ -73,7 +74,7 @@ def service_still_answers(service):
 
 
 def test_infinite_loop_is_killed_at_the_limit(service):
-  result = _run(service, "print('start', flush=True)\nwhile True:\n  pass\n")
+  result = _run(service, attacks.BY_NAME["busy loop"].code)
   assert (result["status"], result["reason"], result["stdout"]) == ("timeout", "worker_timeout",
                                                                     "start\n")
   assert not _sandbox_processes()
@@ -86,25 +87,13 @@ def test_sleep_past_the_limit_is_killed(service):
 
 
 def test_signal_handlers_cannot_survive_the_limit(service):
-  code = ("import signal, time\n"
-          "for s in (signal.SIGALRM, signal.SIGTERM, signal.SIGXCPU, signal.SIGINT):\n"
-          "  signal.signal(s, lambda *a: print('survived', flush=True))\n"
-          "signal.alarm(1)\n"
-          "while True:\n"
-          "  time.sleep(0.01)\n")
-  result = _run(service, code)
+  result = _run(service, attacks.BY_NAME["signal handlers"].code)
   assert result["status"] == "timeout"
   assert not _sandbox_processes()
 
 
 def test_fork_bomb_is_contained_and_reaped(service):
-  code = ("import os\n"
-          "while True:\n"
-          "  try:\n"
-          "    os.fork()\n"
-          "  except OSError:\n"
-          "    pass\n")
-  result = _run(service, code)
+  result = _run(service, attacks.BY_NAME["fork bomb"].code)
   assert result["status"] == "timeout"
   assert not _sandbox_processes(), "fork bomb processes outlived the request"
 
@@ -124,15 +113,37 @@ def test_setsid_orphan_is_dead_when_the_answer_arrives(service):
   assert not _sandbox_processes(), "a setsid orphan outlived the request"
 
 
+def test_every_shared_attack_answers_its_contained_status(service):
+  for attack in attacks.ATTACKS:
+    assert _run(service, attack.code)["status"] == attack.contained_status, attack.name
+
+
 def test_memory_hog_gets_memory_limit(service):
-  result = _run(service, "x = bytearray(2 << 30)\n")
+  result = _run(service, attacks.BY_NAME["memory hog"].code)
   assert result["status"] == "memory_limit"
   assert "MemoryError" in result["stderr"]
 
 
-def test_one_gigabyte_print_is_cut_at_the_output_cap(service):
-  code = "import sys\nfor _ in range(1000):\n  sys.stdout.write('x' * 1_000_000)\n"
+def test_forking_allocator_is_killed_at_the_run_memory_budget(service):
+  result = _run(service, attacks.BY_NAME["forking allocator"].code)
+  assert result["status"] == "memory_limit", result
+  budget = config.Limits().run_memory_bytes // config.MIB
+  assert f"over the sandbox's {budget} MiB per run" in result["stderr"]
+  assert not _sandbox_processes(), "children of a run over its memory budget outlived it"
+
+
+def test_multiprocessing_pool_over_numpy_arrays_runs(service):
+  code = ("import multiprocessing, numpy as np\n"
+          "def total(n):\n"
+          "  return int(np.arange(n).sum())\n"
+          "with multiprocessing.Pool(4) as pool:\n"
+          "  print(sum(pool.map(total, [1000] * 8)))\n")
   result = _run(service, code)
+  assert (result["status"], result["stdout"]) == ("ok", f"{8 * 999 * 1000 // 2}\n"), result
+
+
+def test_one_gigabyte_print_is_cut_at_the_output_cap(service):
+  result = _run(service, attacks.BY_NAME["1 GB print"].code)
   assert result["status"] == "output_limit"
   assert result["stdout"] == "x" * 1000  # the Code Judge body keeps 1000 characters
 

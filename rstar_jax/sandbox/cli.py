@@ -30,10 +30,11 @@ from rstar_jax.sandbox import server
 # Flags of the executor pool: `serve` without --redis and `worker` take them; `serve --redis`
 # runs no snippets and rejects them. Defaults come from config.Limits / config.PoolConfig.
 POOL_FLAGS = ("--workers", "--jobs-per-worker", "--runnable-per-worker", "--timeout-s",
-              "--memory-mib", "--output-kib", "--preload", "--no-warmup", "--uid-base")
+              "--memory-mib", "--run-memory-mib", "--output-kib", "--preload", "--no-warmup", "--uid-base")
 # Flags of the redis queue: `worker` and `serve --redis` take them.
 QUEUE_FLAGS = ("--queue", "--lease-s")
 _LIMITS = {"timeout_s": ("timeout_s", 1), "memory_mib": ("memory_bytes", config_lib.MIB),
+           "run_memory_mib": ("run_memory_bytes", config_lib.MIB),
            "output_kib": ("output_bytes", 1024)}
 _POOL_FIELDS = ("workers", "jobs_per_worker", "runnable_per_worker", "uid_base")
 
@@ -74,6 +75,10 @@ def _add_pool_flags(sub: argparse.ArgumentParser, title: str) -> None:
   group.add_argument("--memory-mib", type=int,
                      help=f"address-space limit per process, MiB (default: "
                           f"{limits.memory_bytes // config_lib.MIB})")
+  group.add_argument("--run-memory-mib", type=int,
+                     help="memory all processes of one run may hold together, MiB; runs are "
+                          "admitted so that these budgets fit 3/4 of the host's available memory "
+                          f"(default: {limits.run_memory_bytes // config_lib.MIB})")
   group.add_argument("--output-kib", type=int,
                      help=f"KiB kept per output stream (default: {limits.output_bytes // 1024})")
   group.add_argument("--preload", help="comma-separated modules imported once by each zygote "
@@ -200,7 +205,11 @@ def main(argv: list[str] | None = None) -> int:
       loop.add_signal_handler(sig, stop.set)
     await (_serve if args.command == "serve" else _work)(args, stop)
 
-  asyncio.run(run())
+  try:
+    asyncio.run(run())
+  except (PermissionError, RuntimeError, ValueError) as e:  # what a pool refusing to start raises
+    print(f"rstar-sandbox: {e}", file=sys.stderr)
+    return 1
   return 0
 
 

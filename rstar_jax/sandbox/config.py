@@ -4,7 +4,8 @@ Defaults are the rStar2 launch values (PAPER.md §3.2): 4 s of wall time and 384
 address space (Code Judge's 256 MiB plus its 128 MiB interpreter allowance), the CPU-time
 limit equal to the wall limit, no core files. The other limits have no released value; ours
 keep a snippet from exhausting the host: 32 MiB per written file, 64 MiB for its whole
-working directory, 256 open files, 32 processes/threads, 1 MiB kept per output stream.
+working directory, 256 open files, 32 processes/threads, 512 MiB for all of a run's processes
+together, 1 MiB kept per output stream.
 """
 import dataclasses
 import json
@@ -35,6 +36,9 @@ class Limits:
   Attributes:
     timeout_s: wall-clock seconds from fork to kill (enforced by the parent).
     memory_bytes: RLIMIT_AS, the address space of each process.
+    run_memory_bytes: the memory all of a run's processes may hold together (their summed
+      proportional set size, `memory`, polled every `memory.POLL_S`); over it the run is killed
+      (memory_limit). Pools admit runs so that these budgets fit the host.
     cpu_s: RLIMIT_CPU seconds per process; None means ceil(timeout_s).
     file_size_bytes: RLIMIT_FSIZE; a longer write fails with EFBIG ("File too large").
     open_files: RLIMIT_NOFILE.
@@ -44,6 +48,7 @@ class Limits:
   """
   timeout_s: float = 4.0
   memory_bytes: int = 384 * MIB
+  run_memory_bytes: int = 512 * MIB
   cpu_s: int | None = None
   file_size_bytes: int = 32 * MIB
   open_files: int = 256
@@ -89,6 +94,10 @@ class PoolConfig:
     writable_dirs: world-writable directories besides /tmp that each run sees as its own
       fresh tmpfs (those that exist on the host).
     max_attempts: runs of one job when its zygote dies under it; then sandbox_error.
+    host_memory_bytes: the memory the pool's runs may hold together; None: 3/4 of what the host
+      (or the pool's memory cgroup) has available when the pool starts. Each zygote runs at
+      most `host_memory_bytes // (workers x limits.run_memory_bytes)` snippets at once
+      (`runs_per_worker`).
     self_check: on start, run `pool.SELF_CHECK` and refuse to serve if a run cannot see the
       interpreter's files or import lazily from them.
   """
@@ -101,6 +110,7 @@ class PoolConfig:
   uid_base: int = UID_BASE
   writable_dirs: tuple[str, ...] = ("/var/tmp", "/dev/shm", "/run/lock")
   max_attempts: int = 2
+  host_memory_bytes: int | None = None
   self_check: bool = True
 
   def __post_init__(self):
@@ -111,6 +121,8 @@ class PoolConfig:
       check_positive("PoolConfig", "runnable_per_worker", self.runnable_per_worker)
     check_positive("PoolConfig", "max_attempts", self.max_attempts)
     check_positive("PoolConfig", "uid_base", self.uid_base)
+    if self.host_memory_bytes is not None:
+      check_positive("PoolConfig", "host_memory_bytes", self.host_memory_bytes)
     if self.num_workers * self.jobs_per_worker > UID_BLOCK:
       raise ValueError(f"PoolConfig: workers ({self.num_workers}) x jobs_per_worker "
                        f"({self.jobs_per_worker}) exceeds the uid block ({UID_BLOCK})")
@@ -133,6 +145,25 @@ class PoolConfig:
     if self.runnable_per_worker is not None:
       return self.runnable_per_worker
     return math.ceil(2 * (os.cpu_count() or 1) / self.num_workers)
+
+  def runs_per_worker(self, available_bytes: int) -> int:
+    """Snippets one zygote may run at once: jobs_per_worker, fewer where the run memory budgets
+    would not fit `host_memory_bytes` (None: 3/4 of `available_bytes`).
+
+    Raises:
+      ValueError: not even one run per zygote fits, naming the numbers.
+    """
+    host = self.host_memory_bytes
+    if host is None:
+      host = available_bytes * 3 // 4
+    fit = host // (self.num_workers * self.limits.run_memory_bytes)
+    if fit < 1:
+      raise ValueError(
+          f"the sandbox's run memory budgets do not fit: {self.num_workers} workers x "
+          f"{self.limits.run_memory_bytes // MIB} MiB per run > {host // MIB} MiB for the pool "
+          f"({'PoolConfig.host_memory_bytes' if self.host_memory_bytes else '3/4 of the available memory'}); "
+          "lower Limits.run_memory_bytes or the number of workers")
+    return min(self.jobs_per_worker, fit)
 
   def to_json(self) -> str:
     """The config as JSON (what a zygote receives on its command line)."""

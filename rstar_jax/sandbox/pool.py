@@ -12,7 +12,11 @@ What is covered (each claim has an adversarial test in tests/sandbox_protection_
 - Escaping the kill: each run is pid 1 of its own PID namespace, so when it ends, every
   process it started is dead, `setsid` and double forks included, before the answer is sent.
 - Fork bombs: RLIMIT_NPROC on the run's own uid (no other run shares it).
-- Memory: RLIMIT_AS per process (MemoryError, status memory_limit).
+- Memory: RLIMIT_AS per process (MemoryError, status memory_limit), and a budget per run
+  (`Limits.run_memory_bytes`) over all its processes, polled by the zygote, which kills a run
+  over it (memory_limit): a run that forks many children cannot hold more than its budget, give
+  or take what it allocates within one poll. The pool admits runs so that their budgets fit the
+  host (`PoolConfig.runs_per_worker`).
 - Output floods: the parent keeps at most `output_bytes` per stream while reading, then kills
   the run (status output_limit); nothing unbounded is buffered.
 - Disk: RLIMIT_FSIZE per file; the run's /tmp (its working directory) and the other
@@ -29,8 +33,8 @@ What is covered (each claim has an adversarial test in tests/sandbox_protection_
 
 What is not covered:
 - The kernel is shared: kernel exploits and side channels are out of scope, and there is no
-  seccomp filter. Memory is limited per process, not per run: a run may hold up to
-  `processes` x `memory_bytes` (no cgroups).
+  seccomp filter. The run memory budget is enforced by polling, not by a cgroup: between two
+  polls (`memory.POLL_S`) a run can allocate past it.
 - Runs that one zygote executes at the same time share its network namespace (they can talk
   over abstract unix sockets) and the memory image it had when it forked them (a run can
   read the code and partial output of calls that zygote was handling), and all of a zygote's
@@ -42,7 +46,7 @@ Verdict: fit for untrusted model-written code on a host or VM that holds no secr
 replacement for a VM boundary against an attacker with a kernel exploit.
 
 Scheduling: jobs go, in arrival order, to the zygote with the most free slots; a zygote never
-holds more than `jobs_per_worker`, so the queue (not the zygotes) absorbs bursts, and no job
+holds more than `jobs_per_worker` (fewer where the run memory budgets would not fit), so the queue (not the zygotes) absorbs bursts, and no job
 ever times out while waiting. A zygote starts a held job only while fewer than
 `runnable_per_worker` of its runs are on a CPU (see `zygote`), so that CPU-bound snippets get
 enough of a core to finish within the wall-clock limit while sleeping ones hold no core.
@@ -68,6 +72,7 @@ import tempfile
 
 from rstar_jax.sandbox import config as config_lib
 from rstar_jax.sandbox import frames
+from rstar_jax.sandbox import memory
 from rstar_jax.sandbox import result as result_lib
 
 _MAX_RESTART_DELAY_S = 5.0
@@ -145,6 +150,7 @@ class Pool:
     self._uid_start = 0
     self._started = self._closed = False
     self._restart_failures = [0] * config.num_workers
+    self._runs_per_worker = config.jobs_per_worker  # admitted at start (run memory budgets)
     self._tasks: set[asyncio.Task] = set()
     self.counters = collections.Counter()
 
@@ -162,6 +168,11 @@ class Pool:
     if os.geteuid() != 0:
       raise PermissionError("the sandbox needs root: it runs each snippet under its own uid "
                             "in new namespaces")
+    self._runs_per_worker = self.config.runs_per_worker(memory.available_bytes())
+    if self._runs_per_worker < self.config.jobs_per_worker:
+      logging.warning("sandbox: %d runs per worker, not %d, so that %d MiB per run fits the host's "
+                      "memory", self._runs_per_worker, self.config.jobs_per_worker,
+                      self.config.limits.run_memory_bytes // config_lib.MIB)
     self._uid_lock_fd, self._uid_start = _lock_uid_block(self.config.uid_base)
     self._started = True  # jobs submitted from now on wait for the zygotes
     started = await asyncio.gather(*(self._spawn(z) for z in self._zygotes),
@@ -237,12 +248,17 @@ class Pool:
     self._dispatch()
     return await job.future
 
+  @property
+  def capacity(self) -> int:
+    """Runs the pool executes at once: workers x runs per worker (admitted at start)."""
+    return self.config.num_workers * self._runs_per_worker
+
   async def stats(self) -> dict[str, int]:
     """Counts for metrics: queued, running, workers alive, capacity, and the `counters`."""
     return {"queued": len(self._queue),
             "running": sum(len(z.jobs) for z in self._zygotes),
             "workers_alive": sum(z.ready for z in self._zygotes),
-            "capacity": self.config.num_workers * self.config.jobs_per_worker,
+            "capacity": self.capacity,
             **self.counters}
 
   # ---------------------------------------------------------------- zygote lifecycle
@@ -325,7 +341,7 @@ class Pool:
 
   # ---------------------------------------------------------------- dispatch
   def _dispatch(self) -> None:
-    capacity = self.config.jobs_per_worker
+    capacity = self._runs_per_worker
     outgoing: dict[_Zygote, list[bytes]] = {}
     while self._queue:
       z = min((z for z in self._zygotes if z.ready), key=lambda z: len(z.jobs), default=None)

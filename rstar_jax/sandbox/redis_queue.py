@@ -284,14 +284,15 @@ class RedisWorker:
       raise ValueError(f"lease_s must be > 0, got {lease_s}")
     self._url, self._keys, self._lease_s = url, QueueKeys(prefix), lease_s
     self._config = config
-    self._capacity = config.num_workers * config.jobs_per_worker
+    self._capacity = 0  # the pool's, once it has started
     self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
   async def run(self, stop: asyncio.Event) -> None:
     """Takes and runs jobs until `stop` is set; then finishes the jobs it holds and leaves."""
-    client = connect(self._url, self._capacity + 4)
-    blocking = connect(self._url, 1)
     async with pool_lib.Pool(self._config) as pool:
+      self._capacity = pool.capacity
+      client = connect(self._url, self._capacity + 4)
+      blocking = connect(self._url, 1)
       await self._beat(client)
       heart = asyncio.create_task(self._heartbeat(client, stop))
       slots = asyncio.Semaphore(self._capacity)

@@ -6,7 +6,9 @@ A run ends in exactly one status:
                  segfault, `sys.exit(3)`, a RLIMIT_FSIZE write error);
   timeout        the wall-clock limit was reached (the parent killed it), or the kernel
                  stopped it at the CPU-time limit;
-  memory_limit   it failed with a `MemoryError` (RLIMIT_AS refused an allocation);
+  memory_limit   it failed with a `MemoryError` (RLIMIT_AS refused an allocation), or its
+                 processes together held more than the run's memory budget (the parent
+                 killed it; stderr ends with a MemoryError line saying so);
   output_limit   stdout or stderr grew past the byte cap, so the parent killed it;
   sandbox_error  the sandbox itself failed (set-up, a worker lost twice); not the code's fault.
 """
@@ -31,7 +33,8 @@ class ExecutionResult:
       become U+FFFD), at most the executor's byte cap.
     stderr: the same for stderr.
     exit_code: the exit status (negative: killed by that signal, as `subprocess` reports
-      it); None when the parent killed the run (timeout, output_limit) or it never ran.
+      it); None when the parent killed the run (timeout, output_limit, the run's memory
+      budget) or it never ran.
     wall_time_s: the `cost` / `execution time` of PAPER.md §3.3: seconds from the start of
       the program to its exit, measured inside the child, so start-up is excluded; when the
       program did not finish through the normal exit path (killed, `os._exit`), the wall
@@ -49,7 +52,7 @@ class ExecutionResult:
 
 
 def classify(exit_code: int | None, stderr: str, *, timed_out: bool, output_capped: bool,
-             cpu_limited: bool) -> str:
+             cpu_limited: bool, memory_capped: bool = False) -> str:
   """The status of a finished run (module docstring), from what the parent observed.
 
   Args:
@@ -59,9 +62,13 @@ def classify(exit_code: int | None, stderr: str, *, timed_out: bool, output_capp
     output_capped: the parent killed the run because an output stream passed its cap.
     cpu_limited: the run ended on the CPU-time limit (SIGXCPU, or SIGKILL with the CPU time
       used at the hard limit).
+    memory_capped: the parent killed the run because its processes held more than the run's
+      memory budget.
   """
   if output_capped:
     return "output_limit"
+  if memory_capped:
+    return "memory_limit"
   if timed_out or cpu_limited:
     return "timeout"
   if exit_code == 0:

@@ -21,7 +21,8 @@ class Run:
     start, deadline: monotonic times of the fork and of the wall-clock limit.
     out, err, status_pipe: bytes read so far from stdout, stderr and the status pipe.
     buffers: read fd -> the buffer it fills, for the pipes still open.
-    killed: None, "timeout" or "output": why the parent killed it.
+    killed: None, "timeout", "output" or "memory": why the parent killed it.
+    memory_held: the bytes its processes held when it was killed over its memory budget.
     capped: an output stream went past the byte cap.
     kill_time: when the parent killed it.
     wait_status, cpu_s, end: set once it is reaped (wait4 status, CPU seconds, time).
@@ -37,6 +38,7 @@ class Run:
     self.status_fd = fds[2]
     self.killed = None
     self.capped = False
+    self.memory_held = 0
     self.kill_time = 0.0
     self.wait_status = None
     self.cpu_s = 0.0

@@ -18,7 +18,9 @@ Then, single-threaded around one epoll loop:
 * The children's stdout/stderr pipes are read as data arrives, each kept up to
   `limits.output_bytes`; past that the run is killed (output_limit).
 * At the wall-clock deadline the parent SIGKILLs the run's pid 1; the kernel then kills every
-  process of its namespace, whatever the snippet did (signal handlers, setsid, fork). Exits
+  process of its namespace, whatever the snippet did (signal handlers, setsid, fork). Every
+  `memory.POLL_S` it sums the memory of each run's processes (`memory`) and kills a run over
+  `limits.run_memory_bytes` the same way (memory_limit). Exits
   are noticed through SIGCHLD on the wakeup fd and reaped with wait4 (CPU time used tells a
   CPU-limit kill). Once pid 1 is reaped, nothing of the run is left; its pipes are drained and
   `("result", job_id, status, stdout, stderr, exit_code, wall_time_s)` goes back.
@@ -42,6 +44,7 @@ import time
 from rstar_jax.sandbox import config as config_lib
 from rstar_jax.sandbox import frames
 from rstar_jax.sandbox import isolation
+from rstar_jax.sandbox import memory
 from rstar_jax.sandbox import program
 from rstar_jax.sandbox import result as result_lib
 from rstar_jax.sandbox import runs as runs_lib
@@ -78,6 +81,9 @@ class Zygote:
     self._free = list(range(config.jobs_per_worker - 1, -1, -1))
     self._max_runnable = config.max_runnable
     self._recheck_at = None  # when to try admitting waiting jobs again
+    self._memory_check_at = None  # when to sum the runs' memory again
+    # RLIMIT_AS holds a single process under the run budget unless it is the larger of the two
+    self._measure_single = self._limits.memory_bytes > self._limits.run_memory_bytes
     self._bind_dirs = isolation.existing_dirs(config.writable_dirs)
     # the interpreter's directories a run's fresh tmpfs would hide (a virtual environment under /tmp)
     self._interpreter_dirs = isolation.interpreter_dirs()
@@ -111,11 +117,13 @@ class Zygote:
     """Answers the parent until it closes the socket."""
     self.send(("ready", os.getpid(), list(self._interpreter_dirs)))
     while not self._closing:
-      wake = [t for t in (self._deadlines.next_time(), self._recheck_at) if t is not None]
+      wake = [t for t in (self._deadlines.next_time(), self._recheck_at, self._memory_check_at)
+              if t is not None]
       timeout = max(0.0, min(wake) - time.monotonic()) if wake else None
       for key, mask in self._selector.select(timeout):
         key.data(key.fd, mask)
       self._check_deadlines()
+      self._check_memory()
       if self._recheck_at is not None and time.monotonic() >= self._recheck_at:
         self._start_waiting()
 
@@ -194,6 +202,8 @@ class Zygote:
       self._by_fd[fd] = run
       self._selector.register(fd, selectors.EVENT_READ, self._on_output)
     self._deadlines.push(run.deadline, run)
+    if self._memory_check_at is None:
+      self._memory_check_at = start + memory.POLL_S
 
   def _fork(self) -> int:
     """fork() into a new PID namespace (the child is its pid 1); returns the pid, 0 in the child.
@@ -277,6 +287,22 @@ class Zygote:
       elif not run.answered and now >= run.kill_time + REAP_GRACE_S:
         self._answer(run)  # killed but not dead yet; the slot stays taken until it is
 
+  def _check_memory(self) -> None:
+    """Kills the runs whose processes hold more than the run budget together (when due)."""
+    now = time.monotonic()
+    if self._memory_check_at is None or now < self._memory_check_at:
+      return
+    self._memory_check_at = now + memory.POLL_S if self._runs else None
+    for run in list(self._runs.values()):
+      if run.killed is not None:
+        continue
+      pids = memory.run_processes(run.pid)
+      if len(pids) > 1 or self._measure_single:
+        held = memory.proportional_bytes(pids)
+        if held > self._limits.run_memory_bytes:
+          run.memory_held = held
+          self._kill(run, "memory")
+
   def _on_wakeup(self, fd: int, mask: int) -> None:
     del mask
     try:
@@ -319,15 +345,25 @@ class Zygote:
       stderr = bytes(run.err)
       cpu_limited = exit_code == -signal.SIGXCPU or (
           exit_code == -signal.SIGKILL and run.cpu_s >= self._limits.cpu_seconds + 0.9)
+      if run.killed == "memory":
+        stderr += memory_message(run.memory_held, self._limits.run_memory_bytes).encode()
       status = result_lib.classify(exit_code, stderr.decode("utf-8", "replace"),
                                    timed_out=run.killed == "timeout",
                                    output_capped=run.capped,
-                                   cpu_limited=cpu_limited)
+                                   cpu_limited=cpu_limited,
+                                   memory_capped=run.killed == "memory")
       tail = status_pipe[-1 - _ELAPSED.size:]
       if run.killed is None and len(status_pipe) > _ELAPSED.size and tail[:1] == program.ELAPSED:
         wall = min(wall, max(0.0, _ELAPSED.unpack(tail[1:])[0]))
     self.send(("result", run.job_id, status, bytes(run.out), stderr,
                None if status == "sandbox_error" else exit_code, wall))
+
+
+def memory_message(held: int, budget: int) -> str:
+  """The stderr line of a run killed over its memory budget (classified memory_limit)."""
+  mib = config_lib.MIB
+  return (f"MemoryError: the program's processes held {held / mib:.0f} MiB together, over the "
+          f"sandbox's {budget / mib:.0f} MiB per run\n")
 
 
 def main(argv: list[str]) -> int:
