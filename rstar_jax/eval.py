@@ -1,8 +1,8 @@
 """Evaluates a saved policy as an agent: `python -m rstar_jax.eval --policy DIR --problems SCHEMA:PATH`.
 
 Defaults are the paper's protocol (PAPER.md §10): 16 samples per problem at temperature 0.6, up
-to 30 assistant turns and 30,720 response tokens, tool calls run in a sandbox (in process, which
-needs root, or `--sandbox-url` of a running `rstar-sandbox serve`). The policy directory is a
+to 30 assistant turns and 30,720 response tokens, tool calls run in a sandbox (in process, as root or
+rootless in user namespaces, or `--sandbox-url` of a running `rstar-sandbox serve`). The policy directory is a
 Hugging Face checkpoint with its tokenizer.json (a run's policies/<phase> or policy/; its chat
 format is read from rstar_chat_format.json when present). Writes to --out (default
 DIR/eval_<name of the problems file>): eval.json (avg@k, pass@k, tool and length statistics),
@@ -24,6 +24,7 @@ import ml_collections
 from rstar_jax import data
 from rstar_jax import rewards
 from rstar_jax import rollout
+from rstar_jax.sandbox import isolation
 from rstar_jax.train import evaluate, policy
 
 _POLICY = flags.DEFINE_string("policy", None, "Policy directory (Hugging Face checkpoint with tokenizer.json).")
@@ -63,9 +64,10 @@ def _check_flags() -> None:
       raise app.UsageError(f"--{name}={value} must be a positive integer")
   if _TEMPERATURE.value < 0 or not 0 < _TOP_P.value <= 1:
     raise app.UsageError(f"--temperature={_TEMPERATURE.value} must be >= 0 and --top-p={_TOP_P.value} in (0, 1]")
-  if not _SANDBOX_URL.value and os.geteuid() != 0:
-    raise app.UsageError("the in-process sandbox needs root: run as root or give --sandbox-url of a running "
-                         "`rstar-sandbox serve`")
+  reason = None if _SANDBOX_URL.value else isolation.unavailable_reason()
+  if reason is not None:
+    raise app.UsageError(f"the in-process sandbox cannot start here ({reason}): give --sandbox-url of a "
+                         "running `rstar-sandbox serve`")
 
 
 def main(argv):

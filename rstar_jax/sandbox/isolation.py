@@ -1,6 +1,17 @@
 """Kernel isolation for the sandbox: the zygote's namespaces and each child's confinement.
 
-All as root, in this order:
+Two modes, chosen by who starts the pool (`rootless()`):
+* as root, each run gets its own unprivileged uid (below);
+* rootless (any other user), the zygote first enters a user namespace in which its own uid is
+  root (`enter_user_namespace`), which lets it create the same namespaces and mounts; every run is
+  then the caller's uid outside, so instead of a uid of its own each run gets a nested user
+  namespace (its process count, RLIMIT_NPROC, is its own again), no capabilities at all, the whole
+  filesystem read-only except its private tmpfs mounts, and the caller's home directory hidden
+  (`make_mounts_read_only`, `hide_dirs`). What changes against root mode: a run can read what the
+  caller can read outside the home directory, and a zygote's runs share one uid (they still cannot
+  see or signal each other: each is alone in its PID namespace).
+
+In this order:
 * once per zygote, `enter_zygote_namespaces()`: a new network namespace (no interface is up,
   so no network at all), a new IPC namespace with System V IPC and POSIX message queues
   capped at zero (a snippet can leave nothing behind there), a private mount namespace so the
@@ -15,7 +26,7 @@ All as root, in this order:
   interpreter's own directories that lived there (a virtual environment under /tmp) bound back
   read-only, its own /proc (only its processes are visible), rlimits, and finally its own
   unprivileged uid/gid with no supplementary groups and `no_new_privs` (set-uid binaries cannot
-  regain root).
+  regain root); rootless, a nested user namespace and no capabilities instead of the uid.
 The environment is the zygote's, which holds only CLEAN_ENV once it has started.
 Errors raise OSError naming the call that failed.
 """
@@ -25,9 +36,11 @@ import os
 import resource
 import signal
 import stat
+import subprocess
 import sys
 
 _CLONE_NEWNS = 0x00020000
+_CLONE_NEWUSER = 0x10000000
 _CLONE_NEWIPC = 0x08000000
 _CLONE_NEWPID = 0x20000000
 _CLONE_NEWNET = 0x40000000
@@ -35,6 +48,10 @@ _MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REMOUNT = 0x1, 0x2, 0x4, 0x8,
 _MS_BIND, _MS_REC, _MS_PRIVATE = 0x1000, 0x4000, 0x40000
 _PR_SET_PDEATHSIG, _PR_SET_DUMPABLE = 1, 4
 _PR_SET_NO_NEW_PRIVS = 38
+_PR_CAPBSET_DROP = 24
+_SYS_MOUNT_SETATTR = 442  # the same number on x86-64 and arm64
+_AT_FDCWD, _AT_RECURSIVE, _MOUNT_ATTR_RDONLY = -100, 0x8000, 0x1
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
 _MADV_COLLAPSE = 25
 _HUGE_PAGE = 2 << 20
 
@@ -78,23 +95,114 @@ def prctl(option: int, value: int) -> None:
         ctypes.c_ulong(0))
 
 
+def rootless() -> bool:
+  """Whether the sandbox runs in rootless mode (module docstring): the caller is not root."""
+  return os.geteuid() != 0
+
+
+def unavailable_reason() -> str | None:
+  """Why a sandbox pool cannot start here (not root and no user namespaces), or None.
+
+  Probes in a fresh interpreter, so the caller (which may hold threads) never forks.
+  """
+  if not rootless():
+    return None
+  probe = subprocess.run([sys.executable, "-c", "from rstar_jax.sandbox import isolation\n"
+                          "isolation.enter_user_namespace()"], capture_output=True, text=True, check=False)
+  if probe.returncode == 0:
+    return None
+  lines = probe.stderr.strip().splitlines()
+  return lines[-1] if lines else f"the user-namespace probe exited with status {probe.returncode}"
+
+
+def _write(path: str, text: str) -> None:
+  with open(path, "w") as f:
+    f.write(text)
+
+
+def enter_user_namespace() -> None:
+  """Moves the caller into a new user namespace where uid and gid 0 are its own uid and gid (the
+  only ids there); it holds every capability over namespaces created from there on.
+
+  Raises:
+    OSError: the host refuses unprivileged user namespaces, saying how to enable them.
+  """
+  uid, gid = os.geteuid(), os.getegid()
+  try:
+    _call("unshare", _CLONE_NEWUSER)
+  except OSError as e:
+    raise OSError(e.errno, f"{e.strerror}. The sandbox runs without root in a user namespace, and this "
+                  "host refuses to create one. Enable unprivileged user namespaces (sysctl "
+                  "user.max_user_namespaces=15000; on Debian kernel.unprivileged_userns_clone=1; on "
+                  "Ubuntu 24.04+ kernel.apparmor_restrict_unprivileged_userns=0), or run as root") from e
+  _write("/proc/self/setgroups", "deny")
+  _write("/proc/self/uid_map", f"0 {uid} 1")
+  _write("/proc/self/gid_map", f"0 {gid} 1")
+
+
+def make_mounts_read_only() -> None:
+  """Makes every mount of the caller's (private) mount namespace read-only (mount_setattr)."""
+  global _libc
+  if _libc is None:
+    _libc = ctypes.CDLL(None, use_errno=True)
+  attr = (ctypes.c_uint64 * 4)(_MOUNT_ATTR_RDONLY, 0, 0, 0)  # set, clear, propagation, userns fd
+  if _libc.syscall(_SYS_MOUNT_SETATTR, _AT_FDCWD, b"/", _AT_RECURSIVE, ctypes.byref(attr),
+                   ctypes.sizeof(attr)) != 0:
+    errno = ctypes.get_errno()
+    raise OSError(errno, f"mount_setattr('/', read-only, recursive): {os.strerror(errno)}")
+
+
+def drop_capabilities() -> None:
+  """Empties the caller's capability sets and bounding set (rootless runs are uid 0 of their user
+  namespace: without this they could remount what the zygote made read-only)."""
+  with open("/proc/sys/kernel/cap_last_cap") as f:
+    last = int(f.read())
+  for cap in range(last + 1):
+    prctl(_PR_CAPBSET_DROP, cap)
+  header = (ctypes.c_uint32 * 2)(_LINUX_CAPABILITY_VERSION_3, 0)
+  data = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable, for two 32-bit words
+  _call("capset", ctypes.byref(header), ctypes.byref(data))
+
+
 def die_with_parent() -> None:
   """SIGKILL this process when its parent exits (PR_SET_PDEATHSIG)."""
   prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def enter_zygote_namespaces() -> int:
-  """Moves the calling zygote into new network, IPC and mount namespaces (module docstring).
+  """Moves the calling zygote into new network, IPC and mount namespaces (module docstring); in
+  rootless mode into a user namespace first.
 
   Returns:
     An open descriptor of the zygote's own PID namespace, for `restore_pid_namespace`.
   """
+  without_root = rootless()  # before the user namespace makes this process uid 0
+  if without_root:
+    enter_user_namespace()
+    _become_pid_1()
   _call("unshare", _CLONE_NEWNS | _CLONE_NEWNET | _CLONE_NEWIPC)
   _mount("none", "/", None, _MS_REC | _MS_PRIVATE, None)
+  if without_root:  # a /proc whose pids are the ones this process's forks return
+    _mount("proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, None)
   for path, value in _IPC_LIMITS:
     with open(path, "w") as f:
       f.write(value)
   return os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+
+
+def _become_pid_1() -> None:
+  """Forks into a new PID namespace owned by the caller's user namespace; returns in the child
+  (its pid 1), while the parent waits for it and exits with its status.
+
+  Rootless, the zygote cannot return to the host's PID namespace after creating one for a run
+  (setns needs privileges there), so it lives in a namespace of its own, which it may re-enter.
+  """
+  _call("unshare", _CLONE_NEWPID)
+  pid = os.fork()
+  if pid:
+    _, status = os.waitpid(pid, 0)
+    os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+  die_with_parent()
 
 
 def _closed_ancestor(path: str) -> str | None:
@@ -107,20 +215,23 @@ def _closed_ancestor(path: str) -> str | None:
   return None
 
 
-def expose_paths(paths) -> None:
-  """Makes directories reachable by every uid in the caller's (private) mount namespace.
+def expose_paths(paths, hide=()) -> None:
+  """Makes directories reachable by every uid in the caller's (private) mount namespace, and hides
+  the `hide` directories except for those of `paths` below them.
 
   The interpreter and its import path may live below a directory only root can traverse
-  (pyenv under /root). For each such blocking ancestor, a read-only tmpfs replaces it and
-  holds bind mounts of just the needed directories, so snippets can import the standard
-  library and site-packages but see nothing else that was there. Paths that are already
-  reachable, or that do not exist, are left alone.
+  (pyenv under /root). For each such blocking ancestor, and each directory of `hide`, a read-only
+  tmpfs replaces it and holds bind mounts of just the needed directories, so snippets can import
+  the standard library and site-packages but see nothing else that was there. Paths that are
+  already reachable, or that do not exist, are left alone.
   """
   targets = sorted({os.path.realpath(p) for p in paths if p and os.path.isdir(p)})
   targets = [t for t in targets if not any(t.startswith(u + "/") for u in targets if u != t)]
-  by_blocker: dict[str, list[str]] = {}
+  hidden = [os.path.realpath(h) for h in hide if os.path.isdir(h)]
+  by_blocker: dict[str, list[str]] = {h: [] for h in hidden if not any(
+      h == t or h.startswith(t + "/") for t in targets)}  # never hide the interpreter itself
   for target in targets:
-    blocker = _closed_ancestor(target)
+    blocker = next((h for h in by_blocker if target.startswith(h + "/")), None) or _closed_ancestor(target)
     if blocker is not None:
       by_blocker.setdefault(blocker, []).append(target)
   for blocker, under in by_blocker.items():
@@ -214,12 +325,13 @@ def set_child_fds(*, stdin: bytes, stdout_fd: int, stderr_fd: int, status_fd: in
   os.closerange(4, 1 << 20)
 
 
-def confine_child(*, uid: int, workdir_bytes: int, bind_dirs: tuple[str, ...],
+def confine_child(*, uid: int | None, workdir_bytes: int, bind_dirs: tuple[str, ...],
                   rlimits: dict[int, int], keep_dirs: tuple[str, ...] = ()) -> None:
   """Confines the calling child (pid 1 of its PID namespace, still root); see module docstring.
 
   Args:
-    uid: the unprivileged uid (and gid) the snippet runs as, unique among running snippets.
+    uid: the unprivileged uid (and gid) the snippet runs as, unique among running snippets;
+      None in rootless mode (a nested user namespace and no capabilities instead).
     workdir_bytes: the size of the fresh tmpfs mounted on /tmp (the working directory).
     bind_dirs: other world-writable directories, covered by the same tmpfs.
     rlimits: resource -> limit, applied as both soft and hard limit (RLIMIT_CPU gets a hard
@@ -234,8 +346,9 @@ def confine_child(*, uid: int, workdir_bytes: int, bind_dirs: tuple[str, ...],
   die_with_parent()
   _call("unshare", _CLONE_NEWNS)
   handles = [(path, os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)) for path in keep_dirs]
+  owner = 0 if uid is None else uid
   _mount("tmpfs", "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV,
-         f"size={workdir_bytes},nr_inodes=4096,mode=0700,uid={uid},gid={uid}")
+         f"size={workdir_bytes},nr_inodes=4096,mode=0700,uid={owner},gid={owner}")
   for path in bind_dirs:
     _mount("/tmp", path, None, _MS_BIND, None)
   for path, handle in handles:
@@ -245,13 +358,18 @@ def confine_child(*, uid: int, workdir_bytes: int, bind_dirs: tuple[str, ...],
     os.close(handle)
   _mount("proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, None)
   os.chdir("/tmp")
+  if uid is None:  # before the rlimits: RLIMIT_NPROC then counts this namespace's processes
+    enter_user_namespace()
   for limit, value in rlimits.items():
     hard = value + 1 if limit == resource.RLIMIT_CPU else value
     resource.setrlimit(limit, (value, hard))
   resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-  os.setgroups([])
-  os.setresgid(uid, uid, uid)
-  os.setresuid(uid, uid, uid)
+  if uid is None:
+    drop_capabilities()
+  else:
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
   prctl(_PR_SET_NO_NEW_PRIVS, 1)
   # Changing uid cleared the dumpable flag; restore it so /proc/self stays the snippet's own.
   prctl(_PR_SET_DUMPABLE, 1)

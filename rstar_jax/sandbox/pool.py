@@ -28,7 +28,9 @@ What is covered (each claim has an adversarial test in tests/sandbox_protection_
 - Network: the zygote's network namespace has no interface up; any connection fails.
 - Host files and processes: the run has its own unprivileged uid and gid, no supplementary
   groups and no_new_privs (set-uid programs do not help), sees a /proc of its own processes
-  only, and cannot signal the zygote or the service (other uid, invisible pid).
+  only, and cannot signal the zygote or the service (other uid, invisible pid). Rootless, it
+  is the caller's uid with no capabilities in a user namespace of its own, on a read-only
+  filesystem with the caller's home hidden (tests/sandbox_rootless_test.py).
 - Environment: a fixed clean environment, only fds 0-3 open, stdin from an in-memory file.
 
 What is not covered:
@@ -55,9 +57,11 @@ service (aiohttp, redis, the event loop) is in the image they fork from. When a 
 each job it held runs again, up to `max_attempts` runs, then is answered sandbox_error; the
 zygote is replaced, with a growing delay if replacements keep failing.
 
-The pool needs root. It takes a block of `config.UID_BLOCK` uids from `uid_base`, held by an
-flock, so two pools on one host never share uids. Zygotes die with the thread that started
-them (PR_SET_PDEATHSIG): start the pool in the thread that runs its event loop.
+As root, the pool takes a block of `config.UID_BLOCK` uids from `uid_base`, held by an flock,
+so two pools on one host never share uids. Started by any other user it runs rootless (user
+namespaces; see `isolation` for what changes), or refuses to start saying how to enable them.
+Zygotes die with the thread that started them (PR_SET_PDEATHSIG): start the pool in the thread
+that runs its event loop.
 """
 import asyncio
 import collections
@@ -72,6 +76,7 @@ import tempfile
 
 from rstar_jax.sandbox import config as config_lib
 from rstar_jax.sandbox import frames
+from rstar_jax.sandbox import isolation
 from rstar_jax.sandbox import memory
 from rstar_jax.sandbox import result as result_lib
 
@@ -165,15 +170,16 @@ class Pool:
     """Starts every zygote; raises RuntimeError with the reason if one cannot start."""
     if self._closed or self._started:
       raise RuntimeError(f"the sandbox pool is already {'closed' if self._closed else 'started'}")
-    if os.geteuid() != 0:
-      raise PermissionError("the sandbox needs root: it runs each snippet under its own uid "
-                            "in new namespaces")
     self._runs_per_worker = self.config.runs_per_worker(memory.available_bytes())
     if self._runs_per_worker < self.config.jobs_per_worker:
       logging.warning("sandbox: %d runs per worker, not %d, so that %d MiB per run fits the host's "
                       "memory", self._runs_per_worker, self.config.jobs_per_worker,
                       self.config.limits.run_memory_bytes // config_lib.MIB)
-    self._uid_lock_fd, self._uid_start = _lock_uid_block(self.config.uid_base)
+    if isolation.rootless():
+      logging.info("sandbox: rootless mode (not root): runs use user namespaces and share uid %d",
+                   os.geteuid())
+    else:
+      self._uid_lock_fd, self._uid_start = _lock_uid_block(self.config.uid_base)
     self._started = True  # jobs submitted from now on wait for the zygotes
     started = await asyncio.gather(*(self._spawn(z) for z in self._zygotes),
                                    return_exceptions=True)

@@ -27,18 +27,19 @@ class Process:
   """A started child process that `stop()` ends (SIGTERM, then SIGKILL).
 
   With `own_group`, the process leads a new process group and `stop()` signals the whole
-  group, for programs whose children outlive them (Code Judge's worker manager).
+  group, for programs whose children outlive them (Code Judge's worker manager). `preexec_fn`
+  runs in the child before the program starts (as subprocess.Popen's).
   """
 
   def __init__(self, args: list[str], name: str, log_path: str | None = None,
                cwd: str | None = None, env: dict[str, str] | None = None,
-               own_group: bool = False):
+               own_group: bool = False, preexec_fn=None):
     self.name = name
     self._own_group = own_group
     self._log = open(log_path, "ab") if log_path else subprocess.DEVNULL
     self.popen = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self._log,
                                   stderr=self._log, cwd=cwd, env=env,
-                                  start_new_session=own_group)
+                                  start_new_session=own_group, preexec_fn=preexec_fn)
 
   @property
   def pid(self) -> int:

@@ -8,7 +8,8 @@ collector, backs its heap with huge pages and answers `("ready", pid, interprete
 Then, single-threaded around one epoll loop:
 
 * `("run", job_id, source, stdin)` frames start a run in a free slot; slot s runs as uid
-  UID_START + s, so no two running snippets share a uid (RLIMIT_NPROC counts per snippet).
+  UID_START + s, so no two running snippets share a uid (RLIMIT_NPROC counts per snippet);
+  in rootless mode (`isolation.rootless()`) each run has a user namespace of its own instead.
   A run is a fork that is pid 1 of a new PID namespace, confined (`isolation`), running
   `program.run`; a fork the kernel refuses (EAGAIN, ENOMEM) answers that job sandbox_error
   and leaves the zygote able to start the next one. Jobs wait here, in arrival order, while
@@ -33,6 +34,7 @@ import collections
 import gc
 import importlib
 import os
+import pwd
 import resource
 import selectors
 import signal
@@ -77,7 +79,8 @@ class Zygote:
   def __init__(self, sock: socket.socket, config: config_lib.PoolConfig, uid_start: int):
     self._sock = sock
     self._limits = config.limits
-    self._uids = [uid_start + s for s in range(config.jobs_per_worker)]
+    rootless = isolation.rootless()
+    self._uids = [None if rootless else uid_start + s for s in range(config.jobs_per_worker)]
     self._free = list(range(config.jobs_per_worker - 1, -1, -1))
     self._max_runnable = config.max_runnable
     self._recheck_at = None  # when to try admitting waiting jobs again
@@ -95,8 +98,13 @@ class Zygote:
         resource.RLIMIT_NOFILE: self._limits.open_files,
         resource.RLIMIT_NPROC: self._limits.processes,
     }
+    # rootless, runs are the caller's uid: hide its home directory (resolved before the user
+    # namespace makes this process uid 0) and make every mount read-only
+    hide = (os.environ.get("HOME", ""), pwd.getpwuid(os.getuid()).pw_dir) if rootless else ()
     self._pid_ns_fd = isolation.enter_zygote_namespaces()
-    isolation.expose_paths(self._interpreter_dirs)
+    isolation.expose_paths(self._interpreter_dirs, hide=hide)
+    if rootless:
+      isolation.make_mounts_read_only()
     self._selector = selectors.EpollSelector()
     self._decoder = frames.FrameDecoder()
     self._outbox = bytearray()

@@ -18,6 +18,7 @@ from rstar_jax import data
 from rstar_jax import models
 from rstar_jax import rewards
 from rstar_jax import rl
+from rstar_jax.sandbox import isolation
 from rstar_jax.train.config_lib import ConfigError, require, where
 
 JOBS = ("sft", "rl", "sft_rl")
@@ -61,9 +62,11 @@ def validate(config: ml_collections.ConfigDict, origin: str = "") -> None:
             "Hugging Face checkpoint directory (for example an earlier run's policies/sft)", origin)
   needs_sandbox = config.job != "sft" or config.eval.num_problems
   if needs_sandbox:
-    require(config, "sandbox.url", lambda v: v or os.geteuid() == 0,
-            "is empty, so an in-process sandbox would run the tool calls, which needs root: run as root, "
-            "or give the URL of a running `rstar-sandbox serve`", origin)
+    if not config.sandbox.url:
+      reason = isolation.unavailable_reason()
+      require(config, "sandbox.url", lambda v: reason is None,
+              f"is empty, so an in-process sandbox would run the tool calls, and it cannot start here ({reason}): "
+              "give the URL of a running `rstar-sandbox serve`", origin)
     _all(config, origin, _POSITIVE_INT, "sandbox.workers")
     require(config, "sandbox.api_key_file", lambda v: not v or os.path.isfile(v),
             "is not a file (the sandbox service's API key, sent as 'Authorization: Bearer KEY')", origin)
