@@ -11,6 +11,11 @@ Workload: R requests (`--requests`) with prompt lengths drawn from [--min_prompt
          just the new slots, decode over all, a finished slot refilled at once;
   theirs transformers `generate(input_ids, attention_mask, max_new_tokens=N, min_new_tokens=N,
          do_sample=False)` on consecutive batches of B requests, left-padded (its static batching).
+Second row, groups (as an RL step samples them): G prompts of `--group_prompt` tokens, each
+requested `--group` times (`--groups` x `--group` requests through `--group` slots); transformers
+generates each group as one batch of identical rows. Ours prefills each prompt once
+(`share_prefixes`; the cached_tokens of the results are printed); a third row runs ours without
+sharing, against ours with it.
 Both use the same weights (our random parameters -> models.save_hf -> from_pretrained). Checks: the
 first generated token of every request agrees (both compute the same function); the number of
 requests whose N tokens agree exactly is printed (fp rounding can flip a near-tie late in a
@@ -40,16 +45,20 @@ def make_prompts(cfg: models.ModelConfig, requests: int, min_prompt: int, max_pr
 class OurGenerate:
   """All prompts through one engine; `outputs` holds the last call's generated ids."""
 
-  def __init__(self, cfg: models.ModelConfig, params, prompts, slots: int, new_tokens: int):
+  def __init__(self, cfg: models.ModelConfig, params, prompts, slots: int, new_tokens: int,
+               share_prefixes: bool = True):
     self.engine = rollout.JaxEngine(cfg, params, num_slots=slots,
                                     max_length=max(p.size for p in prompts) + new_tokens + 1,
-                                    eos_token_ids=())
+                                    eos_token_ids=(), share_prefixes=share_prefixes)
     sampling = rollout.SamplingParams(max_new_tokens=new_tokens, temperature=0.0)
     self.requests = [rollout.GenerateRequest(f"r{i}", p.tolist(), sampling) for i, p in enumerate(prompts)]
     self.outputs = []
+    self.cached_tokens = 0
 
   def __call__(self, _=None):
-    self.outputs = [r.output_ids for r in self.engine.generate(self.requests)]
+    results = self.engine.generate(self.requests)
+    self.outputs = [r.output_ids for r in results]
+    self.cached_tokens = sum(r.cached_tokens for r in results)
 
 
 class TheirGenerate:
@@ -94,13 +103,17 @@ def main():
   flags.add_argument("--requests", type=int, help="R (default: 16, quick 6)")
   flags.add_argument("--slots", type=int, help="B (default: 8, quick 4)")
   flags.add_argument("--min_prompt", type=int, help="shortest prompt (default: 32, quick 4)")
-  flags.add_argument("--max_prompt", type=int, help="longest prompt (default: 256, quick 24)")
+  flags.add_argument("--max_prompt", type=int, help="longest prompt (default: 256, quick 48)")
   flags.add_argument("--new_tokens", type=int, help="N per request (default: 64, quick 8)")
+  flags.add_argument("--groups", type=int, help="G prompts of the group row (default: 4, quick 2)")
+  flags.add_argument("--group", type=int, help="samples per prompt (default: 16, quick 4)")
+  flags.add_argument("--group_prompt", type=int, help="prompt tokens of the group row (default: 256, quick 48)")
   args = flags.parse_args()
   if args.device != "cpu":
     raise SystemExit("engine_bench compares with transformers on CPU only")
-  sizes = dict(requests=6, slots=4, min_prompt=4, max_prompt=24, new_tokens=8) if args.quick else \
-      dict(requests=16, slots=8, min_prompt=32, max_prompt=256, new_tokens=64)
+  sizes = dict(requests=6, slots=4, min_prompt=4, max_prompt=24, new_tokens=8, groups=2, group=4,
+               group_prompt=48) if args.quick else \
+      dict(requests=16, slots=8, min_prompt=32, max_prompt=256, new_tokens=64, groups=4, group=16, group_prompt=256)
   for name, value in sizes.items():
     if getattr(args, name) is None:
       setattr(args, name, value)
@@ -124,8 +137,25 @@ def main():
   print(f"outputs: first token equal for all {args.requests} requests; all {args.new_tokens} tokens equal for "
         f"{same} of {args.requests}")
   tokens = args.requests * args.new_tokens
-  bench_util.print_table([(f"generate ({args.requests} req, B={args.slots}) tok/s", tokens / ours_s,
-                           tokens / theirs_s, True)], "transformers")
+  rows = [(f"generate ({args.requests} req, B={args.slots}) tok/s", tokens / ours_s, tokens / theirs_s, True)]
+
+  group_prompts = make_prompts(cfg, args.groups, args.group_prompt, args.group_prompt, args.seed + 2)
+  samples = [p for p in group_prompts for _ in range(args.group)]
+  ours = OurGenerate(cfg, params, samples, args.group, args.new_tokens)
+  unshared = OurGenerate(cfg, params, samples, args.group, args.new_tokens, share_prefixes=False)
+  theirs = TheirGenerate(hf_model, torch, samples, args.group, args.new_tokens)
+  ours_s, unshared_s, theirs_s = bench_util.median_seconds(
+      [bench_util.Timed(ours), bench_util.Timed(unshared), bench_util.Timed(theirs)], repeats=args.repeats,
+      warmup=args.warmup)
+  compare_outputs(ours.outputs, theirs.outputs)
+  print(f"groups: {args.groups} prompts of {args.group_prompt} tokens x {args.group} samples; cached_tokens "
+        f"{ours.cached_tokens} (each prompt prefilled once: {args.groups * (args.group - 1) * (args.group_prompt - 1)}),"
+        f" without sharing {unshared.cached_tokens}")
+  tokens = len(samples) * args.new_tokens
+  rows.append((f"groups ({args.groups}x{args.group}, B={args.group}) tok/s", tokens / ours_s, tokens / theirs_s, True))
+  bench_util.print_table(rows, "transformers")
+  bench_util.print_table([("groups: shared prefixes tok/s", tokens / ours_s, tokens / unshared_s, True)],
+                         "ours without sharing")
 
 
 if __name__ == "__main__":

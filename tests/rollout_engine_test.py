@@ -222,3 +222,64 @@ def test_a_follow_up_request_reuses_the_cached_prefix(params):
   assert engine.generate([request])[0].cached_tokens == len(follow_up) - 1
   engine.set_params(params)
   assert engine.generate([request])[0].cached_tokens == 0
+
+
+def _group_requests(prompts, samples: int, **sampling):
+  return [rollout.GenerateRequest(f"p{i}/s{k}", prompt, rollout.SamplingParams(
+      max_new_tokens=MAX_NEW, sampling_seed=100 * i + k, **sampling))
+          for i, prompt in enumerate(prompts) for k in range(samples)]
+
+
+def _generate(params, requests, share: bool, num_slots=4, prefill_chunk=16):
+  engine = rollout.JaxEngine(CFG, params, num_slots=num_slots, max_length=128, eos_token_ids=(),
+                             prefill_chunk=prefill_chunk, share_prefixes=share)
+  return engine, engine.generate(requests)
+
+
+def test_the_samples_of_a_prompt_prefill_it_once(params):
+  prompt = tiny_models.random_ids((50,), seed=7, vocab=96).tolist()
+  requests = _group_requests([prompt], samples=4, temperature=0.8)
+  _, shared = _generate(params, requests, share=True)
+  _, unshared = _generate(params, requests, share=False)
+  assert [r.cached_tokens for r in shared] == [0, 49, 49, 49]  # the last prompt id is written for its logits
+  assert [r.cached_tokens for r in unshared] == [0, 0, 0, 0]
+  for a, b in zip(shared, unshared):
+    assert a.output_ids.tolist() == b.output_ids.tolist()
+    np.testing.assert_allclose(a.output_logprobs, b.output_logprobs, atol=1e-5)
+  greedy = _generate(params, _group_requests([prompt], samples=3, temperature=0.0), share=True)[1]
+  assert all(r.output_ids.tolist() == _reference_greedy(params, prompt, MAX_NEW) for r in greedy)
+
+
+def test_a_shared_system_prompt_is_computed_once_while_a_sharer_runs(params):
+  system = tiny_models.random_ids((40,), seed=8, vocab=96).tolist()
+  prompts = [system + tiny_models.random_ids((n,), seed=20 + n, vocab=96).tolist() for n in (3, 9, 5, 12, 7, 20)]
+  requests = _group_requests(prompts, samples=2, temperature=0.0)  # 12 requests through 4 slots, chunks of 16
+  engine, shared = _generate(params, requests, share=True)
+  _, unshared = _generate(params, requests, share=False)
+  for request, a, b in zip(requests, shared, unshared):
+    assert a.output_ids.tolist() == b.output_ids.tolist() == _reference_greedy(params, list(request.input_ids), MAX_NEW)
+  assert sum(r.cached_tokens for r in shared) >= 10 * 40  # all but the first request and at most one more
+  engine.set_params(models.init_params(CFG, jax.random.key(1)))  # new weights: nothing old is reused
+  again = engine.generate(requests[:3])
+  fresh = _generate(models.init_params(CFG, jax.random.key(1)), requests[:3], share=False)[1]
+  assert [r.output_ids.tolist() for r in again] == [r.output_ids.tolist() for r in fresh]
+
+
+def test_copy_prefixes_checks_its_arguments(params):
+  cache = models.init_cache(CFG, 4, 16)
+  with pytest.raises(ValueError, match="distinct targets that are not sources"):
+    models.copy_prefixes(cache, [0, 1], [1, 2], [3, 3])
+  copied = models.copy_prefixes(models.init_cache(CFG, 4, 16).replace(
+      k=jax.numpy.arange(CFG.num_layers * 4 * CFG.num_kv_heads * 16 * CFG.head_dim, dtype=jax.numpy.float32).reshape(
+          CFG.num_layers, 4, CFG.num_kv_heads, 16, CFG.head_dim)), [2], [0], [5])
+  np.testing.assert_array_equal(copied.k[:, 0], copied.k[:, 2])
+  assert copied.lengths.tolist() == [5, 0, 0, 0]
+
+
+def test_kv_bytes_per_slot_and_the_budget_refusal(params):
+  per_slot = 2 * CFG.num_layers * CFG.num_kv_heads * 64 * CFG.head_dim * 4  # fp32
+  engine = rollout.JaxEngine(CFG, params, num_slots=4, max_length=64, eos_token_ids=(), kv_budget_bytes=4 * per_slot)
+  assert engine.kv_bytes_per_slot == per_slot
+  assert engine.cache.k.nbytes + engine.cache.v.nbytes == 4 * per_slot
+  with pytest.raises(ValueError, match=r"KV cache does not fit its budget: 5 slots x .* MiB > kv_budget_bytes"):
+    rollout.JaxEngine(CFG, params, num_slots=5, max_length=64, eos_token_ids=(), kv_budget_bytes=4 * per_slot)

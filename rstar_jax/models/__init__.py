@@ -9,11 +9,12 @@ from rstar_jax.models.api import (extend, forward, hidden_states, init_params, l
 from rstar_jax.models.config import (DTYPES, REMAT_POLICIES, ModelConfig, from_hf_dict, qwen, read_hf_config,
                                      to_hf_dict)
 from rstar_jax.models.hf_io import load_hf, save_hf
-from rstar_jax.models.kv_cache import KVCache, init_cache, reset_slots
+from rstar_jax.models.kv_cache import KVCache, copy_prefixes, init_cache, reset_slots
 from rstar_jax.models.sharding import DEFAULT_RULES, LOGICAL_AXES, MESH_AXES, MeshRules, make_mesh
 
 __all__ = [
-    "DEFAULT_RULES", "DTYPES", "KVCache", "LOGICAL_AXES", "MESH_AXES", "MeshRules", "ModelConfig", "extend", "forward",
+    "DEFAULT_RULES", "DTYPES", "KVCache", "LOGICAL_AXES", "MESH_AXES", "MeshRules", "ModelConfig", "copy_prefixes",
+    "extend", "forward",
     "from_hf_dict", "hidden_states", "init_cache", "init_params", "load_hf", "logits", "make_mesh",
     "output_logits", "param_logical_axes", "param_shapes", "param_shardings", "qwen", "read_hf_config",
     "REMAT_POLICIES",

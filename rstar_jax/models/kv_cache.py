@@ -12,8 +12,11 @@ length, never attended (keys are valid iff position < lengths[b]), and overwritt
 tokens of that slot. Positions (for RoPE) are per slot: the token written at cache row s of slot
 b has position s. Callers keep lengths[b] + num_new[b] <= S; writes past S are dropped.
 """
+import functools
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from rstar_jax.models.config import ModelConfig
@@ -53,6 +56,36 @@ def init_cache(cfg: ModelConfig, num_slots: int, max_length: int, dtype=None,
     return make()
   kv = mesh_rules.sharding(CACHE_AXES)
   return jax.jit(make, out_shardings=KVCache(kv, kv, mesh_rules.sharding(("batch",))))()
+
+
+def copy_prefixes(cache: KVCache, sources, targets, lengths) -> KVCache:
+  """Slot targets[i] takes the first lengths[i] positions of slot sources[i] (a shared prefix is
+  computed once). Whole rows are copied; a target's positions past lengths[i] are stale and never
+  attended. The cache is donated.
+
+  Raises:
+    ValueError: targets repeat, a target is also a source, an index is out of range, or a length
+      exceeds its source's.
+  """
+  sources, targets, lengths = (np.asarray(x, np.int32).reshape(-1) for x in (sources, targets, lengths))
+  if not sources.size == targets.size == lengths.size or len(set(targets.tolist())) != targets.size or (
+      set(targets.tolist()) & set(sources.tolist())) or not np.all((0 <= sources) & (sources < cache.num_slots)) or (
+          not np.all((0 <= targets) & (targets < cache.num_slots))) or not np.all((lengths >= 0) & (lengths <= cache.max_length)):
+    raise ValueError(f"copy_prefixes needs distinct targets that are not sources, slots in [0, {cache.num_slots}) "
+                     f"and lengths in [0, {cache.max_length}]; got sources {sources.tolist()}, targets "
+                     f"{targets.tolist()}, lengths {lengths.tolist()}")
+  # pad to a power of two by repeating the first copy (the same write twice), so few shapes compile
+  size = 1 << max(sources.size - 1, 0).bit_length()
+  pad = size - sources.size
+  sources, targets, lengths = (np.concatenate([x, np.repeat(x[:1], pad)]) for x in (sources, targets, lengths))
+  return _copy_rows(cache, jnp.asarray(sources), jnp.asarray(targets), jnp.asarray(lengths))
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def _copy_rows(cache: KVCache, sources, targets, lengths) -> KVCache:
+  return cache.replace(k=cache.k.at[:, targets].set(cache.k[:, sources]),
+                       v=cache.v.at[:, targets].set(cache.v[:, sources]),
+                       lengths=cache.lengths.at[targets].set(lengths))
 
 
 def reset_slots(cache: KVCache, slots: jax.Array) -> KVCache:

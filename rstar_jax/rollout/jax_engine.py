@@ -10,6 +10,12 @@ size) keeps the ids a checkpoint pads its vocabulary with from being sampled. Ea
     keys/values of its last sequence, and a request whose ids start with them takes that slot and
     writes only the rest (prefix reuse: the next turn of a multi-turn rollout prefills only the
     tool output; `cached_tokens` counts the reused ids); else the least recently freed slot;
+  - shared prefixes (`share_prefixes`): when a running request's ids (its prompt, written or
+    still to write, then its outputs) share at least MIN_SHARED_PREFIX more leading ids with the
+    new prompt than the slot's own, the new request waits until that request has written them,
+    then copies those positions into its slot (`models.copy_prefixes`) and writes only the rest.
+    The n samples of a prompt prefill it once, and prompts sharing a system prompt compute it
+    once while any of them runs; `cached_tokens` counts the copied ids too;
   - slots with several pending tokens (a prompt, over several iterations when longer than
     `prefill_chunk`: chunked prefill) write up to `prefill_chunk` of them in one `models.extend`
     over just those slots (rows and length padded to powers of two); then every decoding slot
@@ -79,8 +85,18 @@ class _Running:
   input_ids: np.ndarray
   pending: np.ndarray
   cached_tokens: int = 0
+  wait_for: tuple[int, int] | None = None  # (source slot, n): copy n positions once it has written them
   output_ids: list = dataclasses.field(default_factory=list)
   output_logprobs: list = dataclasses.field(default_factory=list)
+
+
+# Shorter shared prefixes are not worth a copy and the wait for their source.
+MIN_SHARED_PREFIX = 32
+
+
+def kv_bytes_per_slot(cfg: models.ModelConfig, max_length: int) -> int:
+  """Bytes of keys and values one slot of `max_length` positions holds: 2 x L x K x S x D x itemsize."""
+  return 2 * cfg.num_layers * cfg.num_kv_heads * max_length * cfg.head_dim * jnp.dtype(cfg.dtype).itemsize
 
 
 def _bucket(n: int, limit: int) -> int:
@@ -110,7 +126,8 @@ class JaxEngine:
 
   def __init__(self, cfg: models.ModelConfig, params, *, num_slots: int, max_length: int,
                eos_token_ids: Sequence[int], prefill_chunk: int = 256, seed: int = 0,
-               vocab_limit: int | None = None, mesh_rules: MeshRules | None = None):
+               vocab_limit: int | None = None, mesh_rules: MeshRules | None = None,
+               share_prefixes: bool = True, kv_budget_bytes: int | None = None):
     if num_slots < 1 or max_length < 2 or prefill_chunk < 1:
       raise ValueError(f"need num_slots >= 1, max_length >= 2 and prefill_chunk >= 1, got "
                        f"{num_slots}, {max_length}, {prefill_chunk}")
@@ -119,11 +136,19 @@ class JaxEngine:
       raise ValueError(f"eos_token_ids {bad_eos} are outside the vocabulary [0, {cfg.vocab_size})")
     if vocab_limit is not None and not 0 < vocab_limit <= cfg.vocab_size:
       raise ValueError(f"vocab_limit must be in [1, {cfg.vocab_size}], got {vocab_limit}")
+    self.kv_bytes_per_slot = kv_bytes_per_slot(cfg, max_length)
+    if kv_budget_bytes is not None and num_slots * self.kv_bytes_per_slot > kv_budget_bytes:
+      raise ValueError(
+          f"the KV cache does not fit its budget: {num_slots} slots x {self.kv_bytes_per_slot / 2**20:.1f} MiB "
+          f"({max_length} positions x {cfg.num_layers} layers x {cfg.num_kv_heads} kv heads x {cfg.head_dim} x 2 "
+          f"(keys, values) x {jnp.dtype(cfg.dtype).itemsize} bytes) = {num_slots * self.kv_bytes_per_slot / 2**20:.1f} "
+          f"MiB > kv_budget_bytes {kv_budget_bytes / 2**20:.1f} MiB: fewer slots or a shorter max_length")
     self.cfg, self.params, self.mesh_rules = cfg, params, mesh_rules
     self.vocab_limit = vocab_limit
     self.num_slots, self.max_length, self.prefill_chunk = num_slots, max_length, prefill_chunk
     self.eos_token_ids = frozenset(int(t) for t in eos_token_ids)
     self.seed = seed
+    self.share_prefixes = share_prefixes
     self.cache = models.init_cache(cfg, num_slots, max_length, mesh_rules=mesh_rules)
     self._requests_started = 0
     self._queue: collections.deque[_Running] = collections.deque()
@@ -171,6 +196,7 @@ class JaxEngine:
     """One iteration: admit queued requests into free slots, write one chunk per busy slot,
     sample where ready; returns the requests finished by it."""
     self._iterations += 1
+    self._copy_shared_prefixes()  # before admission may hand a finished source's slot to another
     finished = self._admit()
     if any(self._slots):
       logits, ready = self._write_pending()
@@ -226,14 +252,45 @@ class JaxEngine:
       # at most all but one prompt id is reused: the last one is written for its logits
       reuse = {b: _common_prefix(self._held[b], running.input_ids[:-1]) for b in free}
       slot = max(free, key=lambda b: (reuse[b], -self._freed_at[b]))
-      running.cached_tokens = reuse[slot]
-      running.pending = running.input_ids[reuse[slot]:]
-      self._slots[slot], self._held[slot], kept[slot] = running, np.zeros(0, np.int32), reuse[slot]
+      source, shared = self._shared_source(running.input_ids[:-1])
+      if shared >= reuse[slot] + MIN_SHARED_PREFIX:
+        running.wait_for, kept[slot] = (source, shared), 0
+      else:
+        shared = kept[slot] = reuse[slot]
+      running.cached_tokens = shared
+      running.pending = running.input_ids[shared:]
+      self._slots[slot], self._held[slot] = running, np.zeros(0, np.int32)
     if kept:
       self._lengths[list(kept)] = list(kept.values())
       self.cache = self.cache.replace(lengths=self.cache.lengths.at[jnp.asarray(list(kept))].set(
           jnp.asarray(list(kept.values()), jnp.int32)))
     return finished
+
+  def _shared_source(self, prompt: np.ndarray) -> tuple[int | None, int]:
+    """(slot, n): the running request whose ids share the most leading ids with `prompt`, and how
+    many (among equals one that is not itself waiting for a copy, then the lowest slot); (None, 0)
+    without sharing."""
+    if not self.share_prefixes:
+      return None, 0
+    candidates = [(_common_prefix(np.concatenate([s.input_ids, np.asarray(s.output_ids, np.int32)]), prompt),
+                   s.wait_for is None, -b) for b, s in enumerate(self._slots) if s is not None]
+    if not candidates:
+      return None, 0
+    shared, _, slot = max(candidates)
+    return -slot, shared
+
+  def _copy_shared_prefixes(self) -> None:
+    """Copies the shared prefixes whose sources have written them into the waiting slots."""
+    due = [b for b, s in enumerate(self._slots)
+           if s is not None and s.wait_for is not None and self._lengths[s.wait_for[0]] >= s.wait_for[1]]
+    if not due:
+      return
+    sources = [self._slots[b].wait_for[0] for b in due]
+    lengths = [self._slots[b].wait_for[1] for b in due]
+    self.cache = models.copy_prefixes(self.cache, sources, due, lengths)
+    self._lengths[due] = lengths
+    for b in due:
+      self._slots[b].wait_for = None
 
   def _start(self, request: GenerateRequest) -> _Running:
     params = request.sampling
@@ -261,7 +318,7 @@ class JaxEngine:
   def _write_pending(self):
     """The prefill call (slots with several pending ids) then the decode call (slots with one);
     returns (logits [B, V], the slots whose pending ids are all written, ready to sample)."""
-    pending = [0 if s is None else s.pending.size for s in self._slots]
+    pending = [0 if s is None or s.wait_for is not None else s.pending.size for s in self._slots]
     prefill = [b for b, n in enumerate(pending) if n > 1]
     decode = [b for b, n in enumerate(pending) if n == 1]
     logits = None
