@@ -155,7 +155,7 @@ def test_bad_reset_steps_are_named():
     optim.make_optimizer(_optim_config(reset_at_steps=(0,)))
 
 
-@pytest.mark.parametrize("remat", ["full", "dots"])
+@pytest.mark.parametrize("remat", ["full", "dots", "projections"])
 def test_rematerialization_gives_the_same_update(remat):
   ids, masks, advs = _trajectories(4, seed=8)
   batch = packing.pack_trajectories(ids, masks, None, row_length=16, rows_per_microbatch=2)
@@ -181,3 +181,18 @@ def test_bf16_compute_step_is_close_to_fp32():
     losses.append(float(metrics["loss/sft"]))
   assert losses[0] != losses[1]
   np.testing.assert_allclose(losses[1], losses[0], rtol=2e-2)
+
+
+def _saved_shapes(cfg, capsys) -> set[str]:
+  """The shapes of what the backward pass of a [1, 8] forward keeps, per jax.ad_checkpoint."""
+  params = models.init_params(cfg, jax.random.key(0))
+  capsys.readouterr()
+  jax.ad_checkpoint.print_saved_residuals(lambda p: models.logits(cfg, p, np.zeros((1, 8), np.int32)).sum(), params)
+  return {line.split()[0] for line in capsys.readouterr().out.splitlines() if "output of" in line}
+
+
+def test_the_projections_policy_keeps_the_tagged_intermediates(capsys):
+  L, H, K, D, F = CFG.num_layers, CFG.num_heads, CFG.num_kv_heads, CFG.head_dim, CFG.intermediate_size
+  tagged = {f"f32[{L},1,8,{K},{D}]", f"f32[{L},1,8,{H},{D}]", f"f32[{L},1,8,{F}]"}  # k/v, q/attention out, mlp
+  assert tagged <= _saved_shapes(CFG.replace(remat="projections"), capsys)
+  assert not tagged & _saved_shapes(CFG.replace(remat="full"), capsys)

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 SUPPORTED_MODEL_TYPES = ("qwen2", "qwen3")
 DTYPES = ("float32", "bfloat16")
-REMAT_POLICIES = ("none", "full", "dots")
+REMAT_POLICIES = ("none", "full", "dots", "projections")
 _ARCHITECTURES = {"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
 
 
@@ -41,7 +41,9 @@ class ModelConfig:
     dtype: compute dtype of matmuls ("float32" | "bfloat16"); norms, softmax and logits are fp32.
     param_dtype: storage dtype of parameters.
     remat: rematerialization of each block in the backward pass: "none", "full" (recompute
-      everything) or "dots" (save matmul outputs without batch dims, recompute the rest).
+      everything), "dots" (save matmul outputs without batch dims, recompute the rest) or
+      "projections" (save the tagged q/k/v projections, attention output and MLP hidden state:
+      qwen.REMAT_NAMES; recompute norms, softmax and the rest).
   """
   model_type: str
   vocab_size: int

@@ -16,6 +16,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
+from jax.ad_checkpoint import checkpoint_name
 
 from rstar_jax.models.config import ModelConfig
 from rstar_jax.models.sharding import MeshRules, constrain
@@ -147,8 +148,9 @@ class Attention(nn.Module):
     if cfg.qk_norm:
       q = RMSNorm(cfg, "kv", name="q_norm")(q)
       key = RMSNorm(cfg, "kv", name="k_norm")(key)
-    q = rope(q, ctx.positions, cfg.rope_theta)
-    key = rope(key, ctx.positions, cfg.rope_theta)
+    q = checkpoint_name(rope(q, ctx.positions, cfg.rope_theta), "query_proj")
+    key = checkpoint_name(rope(key, ctx.positions, cfg.rope_theta), "key_proj")
+    value = checkpoint_name(value, "value_proj")
     q = constrain(q, ("batch", "length", "heads", "kv"), self.mesh_rules)
 
     if cache is not None:  # write the T new keys/values at each sequence's next positions, in place
@@ -162,7 +164,7 @@ class Attention(nn.Module):
     else:
       key, value = key.transpose(0, 2, 1, 3), value.transpose(0, 2, 1, 3)
 
-    out = _attend(q, key, value, ctx.mask)
+    out = checkpoint_name(_attend(q, key, value, ctx.mask), "attention_out")
     o_kernel = _param(self, "o_proj_kernel", _normal, (h, d, e), ("heads", "kv", "embed"), cfg)
     y = _dense(out, o_kernel.astype(dtype), contract=2)
     if cfg.o_bias:
@@ -182,7 +184,7 @@ class Mlp(nn.Module):
     gate = _param(self, "gate_proj_kernel", _normal, (e, f), ("embed", "mlp"), cfg).astype(dtype)
     up = _param(self, "up_proj_kernel", _normal, (e, f), ("embed", "mlp"), cfg).astype(dtype)
     down = _param(self, "down_proj_kernel", _normal, (f, e), ("mlp", "embed"), cfg).astype(dtype)
-    hidden = jax.nn.silu(_dense(x, gate)) * _dense(x, up)
+    hidden = checkpoint_name(jax.nn.silu(_dense(x, gate)) * _dense(x, up), "mlp_hidden")
     hidden = constrain(hidden, ("batch", "length", "mlp"), self.mesh_rules)
     return _dense(hidden, down)
 
@@ -205,9 +207,12 @@ class Block(nn.Module):
     return (x, cache), None
 
 
+# Intermediates tagged with checkpoint_name in Attention and Mlp, which a policy may keep.
+REMAT_NAMES = ("query_proj", "key_proj", "value_proj", "attention_out", "mlp_hidden")
 _REMAT_POLICIES = {
     "full": jax.checkpoint_policies.nothing_saveable,
     "dots": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+    "projections": jax.checkpoint_policies.save_only_these_names(*REMAT_NAMES),
 }
 
 

@@ -6,16 +6,14 @@
 
 Token ids go in and come out exactly (no text, no re-tokenization); `vocab_limit` (the tokenizer's
 size) keeps the ids a checkpoint pads its vocabulary with from being sampled. Each iteration:
-  - requests wait in submission order; a free slot takes the next one. A freed slot keeps the
-    keys/values of its last sequence, and a request whose ids start with them takes that slot and
-    writes only the rest (prefix reuse: the next turn of a multi-turn rollout prefills only the
-    tool output; `cached_tokens` counts the reused ids); else the least recently freed slot;
-  - shared prefixes (`share_prefixes`): when a running request's ids (its prompt, written or
-    still to write, then its outputs) share at least MIN_SHARED_PREFIX more leading ids with the
-    new prompt than the slot's own, the new request waits until that request has written them,
-    then copies those positions into its slot (`models.copy_prefixes`) and writes only the rest.
-    The n samples of a prompt prefill it once, and prompts sharing a system prompt compute it
-    once while any of them runs; `cached_tokens` counts the copied ids too;
+  - requests wait in submission order; free slots take the next ones as `admission.plan` says:
+    a freed slot keeps the keys/values of its last sequence, and a request whose ids start with
+    them takes that slot and writes only the rest (prefix reuse: the next turn of a multi-turn
+    rollout prefills only the tool output); with `share_prefixes`, a request that shares at least
+    MIN_SHARED_PREFIX more leading ids with a running request waits until that one has written
+    them, then copies them into its slot (`models.copy_prefixes`) and writes only the rest, so the
+    n samples of a prompt prefill it once and prompts sharing a system prompt compute it once
+    while any of them runs; `cached_tokens` counts the reused and copied ids;
   - slots with several pending tokens (a prompt, over several iterations when longer than
     `prefill_chunk`: chunked prefill) write up to `prefill_chunk` of them in one `models.extend`
     over just those slots (rows and length padded to powers of two); then every decoding slot
@@ -47,6 +45,7 @@ import numpy as np
 
 from rstar_jax import models
 from rstar_jax.models import MeshRules
+from rstar_jax.rollout import admission as admission_lib
 from rstar_jax.rollout import sampling as sampling_lib
 
 
@@ -89,6 +88,27 @@ class _Running:
   output_ids: list = dataclasses.field(default_factory=list)
   output_logprobs: list = dataclasses.field(default_factory=list)
 
+  def ids(self) -> np.ndarray:
+    """Its ids so far: the prompt, then the outputs."""
+    return np.concatenate([self.input_ids, np.asarray(self.output_ids, np.int32)])
+
+
+@dataclasses.dataclass
+class _Slot:
+  """One slot of the cache: the request running in it (None: free), the ids its rows hold while
+  free (reusable in place), when it was last freed, and its cache length (host copy)."""
+  running: _Running | None = None
+  held: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int32))
+  freed_at: int = 0
+  length: int = 0
+
+  def state(self) -> admission_lib.SlotState:
+    """What admission planning sees of it."""
+    if self.running is None:
+      return admission_lib.SlotState(held_ids=self.held, freed_at=self.freed_at)
+    return admission_lib.SlotState(running_ids=self.running.ids(), freed_at=self.freed_at,
+                                   waiting=self.running.wait_for is not None)
+
 
 # Shorter shared prefixes are not worth a copy and the wait for their source.
 MIN_SHARED_PREFIX = 32
@@ -112,12 +132,6 @@ def _length_bucket(n: int) -> int:
     return 128
   step = 1 << max((n - 1).bit_length() - 3, 0)
   return -(-n // step) * step
-
-
-def _common_prefix(a: np.ndarray, b: np.ndarray) -> int:
-  n = min(a.size, b.size)
-  mismatch = np.flatnonzero(a[:n] != b[:n])
-  return int(mismatch[0]) if mismatch.size else n
 
 
 class JaxEngine:
@@ -152,18 +166,16 @@ class JaxEngine:
     self.cache = models.init_cache(cfg, num_slots, max_length, mesh_rules=mesh_rules)
     self._requests_started = 0
     self._queue: collections.deque[_Running] = collections.deque()
-    self._slots: list[_Running | None] = [None] * num_slots
+    self._slots = [_Slot() for _ in range(num_slots)]
     self._in_flight: set[str] = set()
-    self._held = [np.zeros(0, np.int32)] * num_slots  # ids cached in each free slot, for reuse
-    self._freed_at = [0] * num_slots
-    self._lengths = np.zeros(num_slots, np.int64)  # host copy of cache.lengths
     self._iterations = 0
 
   def set_params(self, params) -> None:
     """Swaps in new weights (same config and shardings) for the following steps; cached prefixes
     of the old weights are no longer reused."""
     self.params = params
-    self._held = [np.zeros(0, np.int32)] * self.num_slots
+    for slot in self._slots:
+      slot.held = np.zeros(0, np.int32)
 
   @property
   def has_work(self) -> bool:
@@ -198,7 +210,7 @@ class JaxEngine:
     self._iterations += 1
     self._copy_shared_prefixes()  # before admission may hand a finished source's slot to another
     finished = self._admit()
-    if any(self._slots):
+    if any(slot.running for slot in self._slots):
       logits, ready = self._write_pending()
       if ready:
         finished += self._sample(logits, ready)
@@ -209,9 +221,9 @@ class JaxEngine:
   def abort_all(self) -> None:
     """Drops every submitted request (their results are never returned)."""
     self._queue.clear()
-    self._slots = [None] * self.num_slots
+    for slot in self._slots:
+      slot.running, slot.held = None, np.zeros(0, np.int32)
     self._in_flight.clear()
-    self._held = [np.zeros(0, np.int32)] * self.num_slots
 
   def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
     """Runs every request to its end on an idle engine; results in request order.
@@ -241,56 +253,39 @@ class JaxEngine:
     return [results[rid] for rid in rids]
 
   def _admit(self) -> list[GenerateResult]:
-    """Fills free slots from the queue (module docstring; empty budgets finish at once)."""
-    finished, kept = [], {}
-    while self._queue and None in self._slots:
+    """Fills free slots from the queue as `admission.plan` says (empty budgets finish at once)."""
+    finished, batch = [], []
+    free = sum(slot.running is None for slot in self._slots)
+    while self._queue and len(batch) < free:
       running = self._queue.popleft()
       if running.max_new == 0:
         finished.append(self._result(running, {"type": "length", "length": 0}))
-        continue
-      free = [b for b, s in enumerate(self._slots) if s is None]
-      # at most all but one prompt id is reused: the last one is written for its logits
-      reuse = {b: _common_prefix(self._held[b], running.input_ids[:-1]) for b in free}
-      slot = max(free, key=lambda b: (reuse[b], -self._freed_at[b]))
-      source, shared = self._shared_source(running.input_ids[:-1])
-      if shared >= reuse[slot] + MIN_SHARED_PREFIX:
-        running.wait_for, kept[slot] = (source, shared), 0
       else:
-        shared = kept[slot] = reuse[slot]
-      running.cached_tokens = shared
-      running.pending = running.input_ids[shared:]
-      self._slots[slot], self._held[slot] = running, np.zeros(0, np.int32)
-    if kept:
-      self._lengths[list(kept)] = list(kept.values())
-      self.cache = self.cache.replace(lengths=self.cache.lengths.at[jnp.asarray(list(kept))].set(
-          jnp.asarray(list(kept.values()), jnp.int32)))
+        batch.append(running)
+    plans = admission_lib.plan([slot.state() for slot in self._slots], [r.input_ids for r in batch],
+                               self.share_prefixes, MIN_SHARED_PREFIX)
+    for running, plan in zip(batch, plans):
+      slot = self._slots[plan.slot]
+      running.cached_tokens = plan.cached_tokens
+      running.pending = running.input_ids[plan.cached_tokens:]
+      if plan.source is not None:
+        running.wait_for = (plan.source, plan.shared)
+      slot.running, slot.held, slot.length = running, np.zeros(0, np.int32), plan.reused
+    if plans:
+      self.cache = self.cache.replace(lengths=self.cache.lengths.at[jnp.asarray([p.slot for p in plans])].set(
+          jnp.asarray([p.reused for p in plans], jnp.int32)))
     return finished
-
-  def _shared_source(self, prompt: np.ndarray) -> tuple[int | None, int]:
-    """(slot, n): the running request whose ids share the most leading ids with `prompt`, and how
-    many (among equals one that is not itself waiting for a copy, then the lowest slot); (None, 0)
-    without sharing."""
-    if not self.share_prefixes:
-      return None, 0
-    candidates = [(_common_prefix(np.concatenate([s.input_ids, np.asarray(s.output_ids, np.int32)]), prompt),
-                   s.wait_for is None, -b) for b, s in enumerate(self._slots) if s is not None]
-    if not candidates:
-      return None, 0
-    shared, _, slot = max(candidates)
-    return -slot, shared
 
   def _copy_shared_prefixes(self) -> None:
     """Copies the shared prefixes whose sources have written them into the waiting slots."""
-    due = [b for b, s in enumerate(self._slots)
-           if s is not None and s.wait_for is not None and self._lengths[s.wait_for[0]] >= s.wait_for[1]]
+    due = [b for b, slot in enumerate(self._slots) if slot.running is not None and slot.running.wait_for
+           is not None and self._slots[slot.running.wait_for[0]].length >= slot.running.wait_for[1]]
     if not due:
       return
-    sources = [self._slots[b].wait_for[0] for b in due]
-    lengths = [self._slots[b].wait_for[1] for b in due]
+    sources, lengths = zip(*(self._slots[b].running.wait_for for b in due))
     self.cache = models.copy_prefixes(self.cache, sources, due, lengths)
-    self._lengths[due] = lengths
-    for b in due:
-      self._slots[b].wait_for = None
+    for b, length in zip(due, lengths):
+      self._slots[b].length, self._slots[b].running.wait_for = length, None
 
   def _start(self, request: GenerateRequest) -> _Running:
     params = request.sampling
@@ -309,7 +304,7 @@ class JaxEngine:
     num_new = np.zeros(len(rows), np.int32)
     for i, b in enumerate(rows):
       if b in active:
-        s = self._slots[b]
+        s = self._slots[b].running
         num_new[i] = min(s.pending.size, width)
         tokens[i, :num_new[i]] = s.pending[:num_new[i]]
         s.pending = s.pending[num_new[i]:]
@@ -318,7 +313,8 @@ class JaxEngine:
   def _write_pending(self):
     """The prefill call (slots with several pending ids) then the decode call (slots with one);
     returns (logits [B, V], the slots whose pending ids are all written, ready to sample)."""
-    pending = [0 if s is None or s.wait_for is not None else s.pending.size for s in self._slots]
+    pending = [0 if slot.running is None or slot.running.wait_for is not None else slot.running.pending.size
+               for slot in self._slots]
     prefill = [b for b, n in enumerate(pending) if n > 1]
     decode = [b for b, n in enumerate(pending) if n == 1]
     logits = None
@@ -339,20 +335,21 @@ class JaxEngine:
       if logits is None:
         logits = jnp.zeros((self.num_slots, prefill_logits.shape[-1]), prefill_logits.dtype)
       logits = logits.at[jnp.asarray(prefill)].set(prefill_logits[:len(prefill)])
-    ready = [b for b in prefill + decode if self._slots[b].pending.size == 0]
+    ready = [b for b in prefill + decode if self._slots[b].running.pending.size == 0]
     return logits, ready
 
   def _attend_length(self, rows: list[int], num_new: np.ndarray) -> int:
     """The attended positions of an extend call: the longest length after it among the rows that
     write (idle rows' outputs are not used) rounded up to a bucket (`_length_bucket`), at most
     max_length; updates the host copy of the lengths."""
-    self._lengths[rows] += num_new
-    longest = int(max(self._lengths[r] for r, n in zip(rows, num_new) if n > 0))
+    for b, n in zip(rows, num_new):
+      self._slots[b].length += int(n)
+    longest = max(self._slots[b].length for b, n in zip(rows, num_new) if n > 0)
     return min(_length_bucket(longest), self.max_length)
 
   def _sample(self, logits, ready: list[int]) -> list[GenerateResult]:
     """Samples the next token of each ready slot; finishes requests at a stop id or their budget."""
-    rows = [self._slots[b] if b in ready else None for b in range(self.num_slots)]
+    rows = [self._slots[b].running if b in ready else None for b in range(self.num_slots)]
     default = sampling_lib.SamplingParams(temperature=0.0)  # rows not sampled now: the cheapest
     params = [default if s is None else s.request.sampling for s in rows]
     tokens, logprobs = sampling_lib.sample_tokens(
@@ -367,7 +364,7 @@ class JaxEngine:
     tokens, logprobs = np.asarray(tokens), np.asarray(logprobs)
     finished = []
     for b in ready:
-      s = self._slots[b]
+      s = self._slots[b].running
       token = int(tokens[b])
       s.output_ids.append(token)
       s.output_logprobs.append(float(logprobs[b]))
@@ -379,9 +376,8 @@ class JaxEngine:
         s.pending = np.array([token], np.int32)
         continue
       finished.append(self._result(s, finish))
-      self._slots[b] = None
-      self._held[b] = np.concatenate([s.input_ids, np.array(s.output_ids[:-1], np.int32)])
-      self._freed_at[b] = self._iterations
+      slot = self._slots[b]
+      slot.running, slot.held, slot.freed_at = None, s.ids()[:-1], self._iterations
     return finished
 
   @staticmethod

@@ -50,7 +50,7 @@ _SAMPLES_SHOWN = 4  # rollouts per outcome (correct / wrong) in eval_samples.md
 
 def tools_for(sandbox_url: str, workers: int, api_key_file: str = ""):
   """A running sandbox service's client (sending the key read from `api_key_file`, if given), or
-  an in-process pool of `workers` zygotes (root)."""
+  an in-process pool of `workers` zygotes (as root, or rootless)."""
   if sandbox_url:
     api_key = None
     if api_key_file:
