@@ -18,6 +18,10 @@ runs after `--warmup` untimed ones (compilation excluded), ours and HF runs inte
                          prompt, N steps with the KV cache: models.extend of one token vs
                          model(next, past_key_values=cache, use_cache=True) (not `generate`, so
                          both do the same work); the prefill is untimed
+With `--scaling`, a table of how the decode step's cost grows: ms per step at B = 1, 8, 32, 64
+sequences of 256 cached positions and at 256 .. 4096 cached positions for B = 8, each side
+decoding from a cache of random keys/values (what a step computes does not depend on their
+values; a prefill of 8 x 4096 tokens would dominate the run).
 
 GPU mode (no transformers): bf16 parameters and compute on the ~1.1B `bench_util.gpu_config`,
 forward (all logits) tokens/s over B x T and MFU = achieved FLOP/s / `--peak_tflops`, with
@@ -63,18 +67,11 @@ def _our_prefill_cache(cfg, params, ids):
   return lambda _: jax.block_until_ready(models.extend(cfg, params, models.init_cache(cfg, b, t), ids, num_new))
 
 
-def our_decode(cfg: models.ModelConfig, params, prompt: jax.Array, num_steps: int) -> bench_util.Timed:
-  """A bench_util.Timed: setup prefills a cache of P + N positions with the prompt [B, P]; run
-  decodes N greedy tokens one step at a time and returns them [B, N]."""
-  b, p = prompt.shape
-  one = jnp.ones((b,), jnp.int32)
-
-  def setup():
-    cache = models.init_cache(cfg, b, p + num_steps)
-    return jax.block_until_ready(models.extend(cfg, params, cache, prompt, jnp.full((b,), p, jnp.int32)))
-
+def _our_decode_steps(cfg: models.ModelConfig, params, num_steps: int):
+  """run(state=(logits [B, V], cache)): N greedy steps with the cache; returns the tokens [B, N]."""
   def run(state):
     logits, cache = state
+    one = jnp.ones((logits.shape[0],), jnp.int32)
     tokens = []
     for _ in range(num_steps):
       next_ids = jnp.argmax(logits, axis=-1).astype(jnp.int32)[:, None]
@@ -82,8 +79,46 @@ def our_decode(cfg: models.ModelConfig, params, prompt: jax.Array, num_steps: in
       logits, cache = models.extend(cfg, params, cache, next_ids, one)
     jax.block_until_ready((logits, cache))  # the N-th step too, whose token nobody reads
     return np.asarray(jnp.concatenate(tokens, axis=1))
+  return run
 
-  return bench_util.Timed(run, setup)
+
+def our_decode(cfg: models.ModelConfig, params, prompt: jax.Array, num_steps: int) -> bench_util.Timed:
+  """A bench_util.Timed: setup prefills a cache of P + N positions with the prompt [B, P]; run
+  decodes N greedy tokens one step at a time and returns them [B, N]."""
+  b, p = prompt.shape
+
+  def setup():
+    cache = models.init_cache(cfg, b, p + num_steps)
+    return jax.block_until_ready(models.extend(cfg, params, cache, prompt, jnp.full((b,), p, jnp.int32)))
+
+  return bench_util.Timed(_our_decode_steps(cfg, params, num_steps), setup)
+
+
+def our_decode_on_random_cache(cfg: models.ModelConfig, params, batch: int, length: int,
+                               num_steps: int) -> bench_util.Timed:
+  """As `our_decode`, from a cache whose first `length` positions per slot hold random keys/values."""
+  def setup():
+    shape = (cfg.num_layers, batch, cfg.num_kv_heads, length + num_steps, cfg.head_dim)
+    k, v = (jax.random.normal(jax.random.key(i), shape, jnp.dtype(cfg.dtype)) for i in range(2))
+    cache = models.KVCache(k, v, jnp.full((batch,), length, jnp.int32))
+    return jax.block_until_ready((jnp.zeros((batch, cfg.vocab_size)), cache))
+  return bench_util.Timed(_our_decode_steps(cfg, params, num_steps), setup)
+
+
+def hf_decode_on_random_cache(hf_model, torch, cfg: models.ModelConfig, batch: int, length: int,
+                              num_steps: int) -> bench_util.Timed:
+  """As `hf_decode`, from a transformers DynamicCache of `length` random keys/values per layer."""
+  import transformers  # pylint: disable=import-outside-toplevel  # CPU comparison only
+
+  def setup():
+    generator = torch.Generator().manual_seed(0)
+    cache = transformers.DynamicCache(config=hf_model.config)
+    for layer in range(cfg.num_layers):
+      k, v = (torch.randn(batch, cfg.num_kv_heads, length, cfg.head_dim, generator=generator) for _ in range(2))
+      cache.update(k, v, layer)
+    return torch.zeros(batch, cfg.vocab_size), cache
+
+  return bench_util.Timed(_hf_decode_steps(hf_model, torch, num_steps), setup)
 
 
 def hf_decode(hf_model, torch, prompt: np.ndarray, num_steps: int) -> bench_util.Timed:
@@ -95,6 +130,11 @@ def hf_decode(hf_model, torch, prompt: np.ndarray, num_steps: int) -> bench_util
       out = hf_model(prompt, use_cache=True, logits_to_keep=1)
     return out.logits[:, -1], out.past_key_values
 
+  return bench_util.Timed(_hf_decode_steps(hf_model, torch, num_steps), setup)
+
+
+def _hf_decode_steps(hf_model, torch, num_steps: int):
+  """run(state=(logits, cache)) for transformers, as `_our_decode_steps`."""
   def run(state):
     logits, cache = state
     tokens = []
@@ -105,8 +145,20 @@ def hf_decode(hf_model, torch, prompt: np.ndarray, num_steps: int) -> bench_util
         out = hf_model(next_ids, past_key_values=cache, use_cache=True)
         logits, cache = out.logits[:, -1], out.past_key_values
     return torch.cat(tokens, dim=1).numpy()
+  return run
 
-  return bench_util.Timed(run, setup)
+
+def decode_scaling(cfg: models.ModelConfig, params, hf_model, torch, num_steps: int, timing: dict) -> None:
+  """The --scaling table (module docstring)."""
+  shapes = [(b, 256) for b in (1, 8, 32, 64)] + [(8, p) for p in (1024, 2048, 4096)]
+  rows = []
+  for b, p in shapes:
+    ours, hf = (our_decode_on_random_cache(cfg, params, b, p, num_steps),
+                hf_decode_on_random_cache(hf_model, torch, cfg, b, p, num_steps))
+    ours_s, hf_s = (s / num_steps for s in bench_util.median_seconds([ours, hf], **timing))
+    rows.append((f"decode ms/step (B={b}, cached {p})", 1e3 * ours_s, 1e3 * hf_s, False))
+    print(f"  B={b} cached={p}: ours {1e3 * ours_s:.1f} ms/step, transformers {1e3 * hf_s:.1f}", flush=True)
+  bench_util.print_table(rows, "HF")
 
 
 def run_cpu(args, cfg: models.ModelConfig) -> None:
@@ -148,6 +200,9 @@ def run_cpu(args, cfg: models.ModelConfig) -> None:
   print(f"greedy decode: {100 * same:.0f}% of the {b}x{n} tokens equal between ours and transformers "
         "(random weights make near-ties common; the work done is the same either way)")
   bench_util.print_table(rows, "HF")
+  if args.scaling:
+    print("decode cost by batch and cached length:")
+    decode_scaling(cfg, params, hf_model, torch, n, timing)
 
 
 def measure_forward_mfu(cfg: models.ModelConfig, batch: int, length: int, repeats: int, peak_tflops: float,
@@ -169,6 +224,7 @@ def main():
   flags.add_argument("--prompt_len", type=int, help="prefill T (default: cpu 512, gpu 2048, quick 32)")
   flags.add_argument("--decode_prompt_len", type=int, default=128, help="P before decoding (cpu)")
   flags.add_argument("--decode_tokens", type=int, default=32, help="N decode steps (cpu)")
+  flags.add_argument("--scaling", action="store_true", help="also the decode-cost table (module docstring)")
   args = flags.parse_args()
   if args.quick:
     args.batch, args.prompt_len = args.batch or 2, args.prompt_len or 32

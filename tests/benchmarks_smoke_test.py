@@ -31,11 +31,11 @@ def bench():
     sys.path.remove(str(BENCHMARKS))
 
 
-def _run_quick(script: str) -> str:
+def _run_quick(script: str, *extra: str) -> str:
   # As a user runs it: one CPU device, not the 8 forced ones of conftest.py.
   env = {**os.environ, "XLA_FLAGS": os.environ.get("XLA_FLAGS", "").replace(
       "--xla_force_host_platform_device_count=8", "")}
-  done = subprocess.run([sys.executable, str(BENCHMARKS / script), "--quick"], capture_output=True, text=True,
+  done = subprocess.run([sys.executable, str(BENCHMARKS / script), "--quick", *extra], capture_output=True, text=True,
                         env=env, timeout=300, check=False)
   assert done.returncode == 0, f"{script} --quick failed:\n{done.stdout}\n{done.stderr}"
   return done.stdout
@@ -61,12 +61,14 @@ def _check_ratios(rows, higher_is_better: dict[str, bool]) -> None:
 
 
 def test_model_bench_quick_prints_parity_and_ratio_rows():
-  stdout = _run_quick("model_bench.py")
+  stdout = _run_quick("model_bench.py", "--scaling")
   assert re.search(r"threads: jax \(XLA CPU pool\) \d+, torch intra-op \d+", stdout), stdout
   diff = float(re.search(r"logits max \|ours - transformers\| = (\S+)", stdout)[1])
   assert diff <= 1e-3
+  scaling = {f"decode ms/step (B={b}, cached {p})": False
+             for b, p in [(1, 256), (8, 256), (32, 256), (64, 256), (8, 1024), (8, 2048), (8, 4096)]}
   _check_ratios(_table(stdout), {"prefill, all logits (2x32) tok/s": True, "prefill into cache (2x32) tok/s": True,
-                                 "decode ms/step (B=2, P=16, N=4)": False, "decode tok/s (B=2)": True})
+                                 "decode ms/step (B=2, P=16, N=4)": False, "decode tok/s (B=2)": True, **scaling})
 
 
 def test_train_bench_quick_prints_agreement_and_ratio_rows():
