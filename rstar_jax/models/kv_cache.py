@@ -64,13 +64,16 @@ def copy_prefixes(cache: KVCache, sources, targets, lengths) -> KVCache:
   attended. The cache is donated.
 
   Raises:
-    ValueError: targets repeat, a target is also a source, an index is out of range, or a length
-      exceeds its source's.
+    ValueError: the three differ in size, targets repeat, a target is also a source, a slot is out
+      of range, or a length is outside [0, max_length].
   """
   sources, targets, lengths = (np.asarray(x, np.int32).reshape(-1) for x in (sources, targets, lengths))
-  if not sources.size == targets.size == lengths.size or len(set(targets.tolist())) != targets.size or (
-      set(targets.tolist()) & set(sources.tolist())) or not np.all((0 <= sources) & (sources < cache.num_slots)) or (
-          not np.all((0 <= targets) & (targets < cache.num_slots))) or not np.all((lengths >= 0) & (lengths <= cache.max_length)):
+  slots = np.concatenate([sources, targets])
+  valid = (sources.size == targets.size == lengths.size and len(set(targets.tolist())) == targets.size
+           and not set(targets.tolist()) & set(sources.tolist())
+           and np.all((0 <= slots) & (slots < cache.num_slots))
+           and np.all((0 <= lengths) & (lengths <= cache.max_length)))
+  if not valid:
     raise ValueError(f"copy_prefixes needs distinct targets that are not sources, slots in [0, {cache.num_slots}) "
                      f"and lengths in [0, {cache.max_length}]; got sources {sources.tolist()}, targets "
                      f"{targets.tolist()}, lengths {lengths.tolist()}")

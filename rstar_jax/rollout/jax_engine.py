@@ -262,6 +262,8 @@ class JaxEngine:
         finished.append(self._result(running, {"type": "length", "length": 0}))
       else:
         batch.append(running)
+    if not batch:  # most steps: nothing to plan (the slot states copy every running sequence's ids)
+      return finished
     plans = admission_lib.plan([slot.state() for slot in self._slots], [r.input_ids for r in batch],
                                self.share_prefixes, MIN_SHARED_PREFIX)
     for running, plan in zip(batch, plans):
@@ -271,9 +273,8 @@ class JaxEngine:
       if plan.source is not None:
         running.wait_for = (plan.source, plan.shared)
       slot.running, slot.held, slot.length = running, np.zeros(0, np.int32), plan.reused
-    if plans:
-      self.cache = self.cache.replace(lengths=self.cache.lengths.at[jnp.asarray([p.slot for p in plans])].set(
-          jnp.asarray([p.reused for p in plans], jnp.int32)))
+    self.cache = self.cache.replace(lengths=self.cache.lengths.at[jnp.asarray([p.slot for p in plans])].set(
+        jnp.asarray([p.reused for p in plans], jnp.int32)))
     return finished
 
   def _copy_shared_prefixes(self) -> None:

@@ -12,7 +12,7 @@ Two modes, chosen by who starts the pool (`rootless()`):
   see or signal each other: each is alone in its PID namespace).
 
 In this order:
-* once per zygote, `enter_zygote_namespaces()`: a new network namespace (no interface is up,
+* once per zygote, `enter_zygote_namespaces(without_root)`: a new network namespace (no interface is up,
   so no network at all), a new IPC namespace with System V IPC and POSIX message queues
   capped at zero (a snippet can leave nothing behind there), a private mount namespace so the
   children's mounts never reach the host; then `expose_paths` (the interpreter stays
@@ -169,14 +169,14 @@ def die_with_parent() -> None:
   prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def enter_zygote_namespaces() -> int:
+def enter_zygote_namespaces(without_root: bool) -> int:
   """Moves the calling zygote into new network, IPC and mount namespaces (module docstring); in
-  rootless mode into a user namespace first.
+  rootless mode (`without_root`, decided by `rootless()` before this call makes the process uid 0)
+  into a user namespace first.
 
   Returns:
     An open descriptor of the zygote's own PID namespace, for `restore_pid_namespace`.
   """
-  without_root = rootless()  # before the user namespace makes this process uid 0
   if without_root:
     enter_user_namespace()
     _become_pid_1()

@@ -101,7 +101,7 @@ class Zygote:
     # rootless, runs are the caller's uid: hide its home directory (resolved before the user
     # namespace makes this process uid 0) and make every mount read-only
     hide = (os.environ.get("HOME", ""), pwd.getpwuid(os.getuid()).pw_dir) if rootless else ()
-    self._pid_ns_fd = isolation.enter_zygote_namespaces()
+    self._pid_ns_fd = isolation.enter_zygote_namespaces(rootless)
     isolation.expose_paths(self._interpreter_dirs, hide=hide)
     if rootless:
       isolation.make_mounts_read_only()
