@@ -1,7 +1,7 @@
 """The import layers of DESIGN.md: imports only point down; level 0 never loads JAX.
 
 Levels (a package may import its own modules and packages of a strictly lower level):
-  4 main, eval   3 train   2 rollout, data   1 models, rl   0 chat, rewards, sandbox
+  4 main, eval, serve   3 train   2 rollout, data   1 models, rl   0 chat, rewards, sandbox
 """
 import ast
 import pathlib
@@ -14,6 +14,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1] / "rstar_jax"
 LEVELS = {
     "main": 4,
     "eval": 4,
+    "serve": 4,
     "train": 3,
     "rollout": 2,
     "data": 2,

@@ -283,3 +283,70 @@ def test_kv_bytes_per_slot_and_the_budget_refusal(params):
   assert engine.cache.k.nbytes + engine.cache.v.nbytes == 4 * per_slot
   with pytest.raises(ValueError, match=r"KV cache does not fit its budget: 5 slots x .* MiB > kv_budget_bytes"):
     rollout.JaxEngine(CFG, params, num_slots=5, max_length=64, eos_token_ids=(), kv_budget_bytes=4 * per_slot)
+
+
+def test_abort_by_rid_prefix_returns_the_tokens_so_far_and_frees_the_slots(params):
+  engine = rollout.JaxEngine(CFG, params, num_slots=2, max_length=64, eos_token_ids=(), prefill_chunk=4)
+  for request in _requests(temperature=0.0):
+    engine.submit(request)
+  for _ in range(6):
+    engine.step()
+  load = engine.load()
+  assert load.running == 2 and load.waiting == 3 and load.used_tokens > 0
+  aborted = {r.rid: r for r in engine.abort("r1")}  # running or queued alike
+  assert set(aborted) == {"r1"}
+  partial = aborted["r1"]
+  assert partial.finish_reason == {"type": "abort", "message": "Aborted"}
+  assert partial.output_ids.tolist() == _reference_greedy(params, _prompts()[1], MAX_NEW)[:partial.completion_tokens]
+  assert engine.abort("r1") == []  # gone
+  results = {}
+  while engine.has_work:
+    results.update((r.rid, r) for r in engine.step())
+  assert set(results) == {"r0", "r2", "r3", "r4"}
+  for rid, result in results.items():
+    assert result.output_ids.tolist() == _reference_greedy(params, _prompts()[int(rid[1:])], MAX_NEW)
+  assert engine.load() == rollout.EngineLoad()
+
+
+def test_a_request_waiting_to_copy_from_an_aborted_one_computes_its_prompt(params):
+  engine = rollout.JaxEngine(CFG, params, num_slots=2, max_length=128, eos_token_ids=(), prefill_chunk=8)
+  prompt = tiny_models.random_ids((60,), seed=3, vocab=96).tolist()
+  greedy = rollout.SamplingParams(max_new_tokens=MAX_NEW, temperature=0.0)
+  engine.submit(rollout.GenerateRequest("source", prompt, greedy))
+  engine.submit(rollout.GenerateRequest("copy", prompt, greedy))
+  engine.step()  # both admitted: "copy" waits for the source's 59 shared ids
+  assert [r.rid for r in engine.abort("source", exact=True)] == ["source"]
+  results = []
+  while engine.has_work:
+    results += engine.step()
+  assert [r.rid for r in results] == ["copy"] and results[0].cached_tokens == 0
+  assert results[0].output_ids.tolist() == _reference_greedy(params, prompt, MAX_NEW)
+
+
+def test_async_abort_pause_and_cancellation(params):
+  engine = rollout.JaxEngine(CFG, params, num_slots=2, max_length=64, eos_token_ids=(), prefill_chunk=4)
+  front = rollout.AsyncJaxEngine(engine)
+  requests = _requests(temperature=0.0, max_new_tokens=40)
+
+  async def main():
+    tasks = [asyncio.ensure_future(front.generate(r)) for r in requests[:3]]
+    while not engine.load().running:
+      await asyncio.sleep(0.01)
+    front.pause()
+    await asyncio.sleep(0.05)
+    steps = engine._iterations
+    await asyncio.sleep(0.1)
+    assert engine._iterations == steps  # paused: no step runs
+    assert await front.abort("r2") == 1  # the queued one, answered at once
+    tasks[1].cancel()  # a cancelled caller's request is dropped from the engine
+    front.resume()
+    first = await tasks[0]
+    assert (await tasks[2]).finish_reason["type"] == "abort"
+    with pytest.raises(asyncio.CancelledError):
+      await tasks[1]
+    await front.wait_idle()
+    return first
+
+  first = asyncio.run(main())
+  assert first.output_ids.tolist() == _reference_greedy(params, _prompts()[0], 40)
+  assert not engine.has_work

@@ -108,11 +108,14 @@ class AgentRollout:
     sampler_logprobs: fp32 [T], the engine's logprob of each sampled token, 0 elsewhere.
     record: what RoC reads (tool statuses, assistant turns, response text).
     finish_reason: one of FINISH_REASONS.
+    weight_versions: the distinct weight versions its turns were sampled with, in order of use
+      (from a server's `meta_info.weight_version`; empty from the in-process engine).
   """
   trajectory: chat.Trajectory
   sampler_logprobs: np.ndarray
   record: rl.RolloutRecord
   finish_reason: str
+  weight_versions: tuple[str, ...] = ()
 
   @property
   def truncated(self) -> bool:
@@ -168,6 +171,7 @@ async def run_agent(engine: Engine, tools: Tools, tokenizer: tokenization.Tokeni
   response_length = 0
   statuses: list[str] = []
   turns = 0
+  versions: dict[str, None] = {}  # ordered set
   finish = "length"  # the budget can be used up by a tool response, before any further turn
   while (budget := config.max_response_length - response_length) > 0:
     seed = None if sampling_seed is None else turn_seed(sampling_seed, turns)
@@ -175,6 +179,7 @@ async def run_agent(engine: Engine, tools: Tools, tokenizer: tokenization.Tokeni
         f"{rid}/t{turns}", np.concatenate(id_parts),
         dataclasses.replace(config.sampling, max_new_tokens=budget, sampling_seed=seed)))
     turns += 1
+    versions.update(dict.fromkeys(result.weight_versions))
     output_ids = np.asarray(result.output_ids, np.int32)
     output_logprobs = np.asarray(result.output_logprobs, np.float32)
     if output_logprobs.shape != output_ids.shape:
@@ -211,4 +216,4 @@ async def run_agent(engine: Engine, tools: Tools, tokenizer: tokenization.Tokeni
     response_length += env_ids.size
   trajectory = chat.Trajectory(np.concatenate(id_parts), np.concatenate(mask_parts), prompt.size)
   record = rl.RolloutRecord(tuple(statuses), turns, tokenizer.decode(trajectory.response_ids))
-  return AgentRollout(trajectory, np.concatenate(logprob_parts), record, finish)
+  return AgentRollout(trajectory, np.concatenate(logprob_parts), record, finish, tuple(versions))

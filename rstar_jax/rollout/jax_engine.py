@@ -61,17 +61,29 @@ class GenerateRequest:
 class GenerateResult:
   """output_ids: int32 [N] sampled ids (a matched stop id last); output_logprobs: fp32 [N],
   log softmax(z / temperature) of each (SGLang's convention); finish_reason: SGLang-shaped dict;
-  cached_tokens: prompt ids whose keys/values were reused, not recomputed."""
+  cached_tokens: prompt ids whose keys/values were reused, not recomputed; weight_versions: the
+  versions of the weights that produced the tokens, in order (a server's; empty in process)."""
   rid: str
   output_ids: np.ndarray
   output_logprobs: np.ndarray
   finish_reason: dict
   prompt_tokens: int
   cached_tokens: int = 0
+  weight_versions: tuple[str, ...] = ()
 
   @property
   def completion_tokens(self) -> int:
     return int(self.output_ids.shape[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineLoad:
+  """running: requests in slots; waiting: queued ones; used_tokens: cache positions the running
+  requests have written; waiting_tokens: prompt ids of the queued ones."""
+  running: int = 0
+  waiting: int = 0
+  used_tokens: int = 0
+  waiting_tokens: int = 0
 
 
 @dataclasses.dataclass
@@ -174,8 +186,7 @@ class JaxEngine:
     """Swaps in new weights (same config and shardings) for the following steps; cached prefixes
     of the old weights are no longer reused."""
     self.params = params
-    for slot in self._slots:
-      slot.held = np.zeros(0, np.int32)
+    self.flush_cache()
 
   @property
   def has_work(self) -> bool:
@@ -218,12 +229,49 @@ class JaxEngine:
       self._in_flight.discard(result.rid)
     return finished
 
-  def abort_all(self) -> None:
-    """Drops every submitted request (their results are never returned)."""
-    self._queue.clear()
+  def abort(self, rid_prefix: str = "", exact: bool = False) -> list[GenerateResult]:
+    """Ends the submitted requests whose rid starts with `rid_prefix` (SGLang's match; "": all)
+    or, `exact`, equals it, and returns their results so far, finish_reason
+    {"type": "abort", "message": "Aborted"}.
+
+    A request waiting to copy a shared prefix from an aborted one computes its prompt itself."""
+    def matches(running: _Running) -> bool:
+      rid = running.request.rid
+      return rid == rid_prefix if exact else rid.startswith(rid_prefix)
+
+    aborted = [r for r in self._queue if matches(r)]
+    self._queue = collections.deque(r for r in self._queue if not matches(r))
+    gone = set()
+    for b, slot in enumerate(self._slots):
+      if slot.running is not None and matches(slot.running):
+        aborted.append(slot.running)
+        slot.running, slot.held, slot.freed_at = None, np.zeros(0, np.int32), self._iterations
+        gone.add(b)
     for slot in self._slots:
-      slot.running, slot.held = None, np.zeros(0, np.int32)
-    self._in_flight.clear()
+      waiting = slot.running
+      if waiting is not None and waiting.wait_for is not None and waiting.wait_for[0] in gone:
+        waiting.wait_for, waiting.cached_tokens, waiting.pending = None, 0, waiting.input_ids
+    results = [self._result(r, {"type": "abort", "message": "Aborted"}) for r in aborted]
+    for result in results:
+      self._in_flight.discard(result.rid)
+    return results
+
+  def abort_all(self) -> None:
+    """Drops every submitted request (their results are never returned) and the cached prefixes."""
+    self.abort()
+    self.flush_cache()
+
+  def flush_cache(self) -> None:
+    """Forgets the ids free slots hold, so no later request reuses their keys and values."""
+    for slot in self._slots:
+      slot.held = np.zeros(0, np.int32)
+
+  def load(self) -> "EngineLoad":
+    """How busy the engine is now (call between steps)."""
+    busy = [slot for slot in self._slots if slot.running is not None]
+    return EngineLoad(running=len(busy), waiting=len(self._queue),
+                      used_tokens=sum(slot.length for slot in busy),
+                      waiting_tokens=sum(int(r.input_ids.size) for r in self._queue))
 
   def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
     """Runs every request to its end on an idle engine; results in request order.
@@ -393,7 +441,10 @@ class AsyncJaxEngine:
 
   Steps run one at a time in a worker thread while requests are in flight; requests submitted
   meanwhile join at the next step. An error inside a step fails every waiting call with it and
-  drops the engine's requests, so no caller waits forever.
+  drops the engine's requests, so no caller waits forever. Between steps (never during one):
+  `abort(rid_prefix)` ends matching requests, whose callers get their tokens so far with an
+  "abort" finish reason; `pause()` stops stepping until `resume()` (requests keep their slots);
+  `set_params` swaps the weights. A caller cancelled while waiting has its request aborted.
 
   Lockstep (`lockstep=True`): a step starts only when every caller that entered `caller()` is
   waiting on the engine or has left, and the requests of a step are submitted in rid order. The
@@ -412,6 +463,13 @@ class AsyncJaxEngine:
     self._busy_callers = 0  # tracked callers neither waiting on the engine nor gone
     self._settled = asyncio.Event()
     self._tracked = contextvars.ContextVar(f"tracked_{id(self)}", default=False)
+    self._between_steps = asyncio.Lock()  # held while a step runs in the worker thread
+    self._unpaused = asyncio.Event()
+    self._unpaused.set()
+    self._idle = asyncio.Event()
+    self._idle.set()
+    self._cancelled: set[str] = set()
+    self.last_load = EngineLoad()
 
   @contextlib.asynccontextmanager
   async def caller(self):
@@ -429,6 +487,15 @@ class AsyncJaxEngine:
     if self._busy_callers == 0:
       self._settled.set()
 
+  @property
+  def in_flight(self) -> int:
+    """Requests submitted by callers and not yet answered."""
+    return len(self._waiting)
+
+  @property
+  def paused(self) -> bool:
+    return not self._unpaused.is_set()
+
   async def generate(self, request: GenerateRequest) -> GenerateResult:
     """The request's result. Raises ValueError for a bad request or a rid already in flight."""
     self.engine.check_request(request)
@@ -437,24 +504,74 @@ class AsyncJaxEngine:
     future = asyncio.get_running_loop().create_future()
     tracked = self._tracked.get()
     self._waiting[request.rid] = (future, tracked)
+    self._idle.clear()
     self._new.append(request)
     if tracked:
       self._change_busy(-1)
-    if self._driver is None or self._driver.done():
-      self._driver = asyncio.create_task(self._drive())
+    self._ensure_driver()
     try:
       return await future
     except asyncio.CancelledError:
       if self._waiting.get(request.rid, (None,))[0] is future:  # not handed back by the driver
-        del self._waiting[request.rid]
+        self._forget(request.rid)
+        self._cancelled.add(request.rid)
+        self._ensure_driver()
         if tracked:
           self._change_busy(+1)
       raise
 
-  def _step(self, new: list[GenerateRequest]) -> list[GenerateResult]:
+  async def abort(self, rid_prefix: str = "") -> int:
+    """Ends the requests whose rid starts with `rid_prefix` ("": all), queued or running, after
+    the current step; returns how many were ended."""
+    async with self._between_steps:
+      unsubmitted = [r for r in self._new if r.rid.startswith(rid_prefix)]
+      self._new = [r for r in self._new if not r.rid.startswith(rid_prefix)]
+      results = [GenerateResult(r.rid, np.zeros(0, np.int32), np.zeros(0, np.float32),
+                                {"type": "abort", "message": "Abort in waiting queue"}, len(r.input_ids))
+                 for r in unsubmitted] + self.engine.abort(rid_prefix)
+      self.last_load = self.engine.load()
+    for result in results:
+      self._deliver(result.rid, result, None)
+    return len(results)
+
+  def pause(self) -> None:
+    """Stops stepping after the current step; requests keep their slots and new ones queue."""
+    self._unpaused.clear()
+
+  def resume(self) -> None:
+    self._unpaused.set()
+
+  async def set_params(self, params) -> None:
+    """Swaps the engine's weights between steps (cached prefixes dropped)."""
+    async with self._between_steps:
+      self.engine.set_params(params)
+
+  async def flush_cache(self) -> None:
+    async with self._between_steps:
+      self.engine.flush_cache()
+
+  async def wait_idle(self) -> None:
+    """Returns once no request is in flight."""
+    await self._idle.wait()
+
+  def _ensure_driver(self) -> None:
+    if self._driver is None or self._driver.done():
+      self._driver = asyncio.create_task(self._drive())
+
+  def _forget(self, rid: str) -> None:
+    del self._waiting[rid]
+    if not self._waiting:
+      self._idle.set()
+
+  def _step(self, new: list[GenerateRequest], cancelled: set[str]) -> list[GenerateResult]:
+    for rid in cancelled:  # submitted before its caller was cancelled: nobody waits for it
+      self.engine.abort(rid, exact=True)
     for request in new:
-      self.engine.submit(request)
-    return self.engine.step()
+      if request.rid not in cancelled:
+        self.engine.submit(request)
+    finished = self.engine.step()
+    self.last_load = self.engine.load()
+    return finished
 
   async def _wait_for_callers(self) -> None:
     while self._busy_callers > 0:
@@ -464,7 +581,8 @@ class AsyncJaxEngine:
   def _deliver(self, rid: str, result: GenerateResult | None, error: BaseException | None) -> None:
     if rid not in self._waiting:  # its cancelled caller took it back
       return
-    future, tracked = self._waiting.pop(rid)
+    future, tracked = self._waiting[rid]
+    self._forget(rid)
     if tracked:  # the caller is busy again from now on (not from when its task resumes)
       self._change_busy(+1)
     if future.done():  # cancelled
@@ -476,12 +594,16 @@ class AsyncJaxEngine:
 
   async def _drive(self) -> None:
     try:
-      while self._new or self.engine.has_work:
+      while self._new or self._cancelled or self.engine.has_work:
+        await self._unpaused.wait()
         if self.lockstep:
           await self._wait_for_callers()
           self._new.sort(key=lambda request: request.rid)
-        new, self._new = self._new, []
-        for result in await asyncio.to_thread(self._step, new):
+        async with self._between_steps:
+          new, self._new = self._new, []
+          cancelled, self._cancelled = self._cancelled, set()
+          finished = await asyncio.to_thread(self._step, new, cancelled)
+        for result in finished:
           self._deliver(result.rid, result, None)
     except Exception as error:  # fail every caller rather than leave one waiting
       self.engine.abort_all()

@@ -1,0 +1,198 @@
+"""Rollouts across several inference servers, placed by free KV cache (PAPER.md §5.2's scheduler).
+
+  router = Router.from_urls(["http://127.0.0.1:30000", "http://127.0.0.1:30001"])
+  async with router:
+    batch = await rollout_problems(router, tools, tokenizer, problems, n, config, seed)
+
+A rollout is the span of one `caller()` context (`rollout_problems` opens one per rollout; a
+`generate` outside any is a rollout of one turn). Placement (`choose_server`, a pure function the
+simulation `benchmarks/router_sim.py` shares):
+  - a new rollout reserves its expected footprint, prompt + `expected_response_tokens` (default:
+    its whole budget, the turn's max_new_tokens, so it can never overflow), on the healthy server
+    with the most free KV tokens, free = capacity - max(tokens the router reserved there, tokens
+    the server last reported in use), among those below their in-flight cap (the server's
+    max_running_requests unless given); if none fits, it waits until a rollout ends;
+  - all later turns go to the same server, whose prefix cache holds the rollout so far; as the
+    rollout grows its reservation grows with it (length so far + 1 at least), so admission of new
+    rollouts sees the grown sizes; a running rollout is never held back;
+  - a server that stops answering (the client's retries spent) is marked down and probed every
+    `health_interval_s`; its rollouts move to another server, resubmitting the turn that failed
+    (its ids are the rollout up to its last turn boundary), so none is lost.
+"""
+import asyncio
+import contextlib
+import contextvars
+import dataclasses
+import time
+from typing import Sequence
+
+from rstar_jax.rollout import jax_engine
+from rstar_jax.rollout import sglang_client
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerView:
+  """What placement sees of one server."""
+  free_tokens: int
+  in_flight: int
+  max_in_flight: int
+  healthy: bool = True
+
+
+def choose_server(servers: Sequence[ServerView], footprint: int) -> int | None:
+  """The healthy server below its in-flight cap with the most free tokens, if `footprint` fits
+  there (ties: the fewest in flight, then the lowest index); None: no server can take it now."""
+  candidates = [(s.free_tokens, -s.in_flight, -i) for i, s in enumerate(servers)
+                if s.healthy and s.in_flight < s.max_in_flight and s.free_tokens >= footprint]
+  return -max(candidates)[2] if candidates else None
+
+
+@dataclasses.dataclass
+class _Server:
+  engine: sglang_client.SGLangEngine
+  capacity: int = 0
+  max_in_flight: int = 0
+  reported_used: int = 0
+  reserved: int = 0
+  in_flight: int = 0
+  healthy: bool = True
+  down_since: float = 0.0
+  rollouts: int = 0
+
+  def view(self) -> ServerView:
+    return ServerView(self.capacity - max(self.reserved, self.reported_used), self.in_flight,
+                      self.max_in_flight, self.healthy)
+
+
+@dataclasses.dataclass
+class _Rollout:
+  server: int | None = None
+  reservation: int = 0
+
+
+class Router:
+  """`await generate(request)` over several servers (module docstring)."""
+
+  def __init__(self, engines: Sequence[sglang_client.SGLangEngine], *, expected_response_tokens: int | None = None,
+               max_in_flight_per_server: int | None = None, poll_interval_s: float = 1.0,
+               health_interval_s: float = 2.0, give_up_s: float = 600.0):
+    if not engines:
+      raise ValueError("Router needs at least one server")
+    self._servers = [_Server(engine) for engine in engines]
+    self._expected = expected_response_tokens
+    self._max_in_flight = max_in_flight_per_server
+    self._poll_interval_s, self._health_interval_s, self._give_up_s = poll_interval_s, health_interval_s, give_up_s
+    self._last_poll = -float("inf")
+    self._changed = asyncio.Condition()
+    self._rollout = contextvars.ContextVar(f"rollout_{id(self)}", default=None)
+    self.moved_turns = 0
+
+  @classmethod
+  def from_urls(cls, urls: Sequence[str], api_key: str | None = None, retries: int = 2, **kwargs) -> "Router":
+    return cls([sglang_client.SGLangEngine(url, api_key=api_key, retries=retries) for url in urls], **kwargs)
+
+  @property
+  def engines(self) -> list[sglang_client.SGLangEngine]:
+    return [s.engine for s in self._servers]
+
+  @property
+  def rollouts_per_server(self) -> list[int]:
+    return [s.rollouts for s in self._servers]
+
+  async def __aenter__(self) -> "Router":
+    await self.refresh(force=True)
+    if not any(s.healthy for s in self._servers):
+      raise sglang_client.ServerUnavailable(f"no server answers: {[s.engine.url for s in self._servers]}")
+    return self
+
+  async def __aexit__(self, *exc_info) -> None:
+    for server in self._servers:
+      await server.engine.close()
+
+  async def refresh(self, force: bool = False) -> None:
+    """Reads every server's load (at most every poll_interval_s unless forced); probes down servers."""
+    now = time.monotonic()
+    if not force and now - self._last_poll < self._poll_interval_s:
+      return
+    self._last_poll = now
+
+    async def poll(server: _Server) -> None:
+      if not server.healthy and now - server.down_since < self._health_interval_s:
+        return
+      try:
+        load = await server.engine.load()
+      except (sglang_client.ServerUnavailable, sglang_client.ServerError):
+        self._mark_down(server)
+        return
+      server.capacity, server.reported_used, server.healthy = load.capacity_tokens, load.used_tokens, True
+      server.max_in_flight = self._max_in_flight or load.max_running
+
+    await asyncio.gather(*(poll(s) for s in self._servers))
+    async with self._changed:
+      self._changed.notify_all()
+
+  def _mark_down(self, server: _Server) -> None:
+    server.healthy, server.down_since = False, time.monotonic()
+
+  @contextlib.asynccontextmanager
+  async def caller(self):
+    """One rollout: its turns share a server; its reservation is released at the end."""
+    rollout = _Rollout()
+    token = self._rollout.set(rollout)
+    try:
+      yield self
+    finally:
+      self._rollout.reset(token)
+      await self._release(rollout)
+
+  async def _release(self, rollout: _Rollout) -> None:
+    if rollout.server is not None:
+      self._servers[rollout.server].reserved -= rollout.reservation
+      rollout.server, rollout.reservation = None, 0
+      async with self._changed:
+        self._changed.notify_all()
+
+  async def _place(self, rollout: _Rollout, footprint: int) -> None:
+    """Binds the rollout to a server with room for `footprint`, waiting for one (module docstring)."""
+    waited_since = time.monotonic()
+    while True:
+      await self.refresh()
+      choice = choose_server([s.view() for s in self._servers], footprint)
+      if choice is not None:
+        rollout.server, rollout.reservation = choice, footprint
+        self._servers[choice].reserved += footprint
+        self._servers[choice].rollouts += 1
+        return
+      if not any(s.healthy for s in self._servers) and time.monotonic() - waited_since > self._give_up_s:
+        raise sglang_client.ServerUnavailable(f"no server answered for {self._give_up_s:.0f} s")
+      async with self._changed:
+        try:
+          await asyncio.wait_for(self._changed.wait(), self._poll_interval_s)
+        except asyncio.TimeoutError:
+          pass
+
+  async def generate(self, request: jax_engine.GenerateRequest) -> jax_engine.GenerateResult:
+    """The request's result from its rollout's server (module docstring)."""
+    rollout = self._rollout.get()
+    if rollout is None:  # a rollout of one turn
+      async with self.caller():
+        return await self.generate(request)
+    length = len(request.input_ids)
+    budget = request.sampling.max_new_tokens
+    expected = budget if self._expected is None or budget is None else min(budget, self._expected)
+    while True:
+      if rollout.server is None:
+        await self._place(rollout, length + (expected if expected is not None else 1))
+      server = self._servers[rollout.server]
+      grown = max(rollout.reservation, length + 1)
+      server.reserved += grown - rollout.reservation
+      rollout.reservation = grown
+      server.in_flight += 1
+      try:
+        return await server.engine.generate(request)
+      except sglang_client.ServerUnavailable:
+        self._mark_down(server)
+        self.moved_turns += 1
+        await self._release(rollout)
+      finally:
+        server.in_flight -= 1

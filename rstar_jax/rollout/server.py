@@ -1,0 +1,439 @@
+"""An SGLang-compatible HTTP server over the JAX engine (SGLANG_API.md §7: SGLang 0.5.6's shapes).
+
+  server = GenerationServer(AsyncJaxEngine(engine), model_path=DIR, load_weights=hf_weight_loader(...))
+  web.run_app(server.app, host="127.0.0.1", port=30000)     # or `rstar-serve --checkpoint DIR`
+
+Routes:
+  POST|PUT /generate            input_ids (one list or a batch) or text (needs a tokenizer);
+                                sampling_params (dict or one per item), rid, return_logprob,
+                                return_text_in_logprobs -> {text?, output_ids, meta_info} or a list
+  GET  /health                  503 until the warm-up generation ran, then 200
+  GET  /health_generate         200 if a 1-token generation answers within 20 s, else 503
+  GET  /get_model_info, /model_info, /get_server_info, /server_info, /v1/models
+  GET  /get_load, /v1/loads     running and waiting requests, KV tokens in use of the capacity
+  GET  /get_weight_version, /weight_version
+  GET|POST /flush_cache         200 text; 400 while requests are in flight
+  POST /update_weights_from_disk  {model_path, weight_version?, abort_all_requests?}: loads the
+                                new weights beside decoding, then drains (or aborts) the requests in
+                                flight, swaps, drops the prefix cache and sets the version
+  POST /pause_generation {mode: abort | in_place}, /continue_generation, /abort_request {rid, abort_all}
+Not served (400 "not supported"): /update_weights_from_tensor, /update_weights_from_distributed
+(they need torch on the trainer's side); streaming; stop strings (use stop_token_ids); input
+log-probs (logprob_start_len must be -1); penalties, min_new_tokens and constrained decoding at
+values other than their defaults. `skip_special_tokens` is accepted; `text` always writes
+special tokens out.
+
+Errors are SGLang's: 400 `{"error": {"message": ...}}` naming the field, for bad JSON the
+`{"object": "error", ...}` shape, 503 when more than `max_queued_requests` wait; a handler never
+takes the server down. With `api_key`, every route but /health needs `Authorization: Bearer KEY`.
+KV load: the engine's cache has num_slots x max_length positions (`max_total_num_tokens`);
+`num_used_tokens` counts the positions the running requests have written, as SGLang counts its
+token pool, and `max_running_requests` is num_slots.
+"""
+import asyncio
+import hmac
+import json
+import time
+import uuid
+from typing import Any, Callable
+
+from aiohttp import web
+
+from rstar_jax import models
+from rstar_jax.chat import tokenization
+from rstar_jax.rollout import jax_engine
+from rstar_jax.rollout import sampling as sampling_lib
+
+VERSION = "rstar-jax-0.1"
+HEALTH_TIMEOUT_S = 20.0
+_OPEN_ROUTES = ("/health",)
+class RequestError(ValueError):
+  """A request the server refuses: HTTP `status` with SGLang's error body."""
+
+  def __init__(self, message: str, status: int = 400):
+    super().__init__(message)
+    self.status = status
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+  return web.Response(body=json.dumps(body, separators=(",", ":")).encode(), status=status,
+                      content_type="application/json")
+
+
+def _error(message: str, status: int) -> web.Response:
+  if status == 400:
+    return _json({"error": {"message": message}}, 400)
+  return _json({"object": "error", "message": message, "type": str(status), "param": None, "code": status},
+               status)
+
+
+def _is_int(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# sampling_params the engine honours (with their JSON type), those accepted only at SGLang's
+# defaults, and those without effect here.
+_SAMPLING_TYPES = {"max_new_tokens": _is_int, "temperature": _is_number, "top_p": _is_number, "top_k": _is_int,
+                   "min_p": _is_number, "ignore_eos": lambda v: isinstance(v, bool), "sampling_seed": _is_int,
+                   "stop_token_ids": lambda v: isinstance(v, list) and all(_is_int(t) for t in v)}
+_NULLABLE = ("max_new_tokens", "sampling_seed", "stop_token_ids")
+_DEFAULT_ONLY = {"frequency_penalty": 0.0, "presence_penalty": 0.0, "repetition_penalty": 1.0,
+                 "min_new_tokens": 0, "stop": None, "stop_regex": None, "json_schema": None, "regex": None,
+                 "ebnf": None, "structural_tag": None, "logit_bias": None, "custom_params": None}
+_IGNORED = ("n", "skip_special_tokens", "spaces_between_special_tokens", "no_stop_trim", "stream_interval")
+
+
+def sampling_from_json(params: Any) -> tuple[sampling_lib.SamplingParams, int]:
+  """(SamplingParams, n) from SGLang's `sampling_params` dict; RequestError naming a bad field."""
+  if not isinstance(params, dict):
+    raise RequestError(f"sampling_params must be an object, got {type(params).__name__}")
+  kwargs = {}
+  for key, value in params.items():
+    if key in _SAMPLING_TYPES:
+      if value is None and key in _NULLABLE:
+        continue
+      if not _SAMPLING_TYPES[key](value):
+        raise RequestError(f"sampling_params.{key} has the wrong type: {value!r}")
+      kwargs[key] = tuple(value) if key == "stop_token_ids" else value
+    elif key in _DEFAULT_ONLY:
+      if value not in (_DEFAULT_ONLY[key], None) and value != []:
+        raise RequestError(f"sampling_params.{key}={value!r} is not supported by this server "
+                           f"(only {_DEFAULT_ONLY[key]!r})")
+    elif key not in _IGNORED:
+      raise RequestError(f"unknown field sampling_params.{key}")
+  n = params.get("n", 1)
+  if not _is_int(n) or n < 1:
+    raise RequestError(f"sampling_params.n must be an int >= 1, got {n!r}")
+  try:
+    return sampling_lib.SamplingParams(**kwargs), n
+  except ValueError as e:
+    raise RequestError(str(e)) from None
+
+
+def hf_weight_loader(cfg: models.ModelConfig, mesh_rules: models.MeshRules | None) -> Callable[[str], Any]:
+  """`load(path) -> params`: a Hugging Face checkpoint directory of the same architecture as
+  `cfg`, in cfg's dtypes and the engine's shardings; ValueError naming what differs."""
+  def load(path: str):
+    try:
+      loaded, params = models.load_hf(path, dtype=cfg.param_dtype, compute_dtype=cfg.dtype,
+                                      mesh_rules=mesh_rules, remat=cfg.remat)
+    except (OSError, ValueError, KeyError) as e:
+      raise ValueError(f"cannot load weights from {path!r}: {e}") from None
+    fields = ("model_type", "vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
+              "num_kv_heads", "head_dim", "tie_word_embeddings", "qkv_bias", "o_bias", "qk_norm")
+    differ = [f"{f}: {getattr(loaded, f)} (served {getattr(cfg, f)})" for f in fields
+              if getattr(loaded, f) != getattr(cfg, f)]
+    if differ:
+      raise ValueError(f"the weights at {path!r} are another architecture: {', '.join(differ)}")
+    return params
+  return load
+
+
+class GenerationServer:
+  """The aiohttp application over one `AsyncJaxEngine` (module docstring)."""
+
+  def __init__(self, engine: jax_engine.AsyncJaxEngine, *, model_path: str,
+               load_weights: Callable[[str], Any], tokenizer: tokenization.Tokenizer | None = None,
+               weight_version: str = "default", api_key: str | None = None, max_queued_requests: int = 1024):
+    if api_key is not None and not api_key.strip():
+      raise ValueError("api_key must be a non-empty string (or None for no key)")
+    self.engine = engine
+    self.model_path = model_path
+    self.weight_version = weight_version
+    self._load_weights = load_weights
+    self._tokenizer = tokenizer
+    self._authorization = None if api_key is None else f"Bearer {api_key.strip()}".encode()
+    self._max_queued = max_queued_requests
+    self._ready = False
+    self._accepting = asyncio.Event()  # cleared while a weight update drains the engine
+    self._accepting.set()
+    self._weights_lock = asyncio.Lock()
+    self.app = web.Application(client_max_size=256 << 20, middlewares=[self._middleware])
+    self.app.on_startup.append(self._warm_up)
+    routes = self.app.router
+    routes.add_post("/generate", self._generate)
+    routes.add_put("/generate", self._generate)
+    routes.add_get("/health", self._health)
+    routes.add_get("/health_generate", self._health_generate)
+    for path in ("/get_model_info", "/model_info"):
+      routes.add_get(path, self._model_info)
+    for path in ("/get_server_info", "/server_info"):
+      routes.add_get(path, self._server_info)
+    routes.add_get("/v1/models", self._models)
+    routes.add_get("/get_load", self._get_load)
+    routes.add_get("/v1/loads", self._v1_loads)
+    for path in ("/get_weight_version", "/weight_version"):
+      routes.add_get(path, self._weight_version)
+    routes.add_route("*", "/flush_cache", self._flush_cache)
+    routes.add_post("/update_weights_from_disk", self._update_weights)
+    routes.add_post("/pause_generation", self._pause)
+    routes.add_post("/continue_generation", self._continue)
+    routes.add_post("/abort_request", self._abort_request)
+    for path in ("/update_weights_from_tensor", "/update_weights_from_distributed", "/init_weights_update_group"):
+      routes.add_post(path, self._not_supported)
+
+  @property
+  def max_length(self) -> int:
+    return self.engine.engine.max_length
+
+  @web.middleware
+  async def _middleware(self, request: web.Request, handler) -> web.StreamResponse:
+    if self._authorization is not None and request.path not in _OPEN_ROUTES and not hmac.compare_digest(
+        request.headers.get("Authorization", "").encode(), self._authorization):
+      return _json({"error": {"message": "missing or invalid API key (send Authorization: Bearer KEY)"}}, 401)
+    try:
+      return await handler(request)
+    except RequestError as e:
+      return _error(str(e), e.status)
+    except web.HTTPException as e:  # 404, 405, 413 from aiohttp
+      return _error(e.reason, e.status)
+
+  async def _warm_up(self, _app) -> None:
+    """Compiles a prefill and a decode step before /health answers 200."""
+    await self.engine.generate(jax_engine.GenerateRequest(
+        f"warmup-{uuid.uuid4().hex}", [0, 0], sampling_lib.SamplingParams(max_new_tokens=2, temperature=0.0)))
+    self._ready = True
+
+  @staticmethod
+  async def _body(request: web.Request, required: bool = True) -> dict:
+    raw = await request.read()
+    if not raw.strip() and not required:
+      return {}
+    try:
+      body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+      raise RequestError(f"the body is not JSON: {e}") from None
+    if not isinstance(body, dict):
+      raise RequestError(f"the body must be a JSON object, got {type(body).__name__}")
+    return body
+
+  # -- generation --------------------------------------------------------------------------------
+
+  def _prompts(self, body: dict) -> tuple[list[list[int]], bool]:
+    """(prompts as id lists, whether the request is a batch)."""
+    if body.get("input_ids") is not None:
+      ids = body["input_ids"]
+      batch = isinstance(ids, list) and bool(ids) and all(isinstance(x, list) for x in ids)
+      prompts = ids if batch else [ids]
+      for i, prompt in enumerate(prompts):
+        where = f"input_ids[{i}]" if batch else "input_ids"
+        if not isinstance(prompt, list) or not all(_is_int(t) for t in prompt):
+          raise RequestError(f"{where} must be a list of ints (or a list of such lists)")
+        if not prompt:
+          raise RequestError("input_ids cannot be empty.")
+        vocab = self.engine.engine.cfg.vocab_size
+        if min(prompt) < 0 or max(prompt) >= vocab:
+          raise RequestError(f"{where} holds ids outside the vocabulary [0, {vocab}): min {min(prompt)}, "
+                             f"max {max(prompt)}")
+      return prompts, batch
+    if body.get("text") is not None:
+      if self._tokenizer is None:
+        raise RequestError("text input needs a tokenizer; this server has none (its checkpoint holds no "
+                           "tokenizer.json): send input_ids")
+      text = body["text"]
+      batch = isinstance(text, list)
+      texts = text if batch else [text]
+      if not all(isinstance(t, str) for t in texts):
+        raise RequestError("text must be a string or a list of strings")
+      return [self._tokenizer.encode(t) for t in texts], batch
+    raise RequestError("Either text, input_ids or input_embeds should be provided.")
+
+  def _requests(self, body: dict) -> tuple[list[tuple[jax_engine.GenerateRequest, bool]], bool]:
+    """([(request, trim the matched stop from text)], whether the answer is a list)."""
+    prompts, batch = self._prompts(body)
+    params = body.get("sampling_params") or {}
+    params = params if isinstance(params, list) else [params] * len(prompts)
+    if len(params) != len(prompts):
+      raise RequestError(f"sampling_params has {len(params)} entries for {len(prompts)} prompts")
+    rid = body.get("rid")
+    if rid is None:
+      rids = [uuid.uuid4().hex for _ in prompts]
+    elif isinstance(rid, str):
+      rids = [f"{rid}_{i}" for i in range(len(prompts))] if batch else [rid]
+    elif isinstance(rid, list) and len(rid) == len(prompts) and all(isinstance(r, str) for r in rid):
+      rids = rid
+    else:
+      raise RequestError("rid must be a string or a list of strings, one per prompt")
+    for key in ("stream", "return_logprob", "return_text_in_logprobs"):
+      if not isinstance(body.get(key, False), bool):
+        raise RequestError(f"{key} must be a boolean, got {body[key]!r}")
+    if body.get("stream"):
+      raise RequestError("stream is not supported by this server")
+    if body.get("logprob_start_len", -1) != -1:
+      raise RequestError("logprob_start_len must be -1: this server returns output log-probs only")
+    if body.get("top_logprobs_num", 0) or body.get("token_ids_logprob"):
+      raise RequestError("top_logprobs_num and token_ids_logprob are not supported by this server")
+    requests = []
+    for prompt, rid, item in zip(prompts, rids, params):
+      sampling, n = sampling_from_json(item)
+      if len(prompt) >= self.max_length:
+        raise RequestError(f"The input ({len(prompt)} tokens) is longer than the model's context length "
+                           f"({self.max_length} tokens).")
+      names = [rid] if n == 1 else [uuid.uuid4().hex for _ in range(n)]
+      trim = not item.get("no_stop_trim", False)
+      requests += [(jax_engine.GenerateRequest(name, prompt, sampling), trim) for name in names]
+      batch = batch or n > 1
+    return requests, batch
+
+  def _answer(self, result: jax_engine.GenerateResult, request: jax_engine.GenerateRequest, trim: bool,
+              version: str, started: float, body: dict) -> dict:
+    """SGLang's answer for one result; `trim`: a matched stop id is cut from `text` (not from ids)."""
+    output_ids = [int(t) for t in result.output_ids]
+    meta = {"id": result.rid, "finish_reason": result.finish_reason, "prompt_tokens": result.prompt_tokens,
+            "completion_tokens": len(output_ids), "cached_tokens": result.cached_tokens,
+            "weight_version": version, "e2e_latency": time.monotonic() - started}
+    answer = {"output_ids": output_ids, "meta_info": meta}
+    if self._tokenizer is not None:
+      cut = trim and result.finish_reason.get("type") == "stop" and output_ids
+      answer["text"] = self._tokenizer.decode(output_ids[:-1] if cut else output_ids)
+    if body.get("return_logprob"):
+      with_text = body.get("return_text_in_logprobs") and self._tokenizer is not None
+      text = (lambda t: self._tokenizer.decode([t])) if with_text else (lambda t: None)
+      meta["output_token_logprobs"] = [[float(lp), t, text(t)] for lp, t in zip(result.output_logprobs, output_ids)]
+      last = int(request.input_ids[-1])
+      meta["input_token_logprobs"] = [[None, last, text(last)]]
+    return answer
+
+  async def _generate(self, request: web.Request) -> web.Response:
+    started = time.monotonic()
+    body = await self._body(request)
+    requests, batch = self._requests(body)
+    if self.engine.in_flight + len(requests) > self._max_queued + self.engine.engine.num_slots:
+      raise RequestError(f"the server is full: {self.engine.in_flight} requests in flight", 503)
+    await self._accepting.wait()
+    version = self.weight_version
+    try:
+      results = await asyncio.gather(*(self.engine.generate(r) for r, _ in requests))
+    except ValueError as e:  # a rid already in flight
+      raise RequestError(str(e)) from None
+    if version != self.weight_version:  # updated in place while paused: tokens of both
+      version = f"{version},{self.weight_version}"
+    answers = [self._answer(result, r, trim, version, started, body)
+               for result, (r, trim) in zip(results, requests)]
+    return _json(answers if batch else answers[0])
+
+  # -- health and information ----------------------------------------------------------------------
+
+  async def _health(self, _request) -> web.Response:
+    return web.Response(status=200 if self._ready else 503)
+
+  async def _health_generate(self, _request) -> web.Response:
+    probe = jax_engine.GenerateRequest(f"health-{uuid.uuid4().hex}", [0],
+                                       sampling_lib.SamplingParams(max_new_tokens=1, temperature=0.0))
+    try:
+      await asyncio.wait_for(self.engine.generate(probe), HEALTH_TIMEOUT_S)
+    except (asyncio.TimeoutError, RuntimeError):
+      return web.Response(status=503)
+    return web.Response(status=200)
+
+  async def _model_info(self, _request) -> web.Response:
+    return _json({"model_path": self.model_path, "tokenizer_path": self.model_path if self._tokenizer else None,
+                  "is_generation": True, "preferred_sampling_params": None, "weight_version": self.weight_version,
+                  "model_type": self.engine.engine.cfg.model_type})
+
+  def _capacity(self) -> int:
+    return self.engine.engine.num_slots * self.max_length
+
+  async def _server_info(self, _request) -> web.Response:
+    engine = self.engine.engine
+    return _json({"model_path": self.model_path, "tp_size": 1, "dp_size": 1, "context_length": self.max_length,
+                  "max_total_num_tokens": self._capacity(), "max_req_input_len": self.max_length - 1,
+                  "max_running_requests": engine.num_slots, "max_queued_requests": self._max_queued,
+                  "skip_tokenizer_init": self._tokenizer is None, "weight_version": self.weight_version,
+                  "status": "ready" if self._ready else "starting", "version": VERSION,
+                  "internal_states": [{"engine_paused": self.engine.paused, "prefill_chunk": engine.prefill_chunk}]})
+
+  async def _models(self, _request) -> web.Response:
+    return _json({"object": "list", "data": [{"id": self.model_path, "object": "model", "owned_by": "rstar-jax",
+                                              "max_model_len": self.max_length}]})
+
+  def _load_numbers(self) -> dict:
+    load = self.engine.last_load
+    unsubmitted = self.engine.in_flight - load.running - load.waiting
+    return {"running": load.running, "waiting": load.waiting + max(unsubmitted, 0),
+            "used": load.used_tokens, "waiting_tokens": load.waiting_tokens}
+
+  async def _get_load(self, _request) -> web.Response:
+    n = self._load_numbers()
+    return _json([{"dp_rank": 0, "num_reqs": n["running"] + n["waiting"], "num_waiting_reqs": n["waiting"],
+                   "num_tokens": n["used"] + n["waiting_tokens"]}])
+
+  async def _v1_loads(self, _request) -> web.Response:
+    n, capacity = self._load_numbers(), self._capacity()
+    return _json({"timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "version": VERSION,
+                  "loads": [{"dp_rank": 0, "num_running_reqs": n["running"], "num_waiting_reqs": n["waiting"],
+                             "num_used_tokens": n["used"], "num_total_tokens": n["used"] + n["waiting_tokens"],
+                             "max_total_num_tokens": capacity,
+                             "max_running_requests": self.engine.engine.num_slots,
+                             "token_usage": n["used"] / capacity}]})
+
+  async def _weight_version(self, _request) -> web.Response:
+    return _json({"weight_version": self.weight_version})
+
+  # -- control -------------------------------------------------------------------------------------
+
+  async def _flush_cache(self, _request) -> web.Response:
+    if self.engine.in_flight:
+      return web.Response(status=400, text="Cache not flushed: requests are in flight.\n")
+    await self.engine.flush_cache()
+    return web.Response(text="Cache flushed.\n")
+
+  async def _update_weights(self, request: web.Request) -> web.Response:
+    body = await self._body(request)
+    path, version = body.get("model_path"), body.get("weight_version")
+    abort_all = body.get("abort_all_requests", False)
+    if not isinstance(path, str) or not path:
+      raise RequestError("model_path must be a non-empty string")
+    if version is not None and not isinstance(version, str):
+      raise RequestError(f"weight_version must be a string, got {version!r}")
+    if not isinstance(abort_all, bool):
+      raise RequestError(f"abort_all_requests must be a boolean, got {abort_all!r}")
+    async with self._weights_lock:
+      try:
+        params = await asyncio.to_thread(self._load_weights, path)  # beside decoding
+      except ValueError as e:
+        return _json({"success": False, "message": str(e), "num_paused_requests": 0}, 400)
+      self._accepting.clear()
+      try:
+        paused = self.engine.in_flight if self.engine.paused else 0
+        if abort_all:
+          await self.engine.abort()
+        elif not self.engine.paused:
+          await self.engine.wait_idle()
+        await self.engine.set_params(params)
+        if version is not None:
+          self.weight_version = version
+      finally:
+        self._accepting.set()
+    return _json({"success": True, "message": "Succeeded to update model weights.",
+                  "num_paused_requests": paused})
+
+  async def _pause(self, request: web.Request) -> web.Response:
+    mode = (await self._body(request, required=False)).get("mode", "abort")
+    if mode not in ("abort", "in_place"):
+      raise RequestError(f"mode must be 'abort' or 'in_place' ('retract' is not supported), got {mode!r}")
+    self.engine.pause()
+    if mode == "abort":
+      await self.engine.abort()
+    return _json({"message": "Generation paused successfully.", "status": "ok"})
+
+  async def _continue(self, _request) -> web.Response:
+    self.engine.resume()
+    return _json({"message": "Generation continued successfully.", "status": "ok"})
+
+  async def _abort_request(self, request: web.Request) -> web.Response:
+    body = await self._body(request)
+    rid, abort_all = body.get("rid", ""), body.get("abort_all", False)
+    if not isinstance(rid, str) or not isinstance(abort_all, bool):
+      raise RequestError("rid must be a string and abort_all a boolean")
+    if abort_all or rid:
+      await self.engine.abort("" if abort_all else rid)
+    return web.Response(status=200)
+
+  async def _not_supported(self, _request) -> web.Response:
+    return _json({"success": False, "message": "not supported: write safetensors and call "
+                                               "/update_weights_from_disk"}, 400)

@@ -1,0 +1,208 @@
+"""The engine protocol over SGLang's HTTP API: the agent loop drives a real SGLang server or
+`rstar-serve` exactly as it drives the in-process engine.
+
+  async with SGLangEngine("http://127.0.0.1:30000") as engine:
+    rollout = await run_agent(engine, tools, tokenizer, prompt_ids, config, rid)
+    await engine.update_weights_from_disk("runs/x/sync/step_00003", "3")
+
+A request goes out as SGLang's portable form (SGLANG_API.md §7): `input_ids`, `n` 1, the rid,
+`return_logprob`, `stop_token_ids`, `sampling_seed`, a `max_new_tokens` already clamped by the
+caller; ids are read from `output_ids`, else from `output_token_logprobs[*][1]` (SGLang 0.4.9).
+Connection failures, 502/503/504 and timeouts are retried `retries` times with doubling backoff,
+then raise `ServerUnavailable`; any other non-200 answer raises `ServerError` with the server's
+message (not retried: the request itself is wrong). A turn that comes back `abort` (the server
+paused or updated its weights) is resubmitted with its tokens so far and the remaining budget, so
+it continues rather than starts over; the result joins the parts (ids, log-probs, the weight
+versions of each part).
+"""
+import asyncio
+import dataclasses
+from typing import Any
+
+import aiohttp
+import numpy as np
+
+from rstar_jax.rollout import jax_engine
+
+_RETRIED_STATUS = (502, 503, 504)
+
+
+class ServerError(RuntimeError):
+  """The server refused a request (HTTP status and its message)."""
+
+  def __init__(self, url: str, status: int, message: str):
+    super().__init__(f"{url}: HTTP {status}: {message}")
+    self.status = status
+
+
+class ServerUnavailable(ConnectionError):
+  """The server did not answer after every retry."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerLoad:
+  """A server's load: running and waiting requests, KV tokens in use of `capacity_tokens`, and how
+  many requests it runs at once."""
+  running: int
+  waiting: int
+  used_tokens: int
+  capacity_tokens: int
+  max_running: int
+
+  @property
+  def free_tokens(self) -> int:
+    return self.capacity_tokens - self.used_tokens
+
+
+def _error_message(body: Any, text: str) -> str:
+  """SGLang's `error` is an object with `message`, or a string (0.5.23), or `message` at the top."""
+  if isinstance(body, dict):
+    error = body.get("error", body.get("message"))
+    if isinstance(error, dict):
+      return str(error.get("message", error))
+    if error is not None:
+      return str(error)
+  return text.strip()[:500]
+
+
+def request_body(request: jax_engine.GenerateRequest) -> dict:
+  """The `/generate` body of one request (portable across SGLang versions)."""
+  s = request.sampling
+  params = {"max_new_tokens": s.max_new_tokens, "temperature": s.temperature, "top_p": s.top_p,
+            "top_k": s.top_k, "min_p": s.min_p, "ignore_eos": s.ignore_eos}
+  if s.stop_token_ids:
+    params["stop_token_ids"] = list(s.stop_token_ids)
+  if s.sampling_seed is not None:
+    params["sampling_seed"] = s.sampling_seed
+  return {"input_ids": [int(t) for t in request.input_ids], "sampling_params": params, "rid": request.rid,
+          "return_logprob": True}
+
+
+def parse_answer(answer: dict, prompt_tokens: int) -> jax_engine.GenerateResult:
+  """A GenerateResult from SGLang's answer to one request."""
+  meta = answer.get("meta_info") or {}
+  logprobs = meta.get("output_token_logprobs") or []
+  ids = answer.get("output_ids")
+  if ids is None:  # SGLang 0.4.9 with a tokenizer answers no output_ids
+    ids = [entry[1] for entry in logprobs]
+  if len(logprobs) != len(ids):
+    raise ValueError(f"request {meta.get('id')!r}: {len(ids)} output ids but {len(logprobs)} log-probs")
+  version = meta.get("weight_version")
+  return jax_engine.GenerateResult(
+      rid=str(meta.get("id", "")), output_ids=np.asarray(ids, np.int32),
+      output_logprobs=np.asarray([entry[0] for entry in logprobs], np.float32),
+      finish_reason=meta.get("finish_reason") or {"type": "abort", "message": "no finish_reason"},
+      prompt_tokens=int(meta.get("prompt_tokens", prompt_tokens)), cached_tokens=int(meta.get("cached_tokens") or 0),
+      weight_versions=tuple(str(version).split(",")) if version is not None else ())
+
+
+def join_parts(parts: list[jax_engine.GenerateResult], rid: str, prompt_tokens: int) -> jax_engine.GenerateResult:
+  """One result from the parts of a turn resubmitted after aborts (the last part's finish)."""
+  versions = dict.fromkeys(v for part in parts for v in part.weight_versions)
+  return jax_engine.GenerateResult(
+      rid, np.concatenate([p.output_ids for p in parts]), np.concatenate([p.output_logprobs for p in parts]),
+      parts[-1].finish_reason, prompt_tokens, parts[0].cached_tokens, tuple(versions))
+
+
+class SGLangEngine:
+  """`await generate(request)` against one SGLang-compatible server (module docstring)."""
+
+  def __init__(self, url: str, *, api_key: str | None = None, timeout_s: float = 3600.0, retries: int = 5,
+               backoff_s: float = 0.5, max_resubmits: int = 100):
+    self.url = url.rstrip("/")
+    self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+    self._retries, self._backoff_s, self._max_resubmits = retries, backoff_s, max_resubmits
+    self._session: aiohttp.ClientSession | None = None
+    self.resubmitted_turns = 0
+
+  async def __aenter__(self) -> "SGLangEngine":
+    return self
+
+  async def __aexit__(self, *exc_info) -> None:
+    await self.close()
+
+  async def close(self) -> None:
+    if self._session is not None:
+      await self._session.close()
+      self._session = None
+
+  def _client(self) -> aiohttp.ClientSession:
+    if self._session is None or self._session.closed:
+      self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers)
+    return self._session
+
+  async def call(self, method: str, path: str, body: dict | None = None, retries: int | None = None) -> Any:
+    """The JSON (or text) answer of one route, with retries (module docstring)."""
+    retries = self._retries if retries is None else retries
+    for attempt in range(retries + 1):
+      try:
+        async with self._client().request(method, self.url + path, json=body) as response:
+          text = await response.text()
+          if response.status in _RETRIED_STATUS and attempt < retries:
+            raise aiohttp.ClientResponseError(response.request_info, (), status=response.status)
+          try:
+            data = await response.json(content_type=None) if text.strip() else None
+          except ValueError:
+            data = text
+          if response.status != 200:
+            raise ServerError(self.url, response.status, _error_message(data, text))
+          return data
+      except (aiohttp.ClientConnectionError, aiohttp.ClientResponseError, asyncio.TimeoutError) as e:
+        if attempt == retries:
+          raise ServerUnavailable(f"{self.url}{path}: no answer after {retries + 1} tries ({e!r})") from e
+        await asyncio.sleep(self._backoff_s * 2 ** attempt)
+
+  async def generate(self, request: jax_engine.GenerateRequest) -> jax_engine.GenerateResult:
+    """The request's result; an aborted turn is continued (module docstring)."""
+    prompt = np.asarray(request.input_ids, np.int32)
+    parts: list[jax_engine.GenerateResult] = []
+    budget = request.sampling.max_new_tokens
+    for resubmit in range(self._max_resubmits + 1):
+      done = sum(p.completion_tokens for p in parts)
+      ids = np.concatenate([prompt] + [p.output_ids for p in parts])
+      sampling = dataclasses.replace(request.sampling, max_new_tokens=None if budget is None else budget - done)
+      part_rid = request.rid if resubmit == 0 else f"{request.rid}#r{resubmit}"
+      answer = await self.call("POST", "/generate", request_body(
+          jax_engine.GenerateRequest(part_rid, ids, sampling)))
+      parts.append(parse_answer(answer, ids.size))
+      if parts[-1].finish_reason.get("type") != "abort":
+        return join_parts(parts, request.rid, prompt.size)
+      self.resubmitted_turns += 1
+      await asyncio.sleep(self._backoff_s)
+    raise ServerError(self.url, 200, f"request {request.rid!r} aborted {self._max_resubmits + 1} times")
+
+  async def load(self) -> ServerLoad:
+    """From `/v1/loads`, else `/get_load` with the capacity of `/get_server_info`."""
+    try:
+      entry = (await self.call("GET", "/v1/loads", retries=0))["loads"][0]
+      return ServerLoad(entry["num_running_reqs"], entry["num_waiting_reqs"], entry["num_used_tokens"],
+                        entry["max_total_num_tokens"], entry.get("max_running_requests") or 1 << 30)
+    except (ServerError, KeyError, IndexError, TypeError):
+      info = await self.server_info()
+      entries = await self.call("GET", "/get_load")
+      return ServerLoad(sum(e["num_reqs"] - e["num_waiting_reqs"] for e in entries),
+                        sum(e["num_waiting_reqs"] for e in entries), sum(e["num_tokens"] for e in entries),
+                        info["max_total_num_tokens"], info.get("max_running_requests") or 1 << 30)
+
+  async def server_info(self) -> dict:
+    return await self.call("GET", "/get_server_info")
+
+  async def healthy(self) -> bool:
+    """Whether /health answers 200 now (one try)."""
+    try:
+      await self.call("GET", "/health", retries=0)
+      return True
+    except (ServerError, ServerUnavailable):
+      return False
+
+  async def update_weights_from_disk(self, model_path: str, weight_version: str | None = None,
+                                     abort_all_requests: bool = False) -> dict:
+    """Loads the Hugging Face directory `model_path` on the server (which drops its prefix cache)."""
+    body = {"model_path": model_path, "abort_all_requests": abort_all_requests}
+    if weight_version is not None:
+      body["weight_version"] = weight_version
+    return await self.call("POST", "/update_weights_from_disk", body)
+
+  async def weight_version(self) -> str:
+    return (await self.call("GET", "/get_weight_version"))["weight_version"]
