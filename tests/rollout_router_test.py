@@ -1,0 +1,114 @@
+"""The KV-budget router: placement by hand-computed cases, and live over two `rstar-serve`
+processes: multi-turn rollouts stay on their server, spread over both, equal the in-process
+engine, and survive a server killed mid-rollout.
+  python -m pytest -q tests/rollout_router_test.py
+"""
+import asyncio
+
+import jax
+import numpy as np
+import pytest
+
+from rstar_jax import models
+from rstar_jax import rollout
+from rstar_jax.rollout import local_servers
+from rstar_jax.rollout import weight_sync
+from tests import tiny_models
+
+View = rollout.ServerView
+CFG = tiny_models.tiny_config(eos_token_id=5)
+MAX_LENGTH = 96
+TURN_TOKENS = 12
+ENV_IDS = [7, 8, 9]  # stands for a tool response between turns
+
+
+def test_choose_server_takes_the_most_free_tokens_that_fit():
+  servers = [View(free_tokens=100, in_flight=1, max_in_flight=4), View(300, 3, 4), View(200, 0, 4)]
+  assert rollout.choose_server(servers, 150) == 1
+  assert rollout.choose_server(servers, 250) == 1
+  assert rollout.choose_server(servers, 301) is None  # nothing fits: wait
+  servers[1] = View(300, 4, 4)  # at its in-flight cap
+  assert rollout.choose_server(servers, 150) == 2
+  servers[2] = View(200, 0, 4, healthy=False)
+  assert rollout.choose_server(servers, 150) is None
+  assert rollout.choose_server(servers, 50) == 0
+  # ties: fewer in flight, then the lower index
+  assert rollout.choose_server([View(100, 2, 4), View(100, 1, 4), View(100, 1, 4)], 10) == 1
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+  return weight_sync.write_version(CFG, models.init_params(CFG, jax.random.key(0)),
+                                   str(tmp_path_factory.mktemp("weights")), version=0)
+
+
+def _prompts(count):
+  return [tiny_models.random_ids((5 + i % 4,), seed=100 + i).tolist() for i in range(count)]
+
+
+def _turn(ids, rid, turn):
+  return rollout.GenerateRequest(f"{rid}/t{turn}", ids, rollout.SamplingParams(
+      max_new_tokens=TURN_TOKENS, temperature=0.0, ignore_eos=True))
+
+
+async def _rollout(engine, prompt, rid, turns=3):
+  """Turns of greedy generation with ENV_IDS between them, as the agent loop does."""
+  ids, results = list(prompt), []
+  async with (engine.caller() if hasattr(engine, "caller") else _nothing()):
+    for turn in range(turns):
+      result = await engine.generate(_turn(ids, rid, turn))
+      results.append(result)
+      ids += result.output_ids.tolist() + ENV_IDS
+  return ids, results
+
+
+class _nothing:
+  async def __aenter__(self):
+    return None
+
+  async def __aexit__(self, *exc_info):
+    return None
+
+
+def _in_process(checkpoint, prompts):
+  cfg, params = models.load_hf(checkpoint)
+  engine = rollout.AsyncJaxEngine(rollout.JaxEngine(cfg, params, num_slots=4, max_length=MAX_LENGTH,
+                                                    eos_token_ids=cfg.eos_token_ids))
+
+  async def main():
+    return await asyncio.gather(*(_rollout(engine, p, f"p{i}") for i, p in enumerate(prompts)))
+  return [ids for ids, _ in asyncio.run(main())]
+
+
+def test_rollouts_stay_on_their_server_spread_out_and_survive_a_killed_server(checkpoint):
+  prompts = _prompts(8)
+  expected = _in_process(checkpoint, prompts)
+  args = ["--num-slots", "2", "--max-length", str(MAX_LENGTH), "--prefill-chunk", "16"]
+  with local_servers.LocalServers(checkpoint, 2, args) as servers:
+    router = rollout.Router.from_urls(servers.urls, retries=1, poll_interval_s=0.05, health_interval_s=0.5)
+
+    async def calm():
+      async with router:
+        return await asyncio.gather(*(_rollout(router, p, f"p{i}") for i, p in enumerate(prompts)))
+
+    outcomes = asyncio.run(calm())
+    assert [ids for ids, _ in outcomes] == expected
+    assert all(n > 0 for n in router.rollouts_per_server) and sum(router.rollouts_per_server) == 8
+    # later turns went where the rollout's prefix was cached
+    assert all(r.cached_tokens > 0 for _, results in outcomes for r in results[1:])
+    assert router.moved_turns == 0
+
+    router = rollout.Router.from_urls(servers.urls, retries=1, poll_interval_s=0.05, health_interval_s=0.5)
+
+    async def with_a_crash():
+      async with router:
+        work = asyncio.gather(*(_rollout(router, p, f"p{i}") for i, p in enumerate(prompts)))
+        while not work.done() and (await router.engines[0].load()).running == 0:
+          await asyncio.sleep(0.005)
+        assert not work.done(), "the rollouts ended before the first server ran one"
+        servers.processes[0].popen.kill()  # the first server dies mid-rollout
+        return await work
+
+    outcomes = asyncio.run(with_a_crash())
+    assert [ids for ids, _ in outcomes] == expected  # none lost, each one whole
+    assert router.moved_turns >= 1
