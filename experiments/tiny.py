@@ -121,6 +121,11 @@ def get_config(arg=None):
                  max_grad_norm=1.0),
   )
 
+  # Where RL rollouts run (train/rollout_backend.py): "jax" in process (lockstep, bitwise repeatable),
+  # or "sglang": SGLang-compatible servers at urls, or local_servers N `rstar-serve` processes started
+  # here; the weights go to them after every update through weight_sync_dir ("": WORKDIR/weight_sync).
+  config.rollout = dict(backend="jax", urls=[], local_servers=0, api_key_file="", weight_sync_dir="")
+
   # Sandbox for every tool call: an in-process pool (needs root) or a running `rstar-sandbox serve`
   # at url (api_key_file: a file holding its API key, if it has one).
   config.sandbox = dict(url="", workers=2, api_key_file="")

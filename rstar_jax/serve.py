@@ -33,7 +33,9 @@ _MAX_LENGTH = flags.DEFINE_integer("max-length", 4096, "Context length: prompt p
 _NUM_DEVICES = flags.DEFINE_integer("num-devices", 1, "Devices the model is sharded over (tensor parallel).")
 _PREFILL_CHUNK = flags.DEFINE_integer("prefill-chunk", 256, "Prompt tokens written per slot and step.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Parameter and compute dtype.")
-_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed of requests without sampling_seed.")
+_SEED = flags.DEFINE_integer("seed", 0, "The engine's sampling seed (requests' sampling_seed fold into it).")
+_VOCAB_LIMIT = flags.DEFINE_integer("vocab-limit", 0, "Ids at or above it are never sampled (0: the tokenizer's "
+                                    "size if the checkpoint has one, else the whole vocabulary).")
 _WEIGHT_VERSION = flags.DEFINE_string("weight-version", "default", "Version reported with the first weights.")
 _MAX_QUEUED = flags.DEFINE_integer("max-queued-requests", 1024, "Waiting requests beyond which /generate answers 503.")
 _API_KEY = flags.DEFINE_string("api-key", None, "Required as `Authorization: Bearer KEY` (all routes but /health).")
@@ -58,6 +60,8 @@ def _is_loopback(host: str) -> bool:
 
 
 def _check_flags(api_key: str | None) -> None:
+  if _VOCAB_LIMIT.value < 0:
+    raise app.UsageError(f"--vocab-limit={_VOCAB_LIMIT.value} must be >= 0")
   for name, value in (("num-slots", _NUM_SLOTS.value), ("prefill-chunk", _PREFILL_CHUNK.value),
                       ("num-devices", _NUM_DEVICES.value), ("max-queued-requests", _MAX_QUEUED.value)):
     if value < 1:
@@ -74,7 +78,7 @@ def _check_flags(api_key: str | None) -> None:
 
 
 def build_server(checkpoint: str, *, num_slots: int, max_length: int, num_devices: int = 1,
-                 prefill_chunk: int = 256, dtype: str = "float32", seed: int = 0,
+                 prefill_chunk: int = 256, dtype: str = "float32", seed: int = 0, vocab_limit: int = 0,
                  weight_version: str = "default", api_key: str | None = None,
                  max_queued_requests: int = 1024) -> server_lib.GenerationServer:
   """The server for `checkpoint` (module docstring); call inside the event loop that will serve it."""
@@ -83,9 +87,9 @@ def build_server(checkpoint: str, *, num_slots: int, max_length: int, num_device
   tokenizer = (chat.HFTokenizer.from_dir(checkpoint)
                if os.path.isfile(os.path.join(checkpoint, "tokenizer.json")) else None)
   eos = cfg.eos_token_ids or ((tokenizer.eos_id,) if tokenizer is not None else ())
+  vocab_limit = vocab_limit or (tokenizer.vocab_size if tokenizer is not None else None)
   engine = rollout.JaxEngine(cfg, params, num_slots=num_slots, max_length=max_length, eos_token_ids=eos,
-                             prefill_chunk=prefill_chunk, seed=seed, mesh_rules=mesh_rules,
-                             vocab_limit=tokenizer.vocab_size if tokenizer is not None else None)
+                             prefill_chunk=prefill_chunk, seed=seed, mesh_rules=mesh_rules, vocab_limit=vocab_limit)
   return server_lib.GenerationServer(
       rollout.AsyncJaxEngine(engine), model_path=checkpoint, tokenizer=tokenizer,
       load_weights=server_lib.hf_weight_loader(cfg, mesh_rules), weight_version=weight_version,
@@ -102,7 +106,7 @@ def main(argv):
     try:
       server = build_server(_CHECKPOINT.value, num_slots=_NUM_SLOTS.value, max_length=_MAX_LENGTH.value,
                             num_devices=_NUM_DEVICES.value, prefill_chunk=_PREFILL_CHUNK.value, dtype=_DTYPE.value,
-                            seed=_SEED.value, weight_version=_WEIGHT_VERSION.value, api_key=api_key,
+                            seed=_SEED.value, vocab_limit=_VOCAB_LIMIT.value, weight_version=_WEIGHT_VERSION.value, api_key=api_key,
                             max_queued_requests=_MAX_QUEUED.value)
     except ValueError as e:
       sys.exit(f"rstar-serve: {e}")

@@ -219,3 +219,28 @@ def test_the_eval_command_evaluates_a_saved_policy(smoke_run, tmp_path):
   assert [len(row["rewards"]) for row in rows] == [2, 2, 2]
   bad = subprocess.run(command[:-2] + ["--max-turns", "0"], cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert bad.returncode != 0 and "--max-turns=0 must be a positive integer" in bad.stderr
+
+
+def test_rollouts_through_two_local_servers_give_the_in_process_metrics(smoke_run, tmp_path):
+  """config.rollout.backend='sglang' with 2 `rstar-serve` processes started per stage (weights synced
+  after every update): the same rollouts as the in-process engine, so the same metrics up to the
+  float rounding of another batch composition and device count; every sample carries the version of
+  the policy of its step."""
+  reference, _ = smoke_run
+  config = _smoke_config()
+  config.rollout.update(backend="sglang", local_servers=2)
+  run_lib.run(config, str(tmp_path), origin=ORIGIN)
+  want = [r for r in metrics_lib.read_metrics(str(reference)) if "rl/step" in r]
+  got = [r for r in metrics_lib.read_metrics(str(tmp_path)) if "rl/step" in r]
+  assert len(got) == len(want) == 4
+  for row_got, row_want in zip(_comparable(got), _comparable(want)):
+    assert set(row_got) == set(row_want)
+    assert row_got["rollout/off_version_samples"] == 0
+    for key, value in row_want.items():
+      if isinstance(value, str):
+        assert row_got[key] == value, key
+      else:
+        np.testing.assert_allclose(row_got[key], value, rtol=1e-4, atol=1e-6, err_msg=key)
+  assert sorted(os.listdir(tmp_path / "weight_sync")) == ["v000003", "v000004"]  # the newest two
+  assert not [p for p in os.popen("ps -eo args").read().splitlines() if "rstar_jax.serve" in p
+              and str(tmp_path) in p], "a server outlived the run"

@@ -106,6 +106,10 @@ class Router:
     return self
 
   async def __aexit__(self, *exc_info) -> None:
+    await self.close()
+
+  async def close(self) -> None:
+    """Closes the HTTP sessions (the servers keep running)."""
     for server in self._servers:
       await server.engine.close()
 

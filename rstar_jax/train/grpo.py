@@ -59,6 +59,7 @@ from rstar_jax.train import harness as harness_lib
 from rstar_jax.train import optim
 from rstar_jax.train import progress
 from rstar_jax.train import rl as rl_update
+from rstar_jax.train import rollout_backend
 
 StageEnd = Callable[[data.Stage, optim.TrainState], None]
 
@@ -101,6 +102,7 @@ class GrpoTrainer:
     self.optimizer = optim.make_optimizer(config.rl.optim)
     self._decontam = data.decontam_index(config.data)
     self._updater: rl_update.RLUpdater | None = None
+    self.backend = rollout_backend.make_backend(config, workdir, cfg, mesh_rules, runtime, tokenizer.vocab_size)
 
   # ------------------------------------------------------------------ state
   def initial_state(self, params) -> optim.TrainState:
@@ -118,12 +120,6 @@ class GrpoTrainer:
     return self._updater
 
   # ------------------------------------------------------------------ data
-  def _engine(self, params, max_prompt: int, stage: data.Stage) -> rollout.JaxEngine:
-    return rollout.JaxEngine(self.cfg, params, num_slots=self.config.rl.num_slots,
-                             max_length=max_prompt + stage.max_response_tokens,
-                             eos_token_ids=self.cfg.eos_token_ids, seed=self.config.seed,
-                             vocab_limit=self.tokenizer.vocab_size, mesh_rules=self.mesh_rules)
-
   def _stage_problems(self, stage: data.Stage, state: optim.TrainState) -> list[data.Problem]:
     specs = [spec.replace("{workdir}", self.workdir) for spec in stage.train_files]
     problems, _ = data.train_problems(self.config.data, specs, f"{stage.field}.train_files",
@@ -135,8 +131,9 @@ class GrpoTrainer:
       logging.info("stage %s: hard filter, %d problems x %d rollouts of the current policy", stage.name,
                    len(problems), stage.hard_filter_samples)
       max_prompt = self._max_prompt_tokens(problems)
+      in_process = rollout_backend.InProcessBackend(self.config, self.cfg, self.mesh_rules, self.tokenizer.vocab_size)
       rollout_fn = rollout.policy_rollout_fn(
-          self._engine(state.params, max_prompt, stage), self.tokenizer,
+          in_process.build_engine(state.params, max_prompt + stage.max_response_tokens), self.tokenizer,
           agent_config(self.config, self.chat_format, stage.max_response_tokens, stage.max_turns),
           self.scorer, self.runtime, seed=self.config.seed + 1000 * (stage.index + 1))
       data.filter_hard_problems(problems, rollout_fn, stage.hard_filter_samples, out,
@@ -178,34 +175,41 @@ class GrpoTrainer:
                                   seed=self.config.data.seed + stage.index, prompt_format=self.chat_format)
     if meta is not None and meta.get("data_state") is not None:
       stream.set_state(meta["data_state"])
-    engine = self._engine(state.params, self._max_prompt_tokens(problems), stage)
+    max_length = self._max_prompt_tokens(problems) + stage.max_response_tokens
     agent = agent_config(self.config, self.chat_format, stage.max_response_tokens, stage.max_turns)
     updater = self._updater_for(state)
-    every = self.config.checkpoint.rl_every_steps
     logging.info("stage %s (%d/%d): RL steps %d-%d, %d problems, %d-token budget, %d turns", stage.name,
                  stage.index + 1, len(self.curriculum.stages), stage.first_step + 1, stage.end_step,
                  len(problems), stage.max_response_tokens, stage.max_turns)
     self.harness.start_phase(self.step_offset + rl_step + 1)
-    for k in range(rl_step, stage.end_step):
-      if k == stage.first_step and stage.reset_optimizer and k > 0:
-        logging.info("stage %s: optimizer state reset before RL step %d (warm-up restarts)", stage.name, k + 1)
-        state = self._reset_optimizer(state)
-      state, row = self._step(k, stage, stream, engine, agent, updater, state)
-      global_step = self.step_offset + k + 1
-      done = k + 1 == stage.end_step
-      self.harness.finish_step(global_step, state, row, self._meta(stage, k + 1, stream),
-                               save=done or (k + 1) % every == 0)
-      logging.info(
-          "rl step %d/%d (%s) reward %.3f kept %d tool calls %.2f errors %.3f (positive %.3f) length %.0f "
-          "loss %.4f (rollout %.1fs, update %.1fs, ETA %s)", k + 1, self.curriculum.total_steps, stage.name,
-          row["reward/mean"], int(row["down_sampling/after_sampling_trace_num"]), row["rollout/tool_calls_mean"],
-          row["rollout/tool_error_ratio"], row["rollout/positive_tool_error_ratio"],
-          row["rollout/response_tokens_mean"], row.get("loss/policy", 0.0), row["time/rollout_s"],
-          row["time/update_s"], self.harness.eta(global_step, self.step_offset + self.curriculum.total_steps))
+    with self.backend.stage(state.params, max_length, version=rl_step):
+      for k in range(rl_step, stage.end_step):
+        state = self._run_step(k, stage, stream, agent, updater, state)
     return state
 
-  def _step(self, k: int, stage: data.Stage, stream, engine: rollout.JaxEngine, agent: rollout.AgentConfig,
-            updater: rl_update.RLUpdater, state: optim.TrainState) -> tuple[optim.TrainState, dict]:
+  def _run_step(self, k: int, stage: data.Stage, stream, agent: rollout.AgentConfig, updater: rl_update.RLUpdater,
+                state: optim.TrainState) -> optim.TrainState:
+    """One RL step, its metrics row, checkpoint and log line."""
+    if k == stage.first_step and stage.reset_optimizer and k > 0:
+      logging.info("stage %s: optimizer state reset before RL step %d (warm-up restarts)", stage.name, k + 1)
+      state = self._reset_optimizer(state)
+    state, row = self._step(k, stage, stream, agent, updater, state)
+    global_step = self.step_offset + k + 1
+    done = k + 1 == stage.end_step
+    every = self.config.checkpoint.rl_every_steps
+    self.harness.finish_step(global_step, state, row, self._meta(stage, k + 1, stream),
+                             save=done or (k + 1) % every == 0)
+    logging.info(
+        "rl step %d/%d (%s) reward %.3f kept %d tool calls %.2f errors %.3f (positive %.3f) length %.0f "
+        "loss %.4f (rollout %.1fs, update %.1fs, ETA %s)", k + 1, self.curriculum.total_steps, stage.name,
+        row["reward/mean"], int(row["down_sampling/after_sampling_trace_num"]), row["rollout/tool_calls_mean"],
+        row["rollout/tool_error_ratio"], row["rollout/positive_tool_error_ratio"],
+        row["rollout/response_tokens_mean"], row.get("loss/policy", 0.0), row["time/rollout_s"],
+        row["time/update_s"], self.harness.eta(global_step, self.step_offset + self.curriculum.total_steps))
+    return state
+
+  def _step(self, k: int, stage: data.Stage, stream, agent: rollout.AgentConfig, updater: rl_update.RLUpdater,
+            state: optim.TrainState) -> tuple[optim.TrainState, dict]:
     rl = self.config.rl
     start = time.monotonic()
     batch = next(stream)
@@ -214,7 +218,7 @@ class GrpoTrainer:
     keys = [f"{k}/{i}/{pid}" for i, pid in enumerate(batch.ids)]
     bar = progress.Progress(f"rl step {k + 1}: rollouts", len(problems) * rl.num_rollouts)
     out = self.runtime.run(rollout.rollout_problems(
-        rollout.AsyncJaxEngine(engine, lockstep=True), self.runtime.tools, self.tokenizer, problems,
+        self.backend.engine(), self.runtime.tools, self.tokenizer, problems,
         rl.num_rollouts, agent, self.config.seed, keys=keys, scorer=self.scorer, on_done=bar.update))
     rollout_s = time.monotonic() - start
     check_sandbox_errors([s for g in out.groups for r in g for s in r.record.tool_statuses],
@@ -224,9 +228,9 @@ class GrpoTrainer:
         [[r.record for r in g] for g in out.groups], [[r.sampler_logprobs for r in g] for g in out.groups])
     began = time.monotonic()
     state, update_metrics = updater.update(state, groups, seed=(self.config.seed, k))
-    engine.set_params(state.params)
     jax.block_until_ready(state.params)
     update_s = time.monotonic() - began
+    sync_s = self.backend.sync(state.params, version=k + 1)
     flat = [r for g in out.groups for r in g]
     response_tokens = sum(r.trajectory.num_model_tokens for r in flat)
     row = {"stage": stage.name, "rl/step": float(k + 1), "rl/stage_index": float(stage.index),
@@ -234,6 +238,9 @@ class GrpoTrainer:
            "sandbox/error_calls": float(sum(s == "sandbox_error" for r in flat for s in r.record.tool_statuses)),
            "data/epoch": stream.epoch, "time/rollout_s": rollout_s, "time/score_s": out.timing.score_s,
            "time/score_hidden_fraction": out.timing.score_hidden_fraction, "time/update_s": update_s,
+           "time/weight_sync_s": sync_s,
+           "rollout/off_version_samples": float(sum(bool(r.weight_versions) and r.weight_versions != (str(k),)
+                                                    for r in flat)),
            "time/step_s": time.monotonic() - start,
            "throughput/response_tokens_per_s": response_tokens / max(out.timing.generate_s, 1e-9)}
     return state, row

@@ -19,6 +19,7 @@ from rstar_jax import models
 from rstar_jax import rewards
 from rstar_jax import rl
 from rstar_jax.sandbox import isolation
+from rstar_jax.train import rollout_backend
 from rstar_jax.train.config_lib import ConfigError, require, where
 
 JOBS = ("sft", "rl", "sft_rl")
@@ -56,6 +57,7 @@ def validate(config: ml_collections.ConfigDict, origin: str = "") -> None:
     _validate_sft(config, origin)
   if config.job in ("rl", "sft_rl"):
     _validate_rl(config, origin)
+    _validate_rollout(config, origin)
   _validate_eval(config, origin)
   if config.job == "rl":
     require(config, "model.hf_path", bool, "is empty, but config.job='rl' trains a given policy: set it to a "
@@ -71,6 +73,21 @@ def validate(config: ml_collections.ConfigDict, origin: str = "") -> None:
     require(config, "sandbox.api_key_file", lambda v: not v or os.path.isfile(v),
             "is not a file (the sandbox service's API key, sent as 'Authorization: Bearer KEY')", origin)
   _typed(lambda: rewards.RewardConfig.from_config(config), "reward", origin)
+
+
+def _validate_rollout(config: ml_collections.ConfigDict, origin: str) -> None:
+  """config.rollout: the backend and, for servers, where they are."""
+  require(config, "rollout.backend", lambda v: v in rollout_backend.BACKENDS,
+          f"must be one of {rollout_backend.BACKENDS}", origin)
+  require(config, "rollout.local_servers", lambda v: isinstance(v, int) and v >= 0, "must be an int >= 0", origin)
+  require(config, "rollout.urls", lambda v: all(isinstance(u, str) and u.startswith(("http://", "https://"))
+                                                for u in v), "must be a list of http(s):// URLs", origin)
+  if config.rollout.backend == "sglang":
+    require(config, "rollout.urls", lambda v: bool(v) != bool(config.rollout.local_servers),
+            f"and config.rollout.local_servers={config.rollout.local_servers}: the sglang backend needs exactly one "
+            "of them (servers to use, or a number to start here)", origin)
+  require(config, "rollout.api_key_file", lambda v: not v or os.path.isfile(v),
+          "is not a file (the rollout servers' API key)", origin)
 
 
 def _validate_model(config, origin: str) -> None:
