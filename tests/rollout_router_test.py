@@ -6,7 +6,6 @@ engine, and survive a server killed mid-rollout.
 import asyncio
 
 import jax
-import numpy as np
 import pytest
 
 from rstar_jax import models
