@@ -244,3 +244,30 @@ def test_rollouts_through_two_local_servers_give_the_in_process_metrics(smoke_ru
   assert sorted(os.listdir(tmp_path / "weight_sync")) == ["v000003", "v000004"]  # the newest two
   assert not [p for p in os.popen("ps -eo args").read().splitlines() if "rstar_jax.serve" in p
               and str(tmp_path) in p], "a server outlived the run"
+
+
+def test_bounded_staleness_generates_the_next_step_during_the_update(tmp_path):
+  """rl.max_staleness=1 on 2 local servers: every step trains, the rollouts of all but each stage's
+  first step come from the policy one update older, none staler than the bound."""
+  config = _smoke_config()
+  config.rollout.update(backend="sglang", local_servers=2)
+  config.rl.update(max_staleness=1, use_sampler_logprobs=True)
+  config.eval.num_problems = 0
+  run_lib.run(config, str(tmp_path), origin=ORIGIN)
+  rows = [r for r in metrics_lib.read_metrics(str(tmp_path)) if "rl/step" in r]
+  assert [r["rl/step"] for r in rows] == [1, 2, 3, 4]
+  assert all(r["rollout/stale_groups_dropped"] == 0 for r in rows)
+  staleness = [r["rollout/staleness_mean"] for r in rows]  # stage1 has 2 steps, then 1 and 1
+  assert staleness[0] == staleness[2] == staleness[3] == 0 and 0 < staleness[1] <= 1
+  assert all(0 <= r["time/rollout_wait_s"] <= r["time/rollout_s"] + 1e-6 for r in rows)
+  assert all(np.isfinite(r["loss/policy"]) for r in rows if r["update/skipped"] == 0)
+
+
+def test_staleness_without_servers_or_sampler_logprobs_is_refused():
+  config = _smoke_config()
+  config.rl.max_staleness = 1
+  with pytest.raises(validate.ConfigError, match="config.rl.max_staleness=1 .*needs rollout servers"):
+    validate.validate(config, ORIGIN)
+  config.rollout.update(backend="sglang", local_servers=2)
+  with pytest.raises(validate.ConfigError, match="config.rl.use_sampler_logprobs=False must be True"):
+    validate.validate(config, ORIGIN)

@@ -6,7 +6,8 @@
     await engine.update_weights_from_disk("runs/x/sync/step_00003", "3")
 
 A request goes out as SGLang's portable form (SGLANG_API.md §7): `input_ids`, `n` 1, the rid,
-`return_logprob`, `stop_token_ids`, `sampling_seed`, a `max_new_tokens` already clamped by the
+`return_logprob`, `stop_token_ids`, `sampling_seed` (SGLang >= 0.5 only uses it with
+`--enable-deterministic-inference`; 0.4.x refuses it: `send_seed=False`), a `max_new_tokens` already clamped by the
 caller; ids are read from `output_ids`, else from `output_token_logprobs[*][1]` (SGLang 0.4.9).
 Connection failures, 502/503/504 and timeouts are retried `retries` times with doubling backoff,
 then raise `ServerUnavailable`; any other non-200 answer raises `ServerError` with the server's
@@ -65,14 +66,15 @@ def _error_message(body: Any, text: str) -> str:
   return text.strip()[:500]
 
 
-def request_body(request: jax_engine.GenerateRequest) -> dict:
-  """The `/generate` body of one request (portable across SGLang versions)."""
+def request_body(request: jax_engine.GenerateRequest, send_seed: bool = True) -> dict:
+  """The `/generate` body of one request (portable across SGLang versions; SGLang 0.4.x answers
+  500 to `sampling_seed`, so `send_seed=False` leaves it out)."""
   s = request.sampling
   params = {"max_new_tokens": s.max_new_tokens, "temperature": s.temperature, "top_p": s.top_p,
             "top_k": s.top_k, "min_p": s.min_p, "ignore_eos": s.ignore_eos}
   if s.stop_token_ids:
     params["stop_token_ids"] = list(s.stop_token_ids)
-  if s.sampling_seed is not None:
+  if s.sampling_seed is not None and send_seed:
     params["sampling_seed"] = s.sampling_seed
   return {"input_ids": [int(t) for t in request.input_ids], "sampling_params": params, "rid": request.rid,
           "return_logprob": True}
@@ -97,8 +99,10 @@ def parse_answer(answer: dict, prompt_tokens: int) -> jax_engine.GenerateResult:
 
 
 def join_parts(parts: list[jax_engine.GenerateResult], rid: str, prompt_tokens: int) -> jax_engine.GenerateResult:
-  """One result from the parts of a turn resubmitted after aborts (the last part's finish)."""
-  versions = dict.fromkeys(v for part in parts for v in part.weight_versions)
+  """One result from the parts of a turn resubmitted after aborts (the last part's finish); the
+  versions of the parts that produced tokens (an abort before any token produced nothing)."""
+  versions = dict.fromkeys(v for part in parts if part.completion_tokens or part is parts[-1]
+                           for v in part.weight_versions)
   return jax_engine.GenerateResult(
       rid, np.concatenate([p.output_ids for p in parts]), np.concatenate([p.output_logprobs for p in parts]),
       parts[-1].finish_reason, prompt_tokens, parts[0].cached_tokens, tuple(versions))
@@ -108,8 +112,9 @@ class SGLangEngine:
   """`await generate(request)` against one SGLang-compatible server (module docstring)."""
 
   def __init__(self, url: str, *, api_key: str | None = None, timeout_s: float = 3600.0, retries: int = 5,
-               backoff_s: float = 0.5, max_resubmits: int = 100):
+               backoff_s: float = 0.5, max_resubmits: int = 100, send_seed: bool = True):
     self.url = url.rstrip("/")
+    self._send_seed = send_seed
     self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     self._timeout = aiohttp.ClientTimeout(total=timeout_s)
     self._retries, self._backoff_s, self._max_resubmits = retries, backoff_s, max_resubmits
@@ -164,7 +169,7 @@ class SGLangEngine:
       sampling = dataclasses.replace(request.sampling, max_new_tokens=None if budget is None else budget - done)
       part_rid = request.rid if resubmit == 0 else f"{request.rid}#r{resubmit}"
       answer = await self.call("POST", "/generate", request_body(
-          jax_engine.GenerateRequest(part_rid, ids, sampling)))
+          jax_engine.GenerateRequest(part_rid, ids, sampling), self._send_seed))
       parts.append(parse_answer(answer, ids.size))
       if parts[-1].finish_reason.get("type") != "abort":
         return join_parts(parts, request.rid, prompt.size)

@@ -18,6 +18,7 @@ Weight versions: version v is the policy after v RL updates; the servers load
 weight_sync_dir/v{v:06d} (`rollout.weight_sync`) and tag every sample with "v", so a rollout's
 `weight_versions` name the policy that produced it.
 """
+import asyncio
 import contextlib
 import os
 import time
@@ -106,9 +107,14 @@ class ServerBackend:
 
   def sync(self, params, version: int) -> float:
     """Writes version `version` and loads it on every server; the seconds both took."""
+    return self._runtime.run(self.sync_async(params, version))
+
+  async def sync_async(self, params, version: int, abort_all_requests: bool = False) -> float:
+    """`sync` from inside the runtime's loop; `abort_all_requests`: the servers abort the turns in
+    flight (the client resubmits them, to continue on the new weights) instead of draining them."""
     start = time.monotonic()
-    path = weight_sync.write_version(self._cfg, params, self._sync_dir, version)
-    self._runtime.run(weight_sync.sync_servers(self._router.engines, path, str(version)))
+    path = await asyncio.to_thread(weight_sync.write_version, self._cfg, params, self._sync_dir, version)
+    await weight_sync.sync_servers(self._router.engines, path, str(version), abort_all_requests)
     return time.monotonic() - start
 
 

@@ -88,6 +88,13 @@ def _validate_rollout(config: ml_collections.ConfigDict, origin: str) -> None:
             "of them (servers to use, or a number to start here)", origin)
   require(config, "rollout.api_key_file", lambda v: not v or os.path.isfile(v),
           "is not a file (the rollout servers' API key)", origin)
+  require(config, "rl.max_staleness", lambda v: isinstance(v, int) and v >= 0, "must be an int >= 0", origin)
+  if config.rl.max_staleness:
+    require(config, "rl.max_staleness", lambda v: config.rollout.backend == "sglang",
+            "> 0 generates the next steps' rollouts during the update, which needs rollout servers: set "
+            "config.rollout.backend='sglang' (the in-process engine shares the trainer's devices)", origin)
+    require(config, "rl.use_sampler_logprobs", bool, "must be True with config.rl.max_staleness > 0: the old "
+            "policy of a stale rollout is the one that sampled it (PAPER.md §11)", origin)
 
 
 def _validate_model(config, origin: str) -> None:

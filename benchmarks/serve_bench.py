@@ -1,0 +1,150 @@
+"""Rollouts across processes, measured live on local `rstar-serve` processes (CPU):
+
+  python benchmarks/serve_bench.py                 # weight sync (tiny and ~0.5B) + router vs round-robin
+  python benchmarks/serve_bench.py --quick         # small sizes, for a smoke run
+
+1. Weight sync (`rollout.weight_sync`): the trainer writes version v as safetensors
+   (`write_version`), then the server loads it (`/update_weights_from_disk`: read, shard, swap,
+   prefix cache dropped). Printed per model: write s, load-on-server s, total, and GB written.
+   Models: the tiny default's policy shape and a random model of Qwen2.5-0.5B's shape (fp32).
+2. Router, live: R multi-turn rollouts over 2 servers (`--slots` each), turn lengths long-tailed
+   (log-normal, seeded; `ignore_eos`), a tool call between turns (log-normal sleep, median
+   `--tool_ms`). `rollout.Router` (placement by free KV tokens, sticky) against round-robin
+   (rollout i on server i mod 2, sticky, all dispatched at once): wall time and generated tokens/s,
+   both on the same servers in the same run, interleaved over `--repeats`.
+"""
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+
+import jax
+import numpy as np
+
+from rstar_jax import models
+from rstar_jax import rollout
+from rstar_jax.rollout import local_servers
+from rstar_jax.rollout import weight_sync
+
+
+def tiny_default_config() -> models.ModelConfig:
+  """experiments/tiny.py's policy shape (BPE vocabulary of 1024)."""
+  return models.qwen("qwen3", vocab_size=1024, hidden_size=256, intermediate_size=768, num_layers=4,
+                     num_heads=8, num_kv_heads=4, head_dim=32, eos_token_id=1)
+
+
+def qwen_half_b_config() -> models.ModelConfig:
+  """Qwen2.5-0.5B's shape: 24 layers, E 896, F 4864, 14 heads, 2 kv heads, tied 151936 vocabulary."""
+  return models.qwen("qwen2", vocab_size=151936, hidden_size=896, intermediate_size=4864, num_layers=24,
+                     num_heads=14, num_kv_heads=2, head_dim=64, tie_word_embeddings=True, eos_token_id=1)
+
+
+def measure_sync(cfg: models.ModelConfig, root: str) -> dict:
+  params = models.init_params(cfg, jax.random.key(0))
+  first = weight_sync.write_version(cfg, params, root, version=0)
+  with local_servers.LocalServers(first, 1, ["--num-slots", "2", "--max-length", "64"]) as servers:
+    engine = rollout.SGLangEngine(servers.urls[0])
+    started = time.monotonic()
+    path = weight_sync.write_version(cfg, params, root, version=1)
+    written = time.monotonic()
+    asyncio.run(_sync_and_close(engine, path))
+    loaded = time.monotonic()
+  size = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))
+  return {"write_s": written - started, "load_s": loaded - written, "total_s": loaded - started, "gb": size / 1e9}
+
+
+async def _sync_and_close(engine, path):
+  async with engine:
+    await weight_sync.sync_servers([engine], path, "1")
+    assert await engine.weight_version() == "1"
+
+
+def workload(args, seed: int):
+  rng = np.random.default_rng(seed)
+  rollouts = []
+  for _ in range(args.rollouts):
+    turns = int(rng.integers(1, args.max_turns + 1))
+    lengths = np.minimum(rng.lognormal(np.log(args.median_turn), 0.8, size=turns).astype(int) + 1, args.max_turn)
+    tools = rng.lognormal(np.log(args.tool_ms / 1000), 1.0, size=turns)
+    rollouts.append((rng.integers(0, 1000, size=args.prompt).tolist(), lengths.tolist(), tools.tolist()))
+  return rollouts
+
+
+async def one_rollout(generate, prompt, lengths, tools, rid):
+  ids = list(prompt)
+  for turn, (n, pause) in enumerate(zip(lengths, tools)):
+    result = await generate(rollout.GenerateRequest(f"{rid}/t{turn}", ids, rollout.SamplingParams(
+        max_new_tokens=int(n), temperature=1.0, ignore_eos=True, sampling_seed=turn)))
+    ids += result.output_ids.tolist() + [7, 8, 9]
+    if turn + 1 < len(lengths):
+      await asyncio.sleep(pause)
+  return sum(lengths)
+
+
+async def run_router(urls, rollouts) -> tuple[float, int]:
+  router = rollout.Router.from_urls(urls, poll_interval_s=0.05)
+  async with router:
+    async def one(i, r):
+      async with router.caller():
+        return await one_rollout(router.generate, *r, f"k{i}")
+    start = time.monotonic()
+    tokens = sum(await asyncio.gather(*(one(i, r) for i, r in enumerate(rollouts))))
+    return time.monotonic() - start, tokens
+
+
+async def run_round_robin(urls, rollouts) -> tuple[float, int]:
+  engines = [rollout.SGLangEngine(url) for url in urls]
+  try:
+    start = time.monotonic()
+    tokens = sum(await asyncio.gather(*(one_rollout(engines[i % len(engines)].generate, *r, f"r{i}")
+                                        for i, r in enumerate(rollouts))))
+    return time.monotonic() - start, tokens
+  finally:
+    for engine in engines:
+      await engine.close()
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--quick", action="store_true")
+  parser.add_argument("--rollouts", type=int, default=48)
+  parser.add_argument("--slots", type=int, default=8)
+  parser.add_argument("--prompt", type=int, default=64)
+  parser.add_argument("--median_turn", type=int, default=24)
+  parser.add_argument("--max_turn", type=int, default=160)
+  parser.add_argument("--max_turns", type=int, default=4)
+  parser.add_argument("--tool_ms", type=float, default=50.0)
+  parser.add_argument("--repeats", type=int, default=2)
+  args = parser.parse_args()
+  if args.quick:
+    args.rollouts, args.slots, args.max_turn, args.repeats = 8, 2, 24, 1
+  configs = [("tiny default", tiny_default_config())] + ([] if args.quick else [("Qwen2.5-0.5B shape", qwen_half_b_config())])
+  print("weight sync (write safetensors, then /update_weights_from_disk on one rstar-serve)")
+  print(f"{'model':<22}{'GB':>7}{'write s':>10}{'load s':>10}{'total s':>10}")
+  for name, cfg in configs:
+    with tempfile.TemporaryDirectory() as root:
+      m = measure_sync(cfg, root)
+    print(f"{name:<22}{m['gb']:>7.3f}{m['write_s']:>10.2f}{m['load_s']:>10.2f}{m['total_s']:>10.2f}")
+
+  cfg = tiny_default_config()
+  max_length = args.prompt + args.max_turns * (args.max_turn + 3) + 1
+  with tempfile.TemporaryDirectory() as root:
+    path = weight_sync.write_version(cfg, models.init_params(cfg, jax.random.key(0)), root, version=0)
+    server_args = ["--num-slots", str(args.slots), "--max-length", str(max_length)]
+    with local_servers.LocalServers(path, 2, server_args) as servers:
+      times = {"router": [], "round_robin": []}
+      for repeat in range(args.repeats + 1):  # the first round compiles; not counted
+        rollouts = workload(args, seed=repeat)
+        for name, run in (("router", run_router), ("round_robin", run_round_robin)):
+          seconds, tokens = asyncio.run(run(servers.urls, rollouts))
+          if repeat:
+            times[name].append(seconds / tokens)
+  ours, theirs = (1 / statistics.median(times[n]) for n in ("router", "round_robin"))
+  print(f"\nrouter, live: {args.rollouts} rollouts, 2 servers x {args.slots} slots, median of {args.repeats}")
+  print(f"{'metric':<36}{'ours':>10}{'peer':>10}")
+  print(f"tokens/s Router vs round_robin   {ours:.4g}   {theirs:.4g}   {ours / theirs:.2f}x")
+
+
+if __name__ == "__main__":
+  main()
