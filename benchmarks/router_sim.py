@@ -4,6 +4,7 @@ least-in-flight dispatch, in a seeded discrete-event simulation of one RL step's
 
   python benchmarks/router_sim.py                       # the paper's scale per server (seconds)
   python benchmarks/router_sim.py --servers 4 --rollouts 512 --budget 12288
+  python benchmarks/router_sim.py --kv_tokens 400000              # KV the binding limit
 
 Workload (PAPER.md §5, §7): R rollouts of a `--prompt`-token prompt; each has a response budget
 (`--budget`) and turns whose generated lengths are long-tailed (a rollout's total drawn
@@ -239,7 +240,10 @@ def main():
   parser.add_argument("--per_kv_token_s", type=float, default=5.1e-8)
   parser.add_argument("--prefill_s_per_token", type=float, default=4.3e-5)
   parser.add_argument("--seeds", type=int, default=3)
+  parser.add_argument("--quick", action="store_true", help="2 servers, 64 rollouts, 1 seed (a smoke run)")
   args = parser.parse_args()
+  if args.quick:
+    args.servers, args.rollouts, args.seeds, args.kv_tokens = 2, 64, 1, 200_000
   policies = ("round_robin", "least_in_flight", "kv_budget", "kv_mean")
   results = {p: [] for p in policies}
   for seed in range(args.seeds):
@@ -256,7 +260,7 @@ def main():
   print()
   for policy, peer in itertools.product(policies[2:], policies[:2]):
     ours, theirs = mean[policy]["tokens_per_s"], mean[peer]["tokens_per_s"]
-    print(f"tokens/s {policy} vs {peer}   {ours:.4g}   {theirs:.4g}   {ours / theirs:.2f}x")
+    print(f"tokens/s {policy} vs {peer}   {ours:.1f}   {theirs:.1f}   {ours / theirs:.2f}x")
 
 
 if __name__ == "__main__":

@@ -116,10 +116,12 @@ def main():
   parser.add_argument("--max_turns", type=int, default=4)
   parser.add_argument("--tool_ms", type=float, default=50.0)
   parser.add_argument("--repeats", type=int, default=2)
+  parser.add_argument("--router_only", action="store_true", help="skip the weight-sync table")
   args = parser.parse_args()
   if args.quick:
     args.rollouts, args.slots, args.max_turn, args.repeats = 8, 2, 24, 1
-  configs = [("tiny default", tiny_default_config())] + ([] if args.quick else [("Qwen2.5-0.5B shape", qwen_half_b_config())])
+  configs = [] if args.router_only else [("tiny default", tiny_default_config())] + (
+      [] if args.quick else [("Qwen2.5-0.5B shape", qwen_half_b_config())])
   print("weight sync (write safetensors, then /update_weights_from_disk on one rstar-serve)")
   print(f"{'model':<22}{'GB':>7}{'write s':>10}{'load s':>10}{'total s':>10}")
   for name, cfg in configs:
@@ -143,7 +145,7 @@ def main():
   ours, theirs = (1 / statistics.median(times[n]) for n in ("router", "round_robin"))
   print(f"\nrouter, live: {args.rollouts} rollouts, 2 servers x {args.slots} slots, median of {args.repeats}")
   print(f"{'metric':<36}{'ours':>10}{'peer':>10}")
-  print(f"tokens/s Router vs round_robin   {ours:.4g}   {theirs:.4g}   {ours / theirs:.2f}x")
+  print(f"tokens/s Router vs round_robin   {ours:.1f}   {theirs:.1f}   {ours / theirs:.2f}x")
 
 
 if __name__ == "__main__":

@@ -91,6 +91,26 @@ def test_engine_bench_quick_checks_outputs_and_prints_the_ratio():
                                  "groups: shared prefixes tok/s": True})
 
 
+def test_router_sim_quick_prints_every_policy_and_ratio_rows():
+  stdout = _run_quick("router_sim.py")
+  for policy in ("round_robin", "least_in_flight", "kv_budget", "kv_mean"):
+    assert re.search(rf"^{policy}\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+$", stdout, re.M), stdout
+  # reserving the whole budget, our placement never overflows the KV cache
+  assert re.search(r"^kv_budget\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+0\.0$", stdout, re.M), stdout
+  _check_ratios(_table(stdout), {f"tokens/s {ours} vs {peer}": True for ours in ("kv_budget", "kv_mean")
+                                 for peer in ("round_robin", "least_in_flight")})
+
+
+def test_serve_bench_quick_syncs_weights_and_compares_the_router():
+  stdout = _run_quick("serve_bench.py")
+  sync = re.search(r"^tiny default\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", stdout, re.M)
+  assert sync, stdout
+  gb, write_s, load_s, total_s = map(float, sync.groups())
+  assert gb == pytest.approx(0.015, abs=0.001)  # 3.7M fp32 parameters
+  assert total_s == pytest.approx(write_s + load_s, abs=0.02)
+  _check_ratios(_table(stdout), {"tokens/s Router vs round_robin": True})
+
+
 def test_flops_per_token_matches_hand_count(bench):
   cfg = bench["bench_util"].quick_config()  # L=2 E=64 F=128 H=4 K=2 D=16 V=256
   # N_mm = 2 * (64*64 + 2*64*32 + 64*64 + 3*64*128) + 64*256 = 2 * 36864 + 16384 = 90112

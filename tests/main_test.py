@@ -271,3 +271,12 @@ def test_staleness_without_servers_or_sampler_logprobs_is_refused():
   config.rollout.update(backend="sglang", local_servers=2)
   with pytest.raises(validate.ConfigError, match="config.rl.use_sampler_logprobs=False must be True"):
     validate.validate(config, ORIGIN)
+
+
+def test_an_sft_job_without_evaluation_needs_no_sandbox(tmp_path):
+  config = _smoke_config()
+  config.update(job="sft")
+  config.eval.num_problems = 0
+  summary = run_lib.run(config, str(tmp_path), origin=ORIGIN)
+  assert summary["sft"]["steps"] == config.sft.steps and summary["evals"] == {}
+  assert (tmp_path / "policy" / "config.json").exists()

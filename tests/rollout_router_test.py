@@ -85,6 +85,12 @@ def test_rollouts_stay_on_their_server_spread_out_and_survive_a_killed_server(ch
   args = ["--num-slots", "2", "--max-length", str(MAX_LENGTH), "--prefill-chunk", "16"]
   with local_servers.LocalServers(checkpoint, 2, args) as servers:
     router = rollout.Router.from_urls(servers.urls, retries=1, poll_interval_s=0.05, health_interval_s=0.5)
+    served = []  # (server URL, rid) of every turn, observed around each server's client
+    for engine in router.engines:
+      def observed(request, engine=engine, generate=engine.generate):
+        served.append((engine.url, request.rid))
+        return generate(request)
+      engine.generate = observed
 
     async def calm():
       async with router:
@@ -93,8 +99,11 @@ def test_rollouts_stay_on_their_server_spread_out_and_survive_a_killed_server(ch
     outcomes = asyncio.run(calm())
     assert [ids for ids, _ in outcomes] == expected
     assert all(n > 0 for n in router.rollouts_per_server) and sum(router.rollouts_per_server) == 8
-    # later turns went where the rollout's prefix was cached
-    assert all(r.cached_tokens > 0 for _, results in outcomes for r in results[1:])
+    # every turn of a rollout went to its first server (where its prefix is cached)
+    servers_of = {}
+    for url, rid in served:
+      servers_of.setdefault(rid.split("/")[0], set()).add(url)
+    assert len(servers_of) == 8 and all(len(urls) == 1 for urls in servers_of.values())
     assert router.moved_turns == 0
 
     router = rollout.Router.from_urls(servers.urls, retries=1, poll_interval_s=0.05, health_interval_s=0.5)

@@ -10,8 +10,9 @@ simulation `benchmarks/router_sim.py` shares):
   - a new rollout reserves its expected footprint, prompt + `expected_response_tokens` (default:
     its whole budget, the turn's max_new_tokens, so it can never overflow), on the healthy server
     with the most free KV tokens, free = capacity - max(tokens the router reserved there, tokens
-    the server last reported in use), among those below their in-flight cap (the server's
-    max_running_requests unless given); if none fits, it waits until a rollout ends;
+    the server last reported in use), among those below their in-flight cap (requests sent and
+    not answered; default QUEUE_FACTOR x the server's max_running_requests, so a batch waits
+    behind the running one); if none fits, it waits until a rollout ends or a request returns;
   - all later turns go to the same server, whose prefix cache holds the rollout so far; as the
     rollout grows its reservation grows with it (length so far + 1 at least), so admission of new
     rollouts sees the grown sizes; a running rollout is never held back;
@@ -28,6 +29,11 @@ from typing import Sequence
 
 from rstar_jax.rollout import jax_engine
 from rstar_jax.rollout import sglang_client
+
+
+# The default in-flight cap per server, in multiples of the requests it runs at once: one batch
+# waiting behind the running one keeps its slots busy while finished turns' rollouts call tools.
+QUEUE_FACTOR = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,7 +135,7 @@ class Router:
         self._mark_down(server)
         return
       server.capacity, server.reported_used, server.healthy = load.capacity_tokens, load.used_tokens, True
-      server.max_in_flight = self._max_in_flight or load.max_running
+      server.max_in_flight = self._max_in_flight or QUEUE_FACTOR * load.max_running
 
     await asyncio.gather(*(poll(s) for s in self._servers))
     async with self._changed:
@@ -200,3 +206,5 @@ class Router:
         await self._release(rollout)
       finally:
         server.in_flight -= 1
+        async with self._changed:  # a placement waiting for the in-flight cap may go now
+          self._changed.notify_all()

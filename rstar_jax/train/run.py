@@ -214,9 +214,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, origin: str = "") -> di
   phase = meta["phase"] if meta else None
   summary = {"job": config.job}
   needs_tools = has_rl or config.eval.num_problems
-  tools = (lambda: evaluate.tools_for(config.sandbox.url, config.sandbox.workers, config.sandbox.api_key_file)
-           if needs_tools else None)
-  with rollout.RolloutRuntime(tools or contextlib.nullcontext) as runtime, rewards.Scorer.from_config(config) as scorer:
+  tools = ((lambda: evaluate.tools_for(config.sandbox.url, config.sandbox.workers, config.sandbox.api_key_file))
+           if needs_tools else contextlib.nullcontext)
+  with rollout.RolloutRuntime(tools) as runtime, rewards.Scorer.from_config(config) as scorer:
     phases = _Phases(config, workdir, cfg, tokenizer, chat_format, mesh_rules, runtime, harness)
     if has_sft and phase in (None, "sft"):  # an RL checkpoint means SFT and its end are done
       _, state = sft.train_sft(config, cfg, state, meta, examples, mesh_rules, harness)
