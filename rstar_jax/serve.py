@@ -114,6 +114,7 @@ def main(argv):
 
   url = f"http://{_HOST.value}:{_PORT.value}"
   web.run_app(make_app(), host=_HOST.value, port=_PORT.value, access_log=None,
+              handler_cancellation=True,  # a client that hangs up aborts its request
               print=lambda _: print(f"rstar-serve: ready on {url}", flush=True))
 
 

@@ -350,3 +350,19 @@ def test_async_abort_pause_and_cancellation(params):
   first = asyncio.run(main())
   assert first.output_ids.tolist() == _reference_greedy(params, _prompts()[0], 40)
   assert not engine.has_work
+
+
+def test_a_rid_reused_after_its_caller_was_cancelled_is_answered(params):
+  engine = rollout.JaxEngine(CFG, params, num_slots=2, max_length=64, eos_token_ids=(), prefill_chunk=4)
+  front = rollout.AsyncJaxEngine(engine)
+  request = _requests(temperature=0.0)[0]
+
+  async def main():
+    first = asyncio.ensure_future(front.generate(request))
+    await asyncio.sleep(0)  # queued, not yet submitted
+    first.cancel()
+    await asyncio.sleep(0)
+    return await asyncio.wait_for(front.generate(request), 60)  # the same rid again
+
+  assert asyncio.run(main()).output_ids.tolist() == _reference_greedy(params, _prompts()[0], MAX_NEW)
+  assert not engine.has_work

@@ -469,6 +469,7 @@ class AsyncJaxEngine:
     self._idle = asyncio.Event()
     self._idle.set()
     self._cancelled: set[str] = set()
+    self._stepped = asyncio.Condition()  # notified after every step
     self.last_load = EngineLoad()
 
   @contextlib.asynccontextmanager
@@ -499,6 +500,9 @@ class AsyncJaxEngine:
   async def generate(self, request: GenerateRequest) -> GenerateResult:
     """The request's result. Raises ValueError for a bad request or a rid already in flight."""
     self.engine.check_request(request)
+    if request.rid in self._cancelled:  # its cancelled namesake leaves the engine at the next step
+      async with self._stepped:
+        await self._stepped.wait_for(lambda: request.rid not in self._cancelled)
     if request.rid in self._waiting:
       raise ValueError(f"request {request.rid!r}: rid already in flight")
     future = asyncio.get_running_loop().create_future()
@@ -514,8 +518,12 @@ class AsyncJaxEngine:
     except asyncio.CancelledError:
       if self._waiting.get(request.rid, (None,))[0] is future:  # not handed back by the driver
         self._forget(request.rid)
-        self._cancelled.add(request.rid)
-        self._ensure_driver()
+        unsubmitted = [i for i, r in enumerate(self._new) if r is request]
+        if unsubmitted:
+          del self._new[unsubmitted[0]]
+        else:  # in the engine (or being submitted): aborted before the next step
+          self._cancelled.add(request.rid)
+          self._ensure_driver()
         if tracked:
           self._change_busy(+1)
       raise
@@ -567,8 +575,7 @@ class AsyncJaxEngine:
     for rid in cancelled:  # submitted before its caller was cancelled: nobody waits for it
       self.engine.abort(rid, exact=True)
     for request in new:
-      if request.rid not in cancelled:
-        self.engine.submit(request)
+      self.engine.submit(request)
     finished = self.engine.step()
     self.last_load = self.engine.load()
     return finished
@@ -605,8 +612,13 @@ class AsyncJaxEngine:
           finished = await asyncio.to_thread(self._step, new, cancelled)
         for result in finished:
           self._deliver(result.rid, result, None)
+        async with self._stepped:
+          self._stepped.notify_all()
     except Exception as error:  # fail every caller rather than leave one waiting
       self.engine.abort_all()
       self._new.clear()
+      self._cancelled.clear()
       for rid in list(self._waiting):
         self._deliver(rid, None, error)
+      async with self._stepped:
+        self._stepped.notify_all()

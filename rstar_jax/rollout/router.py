@@ -108,6 +108,7 @@ class Router:
   async def __aenter__(self) -> "Router":
     await self.refresh(force=True)
     if not any(s.healthy for s in self._servers):
+      await self.close()
       raise sglang_client.ServerUnavailable(f"no server answers: {[s.engine.url for s in self._servers]}")
     return self
 
@@ -131,7 +132,7 @@ class Router:
         return
       try:
         load = await server.engine.load()
-      except (sglang_client.ServerUnavailable, sglang_client.ServerError):
+      except Exception:  # pylint: disable=broad-except  # no usable answer: probed again later
         self._mark_down(server)
         return
       server.capacity, server.reported_used, server.healthy = load.capacity_tokens, load.used_tokens, True
@@ -167,7 +168,9 @@ class Router:
     waited_since = time.monotonic()
     while True:
       await self.refresh()
-      choice = choose_server([s.view() for s in self._servers], footprint)
+      largest = max([s.capacity for s in self._servers if s.healthy], default=footprint)
+      # a footprint beyond every server's whole cache waits for an empty server, not forever
+      choice = choose_server([s.view() for s in self._servers], min(footprint, largest))
       if choice is not None:
         rollout.server, rollout.reservation = choice, footprint
         self._servers[choice].reserved += footprint

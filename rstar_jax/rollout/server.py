@@ -152,6 +152,7 @@ class GenerationServer:
     self._accepting = asyncio.Event()  # cleared while a weight update drains the engine
     self._accepting.set()
     self._weights_lock = asyncio.Lock()
+    self._held = 0  # requests waiting for a weight update to end
     self.app = web.Application(client_max_size=256 << 20, middlewares=[self._middleware])
     self.app.on_startup.append(self._warm_up)
     routes = self.app.router
@@ -258,6 +259,8 @@ class GenerationServer:
       rids = rid
     else:
       raise RequestError("rid must be a string or a list of strings, one per prompt")
+    if len(set(rids)) != len(rids):
+      raise RequestError("rid holds the same id twice")
     for key in ("stream", "return_logprob", "return_text_in_logprobs"):
       if not isinstance(body.get(key, False), bool):
         raise RequestError(f"{key} must be a boolean, got {body[key]!r}")
@@ -302,9 +305,13 @@ class GenerationServer:
     started = time.monotonic()
     body = await self._body(request)
     requests, batch = self._requests(body)
-    if self.engine.in_flight + len(requests) > self._max_queued + self.engine.engine.num_slots:
-      raise RequestError(f"the server is full: {self.engine.in_flight} requests in flight", 503)
-    await self._accepting.wait()
+    if self.engine.in_flight + self._held + len(requests) > self._max_queued + self.engine.engine.num_slots:
+      raise RequestError(f"the server is full: {self.engine.in_flight + self._held} requests in flight", 503)
+    self._held += len(requests)
+    try:
+      await self._accepting.wait()
+    finally:
+      self._held -= len(requests)
     version = self.weight_version
     try:
       results = await asyncio.gather(*(self.engine.generate(r) for r, _ in requests))

@@ -9,8 +9,9 @@ A request goes out as SGLang's portable form (SGLANG_API.md §7): `input_ids`, `
 `return_logprob`, `stop_token_ids`, `sampling_seed` (SGLang >= 0.5 only uses it with
 `--enable-deterministic-inference`; 0.4.x refuses it: `send_seed=False`), a `max_new_tokens` already clamped by the
 caller; ids are read from `output_ids`, else from `output_token_logprobs[*][1]` (SGLang 0.4.9).
-Connection failures, 502/503/504 and timeouts are retried `retries` times with doubling backoff,
-then raise `ServerUnavailable`; any other non-200 answer raises `ServerError` with the server's
+Connection failures, 502/504 and timeouts are retried `retries` times with doubling backoff,
+then raise `ServerUnavailable`; a 503 (the server's queue is full) is waited out (backoff up to
+2 s) without using up the retries; a resent request gets a fresh rid ("{rid}#aN"); any other non-200 answer raises `ServerError` with the server's
 message (not retried: the request itself is wrong). A turn that comes back `abort` (the server
 paused or updated its weights) is resubmitted with its tokens so far and the remaining budget, so
 it continues rather than starts over; the result joins the parts (ids, log-probs, the weight
@@ -25,7 +26,8 @@ import numpy as np
 
 from rstar_jax.rollout import jax_engine
 
-_RETRIED_STATUS = (502, 503, 504)
+_RETRIED_STATUS = (502, 504)
+_MAX_BUSY_WAIT_S = 2.0
 
 
 class ServerError(RuntimeError):
@@ -140,10 +142,17 @@ class SGLangEngine:
   async def call(self, method: str, path: str, body: dict | None = None, retries: int | None = None) -> Any:
     """The JSON (or text) answer of one route, with retries (module docstring)."""
     retries = self._retries if retries is None else retries
-    for attempt in range(retries + 1):
+    attempt, busy = 0, 0
+    while True:
+      if attempt + busy and body is not None and "rid" in body:  # a resend must not clash with the first
+        body = {**body, "rid": f"{body['rid'].split('#a')[0]}#a{attempt + busy}"}
       try:
         async with self._client().request(method, self.url + path, json=body) as response:
           text = await response.text()
+          if response.status == 503:  # full for now: wait, without using up the retries
+            busy += 1
+            await asyncio.sleep(min(self._backoff_s * 2 ** min(busy, 8), _MAX_BUSY_WAIT_S))
+            continue
           if response.status in _RETRIED_STATUS and attempt < retries:
             raise aiohttp.ClientResponseError(response.request_info, (), status=response.status)
           try:
@@ -157,6 +166,7 @@ class SGLangEngine:
         if attempt == retries:
           raise ServerUnavailable(f"{self.url}{path}: no answer after {retries + 1} tries ({e!r})") from e
         await asyncio.sleep(self._backoff_s * 2 ** attempt)
+        attempt += 1
 
   async def generate(self, request: jax_engine.GenerateRequest) -> jax_engine.GenerateResult:
     """The request's result; an aborted turn is continued (module docstring)."""
@@ -171,7 +181,11 @@ class SGLangEngine:
       answer = await self.call("POST", "/generate", request_body(
           jax_engine.GenerateRequest(part_rid, ids, sampling), self._send_seed))
       parts.append(parse_answer(answer, ids.size))
+      done = sum(p.completion_tokens for p in parts)
       if parts[-1].finish_reason.get("type") != "abort":
+        return join_parts(parts, request.rid, prompt.size)
+      if budget is not None and done >= budget:  # aborted after its last token: nothing left to generate
+        parts[-1] = dataclasses.replace(parts[-1], finish_reason={"type": "length", "length": budget})
         return join_parts(parts, request.rid, prompt.size)
       self.resubmitted_turns += 1
       await asyncio.sleep(self._backoff_s)
