@@ -10,7 +10,6 @@ whatever path it is given, so binding beyond loopback needs `--api-key` (or `--a
 clients then send `Authorization: Bearer KEY`. Prints `rstar-serve: ready on http://HOST:PORT` once
 the warm-up generation has compiled.
 """
-import ipaddress
 import os
 import sys
 
@@ -24,6 +23,7 @@ from rstar_jax import chat
 from rstar_jax import models
 from rstar_jax import rollout
 from rstar_jax.rollout import server as server_lib
+from rstar_jax.sandbox import processes
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Hugging Face checkpoint directory to serve.")
 _HOST = flags.DEFINE_string("host", "127.0.0.1", "Address to bind.")
@@ -50,15 +50,6 @@ def _api_key() -> str | None:
   return _API_KEY.value
 
 
-def _is_loopback(host: str) -> bool:
-  if host == "localhost":
-    return True
-  try:
-    return ipaddress.ip_address(host).is_loopback
-  except ValueError:
-    return False
-
-
 def _check_flags(api_key: str | None) -> None:
   if _VOCAB_LIMIT.value < 0:
     raise app.UsageError(f"--vocab-limit={_VOCAB_LIMIT.value} must be >= 0")
@@ -70,7 +61,7 @@ def _check_flags(api_key: str | None) -> None:
     raise app.UsageError(f"--max-length={_MAX_LENGTH.value} must be at least 2")
   if _NUM_DEVICES.value > jax.device_count():
     raise app.UsageError(f"--num-devices={_NUM_DEVICES.value} but this host has {jax.device_count()} devices")
-  if not _is_loopback(_HOST.value) and not api_key:
+  if not processes.is_loopback(_HOST.value) and not api_key:
     raise app.UsageError(f"--host={_HOST.value} is beyond loopback: give --api-key or --api-key-file "
                          "(the weight-update route loads any path it is given)")
   if not os.path.isfile(os.path.join(_CHECKPOINT.value, "config.json")):

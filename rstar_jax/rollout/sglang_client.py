@@ -173,15 +173,15 @@ class SGLangEngine:
     prompt = np.asarray(request.input_ids, np.int32)
     parts: list[jax_engine.GenerateResult] = []
     budget = request.sampling.max_new_tokens
+    done = 0  # tokens of the parts so far
     for resubmit in range(self._max_resubmits + 1):
-      done = sum(p.completion_tokens for p in parts)
       ids = np.concatenate([prompt] + [p.output_ids for p in parts])
       sampling = dataclasses.replace(request.sampling, max_new_tokens=None if budget is None else budget - done)
       part_rid = request.rid if resubmit == 0 else f"{request.rid}#r{resubmit}"
       answer = await self.call("POST", "/generate", request_body(
           jax_engine.GenerateRequest(part_rid, ids, sampling), self._send_seed))
       parts.append(parse_answer(answer, ids.size))
-      done = sum(p.completion_tokens for p in parts)
+      done += parts[-1].completion_tokens
       if parts[-1].finish_reason.get("type") != "abort":
         return join_parts(parts, request.rid, prompt.size)
       if budget is not None and done >= budget:  # aborted after its last token: nothing left to generate

@@ -23,6 +23,7 @@ import sys
 
 from rstar_jax.sandbox import config as config_lib
 from rstar_jax.sandbox import pool
+from rstar_jax.sandbox import processes
 from rstar_jax.sandbox import redis_queue
 from rstar_jax.sandbox import server
 
@@ -141,9 +142,6 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     parser.error(str(e))
 
 
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
 def _api_key(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str | None:
   """The key of --api-key-file; refuses a non-loopback --host without one (unless trusted)."""
   key = None
@@ -155,7 +153,7 @@ def _api_key(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str |
       parser.error(f"--api-key-file {args.api_key_file}: {e.strerror}")
     if not key:
       parser.error(f"--api-key-file {args.api_key_file} is empty")
-  if key is None and args.host not in _LOOPBACK and not args.trusted_network:
+  if key is None and not processes.is_loopback(args.host) and not args.trusted_network:
     parser.error(f"--host {args.host} listens beyond loopback and the service runs anyone's code: give "
                  "--api-key-file, or --trusted-network if every host that can reach the port is trusted")
   return key

@@ -4,6 +4,7 @@ Used by the tests and the benchmark to run the real thing as a user would (`rsta
 through `python -m rstar_jax.sandbox.cli`, `redis-server` from PATH), and to stop exactly the
 processes they started.
 """
+import ipaddress
 import json
 import os
 import shutil
@@ -14,6 +15,16 @@ import sys
 import time
 import urllib.error
 import urllib.request
+
+
+def is_loopback(host: str) -> bool:
+  """Whether binding `host` listens on this machine's loopback only ("localhost", 127.0.0.0/8, ::1)."""
+  if host == "localhost":
+    return True
+  try:
+    return ipaddress.ip_address(host).is_loopback
+  except ValueError:
+    return False
 
 
 def free_port() -> int:
