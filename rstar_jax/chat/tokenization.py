@@ -1,8 +1,10 @@
 """Tokenizers behind one interface: a Hugging Face `tokenizer.json`, or a tiny character vocab.
 
 Both map the ChatML special tokens `<|endoftext|>`, `<|im_start|>`, `<|im_end|>` (PAPER.md §2.1)
-to single ids wherever they appear in the text; every other tag (`<reason>`, `<tool_call>`, ...)
-is plain text. `eos_id` is the id of `<|im_end|>`, the token that ends an assistant turn.
+to single ids wherever they appear in the text. For `CharTokenizer` every other tag (`<reason>`,
+`<tool_call>`, ...) is plain text; a `tokenizer.json` may add more single-id tokens (Qwen2.5/Qwen3
+add `<tool_call>`, `</tool_call>`, `<tool_response>`, ...: chat.tiktoken_bpe), while `<reason>`
+stays plain text. `eos_id` is the id of `<|im_end|>`, the token that ends an assistant turn.
 """
 import json
 import os
