@@ -32,7 +32,7 @@ def get_config(arg=None):
       # the traces; "char"; or a directory holding tokenizer.json.
       tokenizer="bpe",
       bpe_vocab_size=1024,
-      sft_files=[],
+      sft_files=(),
       seed=0,  # data order
       synthetic=dict(seed=0, num_train=400, num_eval=200, num_sft=3000, levels=(1, 2),
                      mix=dict(clean=0.45, fix=0.3, guess=0.15, wrong=0.1, guess_accuracy=0.25)),
@@ -127,7 +127,7 @@ def get_config(arg=None):
   # Where RL rollouts run (train/rollout_backend.py): "jax" in process (lockstep, bitwise repeatable),
   # or "sglang": SGLang-compatible servers at urls, or local_servers N `rstar-serve` processes started
   # here; the weights go to them after every update through weight_sync_dir ("": WORKDIR/weight_sync).
-  config.rollout = dict(backend="jax", urls=[], local_servers=0, api_key_file="", weight_sync_dir="")
+  config.rollout = dict(backend="jax", urls=(), local_servers=0, api_key_file="", weight_sync_dir="")
 
   # Sandbox for every tool call: an in-process pool (needs root) or a running `rstar-sandbox serve`
   # at url (api_key_file: a file holding its API key, if it has one).
@@ -137,7 +137,7 @@ def get_config(arg=None):
 
   # Evaluation after SFT and after each stage (PAPER.md §10 protocol, scaled: avg@4 at T = 0.6).
   config.eval = dict(
-      problems_files=[],  # "SCHEMA:PATH" specs; empty: the synthetic task's eval split
+      problems_files=(),  # "SCHEMA:PATH" specs; empty: the synthetic task's eval split
       num_problems=100,  # the first N problems (0: no evaluation)
       num_samples=4,
       temperature=0.6,
@@ -150,6 +150,11 @@ def get_config(arg=None):
   )
 
   config.checkpoint = dict(every_steps=50, rl_every_steps=2, max_to_keep=2, async_save=True)
+  # Several processes (hosts) on one mesh (train/distributed.py): mode "none", "auto" (SLURM, TPU VMs)
+  # or "explicit" with the coordinator's host:port, the process count and this process's index.
+  config.distributed = dict(mode="none", coordinator_address="", num_processes=1, process_id=0)
+  # True: validate, print the plan (mesh, bytes per device, tokens per step, endpoints) and stop.
+  config.dry_run = False
 
   if arg.smoke:  # a few steps of a smaller model, for tests
     # 6 RL problems, 4 per step: batches straddle epochs and can hold a problem twice

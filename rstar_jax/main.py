@@ -12,6 +12,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from rstar_jax.train import distributed
 from rstar_jax.train import run as run_lib
 from rstar_jax.train.config_lib import ConfigError
 
@@ -32,6 +33,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.get_absl_handler().addFilter(_QuietLibraries())
+  try:
+    distributed.initialize(_CONFIG.value.get("distributed"))
+  except ConfigError as error:
+    sys.exit(f"config error: {error}")
   logging.info("JAX %s: %d process(es), %d local / %d global devices (%s)", jax.__version__,
                jax.process_count(), jax.local_device_count(), jax.device_count(), jax.devices()[0].platform)
   try:

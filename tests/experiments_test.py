@@ -10,7 +10,9 @@ from rstar_jax.train import validate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = sorted(glob.glob(os.path.join(ROOT, "experiments", "*.py")))
-VARIANTS = {"tiny.py": [None, "smoke"], "roc_ablation.py": [None, "smoke", "roc=False,seed=2,steps=5"]}
+VARIANTS = {"tiny.py": [None, "smoke"], "roc_ablation.py": [None, "smoke", "roc=False,seed=2,steps=5"],
+            "rstar2_qwen3_14b.py": [None, "release", "policy=ckpt/sft,data=d"],
+            "qwen_small.py": [None, "model=qwen2_5_0_5b,local_servers=2", "dtype=float32"]}
 
 
 def _load(path):

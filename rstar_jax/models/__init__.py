@@ -4,7 +4,7 @@
   logits = models.logits(cfg, params, input_ids)     # int32 [B, T] -> fp32 [B, T, V]
   models.save_hf(cfg, params, path)
 """
-from rstar_jax.models.api import (extend, forward, hidden_states, init_params, logits, output_logits,
+from rstar_jax.models.api import (extend, forward, hidden_states, init_params, logits, lower_extend, output_logits,
                                   param_logical_axes, param_shapes, param_shardings)
 from rstar_jax.models.config import (DTYPES, REMAT_POLICIES, ModelConfig, from_hf_dict, qwen, read_hf_config,
                                      to_hf_dict)
@@ -15,7 +15,7 @@ from rstar_jax.models.sharding import DEFAULT_RULES, LOGICAL_AXES, MESH_AXES, Me
 __all__ = [
     "DEFAULT_RULES", "DTYPES", "KVCache", "LOGICAL_AXES", "MESH_AXES", "MeshRules", "ModelConfig", "copy_prefixes",
     "extend", "forward",
-    "from_hf_dict", "hidden_states", "init_cache", "init_params", "load_hf", "logits", "make_mesh",
+    "from_hf_dict", "hidden_states", "init_cache", "init_params", "load_hf", "logits", "lower_extend", "make_mesh",
     "output_logits", "param_logical_axes", "param_shapes", "param_shardings", "qwen", "read_hf_config",
     "REMAT_POLICIES",
     "reset_slots", "save_hf", "to_hf_dict",

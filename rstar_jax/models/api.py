@@ -152,6 +152,13 @@ def _extend_slots(cfg, params, cache, tokens, num_new, slots, mesh_rules, attend
                       cache.lengths.at[slots].set(sub.lengths))
 
 
+def lower_extend(cfg: ModelConfig, params, cache: KVCache, tokens, num_new, mesh_rules: MeshRules | None = None,
+                 attend_length: int | None = None) -> jax.stages.Lowered:
+  """`extend` over all slots, lowered for its arguments' shapes and shardings (ShapeDtypeStructs
+  will do), for compile-only checks."""
+  return _extend.lower(cfg, params, cache, tokens, num_new, mesh_rules, attend_length)
+
+
 def extend(cfg: ModelConfig, params, cache: KVCache, tokens, num_new, mesh_rules: MeshRules | None = None,
            slots=None, attend_length: int | None = None):
   """Appends tokens to cache slots; returns (logits fp32 [b, V] of each row's last new token, cache).

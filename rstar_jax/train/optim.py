@@ -83,15 +83,20 @@ def current_learning_rate(opt_state) -> jax.Array:
                                    filtering=lambda _, value: isinstance(value, jax.Array))
 
 
+def opt_state_shardings(optimizer: optax.GradientTransformation, params, mesh_rules: MeshRules):
+  """The optimizer state's shardings: moments like their parameters, counters replicated.
+  `params` may be arrays or ShapeDtypeStructs carrying shardings."""
+  replicated = NamedSharding(mesh_rules.mesh, PartitionSpec())
+  return optax.tree_map_params(
+      optimizer, lambda _, sharding: sharding, jax.eval_shape(optimizer.init, params),
+      jax.tree.map(lambda p: p.sharding, params), transform_non_params=lambda _: replicated)
+
+
 def _init_opt_state(params, optimizer: optax.GradientTransformation, mesh_rules: MeshRules | None):
   """optimizer.init with moments sharded like their parameters and counters replicated."""
   if mesh_rules is None:
     return jax.jit(optimizer.init)(params)
-  replicated = NamedSharding(mesh_rules.mesh, PartitionSpec())
-  shardings = optax.tree_map_params(
-      optimizer, lambda _, sharding: sharding, jax.eval_shape(optimizer.init, params),
-      jax.tree.map(lambda p: p.sharding, params), transform_non_params=lambda _: replicated)
-  return jax.jit(optimizer.init, out_shardings=shardings)(params)
+  return jax.jit(optimizer.init, out_shardings=opt_state_shardings(optimizer, params, mesh_rules))(params)
 
 
 def init_train_state(params, optimizer: optax.GradientTransformation, seed: int,

@@ -2,7 +2,7 @@
 
 Reads config.mesh.{num_devices, data, fsdp, tensor, rules} and config.model.{hf_path, model_type, hidden_size,
 intermediate_size, num_layers, num_heads, num_kv_heads, head_dim, rope_theta, tie_word_embeddings,
-vocab_multiple, dtype, param_dtype, remat} and config.data.tokenizer.
+vocab_size (0: from the tokenizer), vocab_multiple, dtype, param_dtype, remat} and config.data.tokenizer.
 """
 import dataclasses
 import json
@@ -42,15 +42,26 @@ def _eos_ids(tokenizer: chat.Tokenizer) -> int | tuple[int, ...]:
   return (tokenizer.eos_id, endoftext) if endoftext != tokenizer.eos_id else tokenizer.eos_id
 
 
+def model_config_from_fields(model_config: ml_collections.ConfigDict, vocab_size: int,
+                             eos_token_id: int | tuple[int, ...] | None) -> models.ModelConfig:
+  """The ModelConfig of a random policy from config.model's shape and numerics fields."""
+  return models.qwen(
+      model_config.model_type, vocab_size=vocab_size, hidden_size=model_config.hidden_size,
+      intermediate_size=model_config.intermediate_size, num_layers=model_config.num_layers,
+      num_heads=model_config.num_heads, num_kv_heads=model_config.num_kv_heads, head_dim=model_config.head_dim,
+      rope_theta=model_config.rope_theta, tie_word_embeddings=model_config.tie_word_embeddings,
+      max_position_embeddings=model_config.max_position_embeddings, eos_token_id=eos_token_id,
+      dtype=model_config.dtype, param_dtype=model_config.param_dtype, remat=model_config.remat)
+
+
 def build_policy(model_config: ml_collections.ConfigDict, tokenizer: chat.Tokenizer,
                  mesh_rules: models.MeshRules, seed: int) -> tuple[models.ModelConfig, dict]:
   """(ModelConfig, params in their shardings): loaded from model_config.hf_path, else random.
 
-  A random policy's vocabulary is the tokenizer's, rounded up to `vocab_multiple` (so it divides
-  over the tensor axis); a loaded one must cover every tokenizer id. Either way the end-of-sequence
+  A random policy's vocabulary is `vocab_size` when given, else the tokenizer's rounded up to
+  `vocab_multiple` (so it divides over the tensor axis); a loaded one must cover every tokenizer id. Either way the end-of-sequence
   ids become `<|im_end|>` then `<|endoftext|>` (PAPER.md §2.5 [R]: a turn ends at `<|im_end|>`).
   """
-  numerics = dict(dtype=model_config.dtype, param_dtype=model_config.param_dtype, remat=model_config.remat)
   eos = _eos_ids(tokenizer)
   if model_config.hf_path:
     cfg, params = models.load_hf(model_config.hf_path, dtype=jnp.dtype(model_config.param_dtype),
@@ -64,14 +75,10 @@ def build_policy(model_config: ml_collections.ConfigDict, tokenizer: chat.Tokeni
       cfg = cfg.replace(eos_token_id=eos)
     logging.info("policy: loaded %s (%s)", model_config.hf_path, cfg)
     return cfg, params
-  fields = dict(
-      vocab_size=_round_up(tokenizer.vocab_size, model_config.vocab_multiple),
-      hidden_size=model_config.hidden_size, intermediate_size=model_config.intermediate_size,
-      num_layers=model_config.num_layers, num_heads=model_config.num_heads,
-      num_kv_heads=model_config.num_kv_heads, head_dim=model_config.head_dim,
-      rope_theta=model_config.rope_theta, tie_word_embeddings=model_config.tie_word_embeddings,
-      max_position_embeddings=model_config.max_position_embeddings, eos_token_id=eos)
-  cfg = models.qwen(model_config.model_type, **fields, **numerics)
+  vocab = model_config.get("vocab_size", 0) or _round_up(tokenizer.vocab_size, model_config.vocab_multiple)
+  if vocab < tokenizer.vocab_size:
+    raise ValueError(f"config.model.vocab_size={vocab} is smaller than the tokenizer's {tokenizer.vocab_size}")
+  cfg = model_config_from_fields(model_config, vocab, eos)
   params = models.init_params(cfg, jax.random.key(seed), mesh_rules)
   num_params = sum(x.size for x in jax.tree.leaves(params))
   logging.info("policy: random %s with %.2fM parameters", cfg, num_params / 1e6)
@@ -86,7 +93,9 @@ def save_policy(directory: str, cfg: models.ModelConfig, params, tokenizer: chat
   """Writes a Hugging Face checkpoint (config.json, safetensors), the tokenizer when it is an
   `HFTokenizer`, and the chat format the policy was trained with (`CHAT_FORMAT_FILE`), so that
   `load_policy` (and `python -m rstar_jax.eval`) prompt it as it was trained."""
-  models.save_hf(cfg, params, directory)
+  models.save_hf(cfg, params, directory)  # every process takes part; process 0 writes
+  if jax.process_index() != 0:
+    return
   if isinstance(tokenizer, chat.HFTokenizer):
     tokenizer.save(directory)
   path = os.path.join(directory, CHAT_FORMAT_FILE)

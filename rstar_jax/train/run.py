@@ -14,6 +14,9 @@ Steps are global over the phases (SFT steps 1..S, then RL steps S+1..): one chec
 one metrics.jsonl. Killing the job at any point and running the same command again resumes from
 the newest checkpoint and ends with the same metrics as an uninterrupted run (bitwise on CPU).
 
+`config.dry_run=True` validates the config and prints the plan (mesh, bytes per device, tokens per
+step, rollout servers and sandbox; train/plan.py) without weights, devices or files.
+
 Files a run writes under workdir: config.json (the first run's; a rerun in the same workdir must
 keep the keys that fix its data, tokenizer and checkpoints), metrics.jsonl, tensorboard/,
 checkpoints/, policies/<phase>/, policy/ (the final policy), evals/<phase>/ (eval.json,
@@ -32,7 +35,7 @@ from rstar_jax import chat
 from rstar_jax import data
 from rstar_jax import rewards
 from rstar_jax import rollout
-from rstar_jax.train import evaluate, grpo, harness as harness_lib, optim, plots, policy, sft, validate
+from rstar_jax.train import distributed, evaluate, grpo, harness as harness_lib, optim, plan, plots, policy, sft, validate
 from rstar_jax.train.metrics import read_metrics
 
 SYNTHETIC_SPLITS = ("train", "eval", "sft")
@@ -189,18 +192,23 @@ def _summaries(rows: list[dict], config: ml_collections.ConfigDict) -> dict:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, origin: str = "") -> dict:
-  """Runs config.job in workdir (resuming if it holds checkpoints); returns the summary."""
+  """Runs config.job in workdir (resuming if it holds checkpoints); returns the summary. With
+  config.dry_run, prints the plan (train/plan.py) and returns it, touching nothing."""
   validate.validate(config, origin)
+  if config.get("dry_run"):
+    dry_plan = plan.make_plan(config, origin)
+    print(plan.format_plan(dry_plan), flush=True)
+    return {"job": config.job, "dry_run": dry_plan}
   os.makedirs(workdir, exist_ok=True)
-  _check_workdir(config, workdir, origin)
+  distributed.process_zero_first("config", lambda: _check_workdir(config, workdir, origin))
   logging.info("config (%s):\n%s", origin or "given", config)
   mesh_rules = policy.build_mesh_rules(config.mesh)
   validate.check_batch_divides(config, mesh_rules, origin)
   has_sft, has_rl = config.job in ("sft", "sft_rl"), config.job in ("rl", "sft_rl")
   chat_format = chat.ChatFormat.from_config(config)
   stats = data.DataStats()
-  traces = _sft_traces(config, workdir) if has_sft else []
-  tokenizer = _tokenizer(config, workdir, traces)
+  traces = distributed.process_zero_first("traces", lambda: _sft_traces(config, workdir) if has_sft else [])
+  tokenizer = distributed.process_zero_first("tokenizer", lambda: _tokenizer(config, workdir, traces))
   examples = []
   if has_sft:
     stats.rows_read = stats.kept = len(traces)
@@ -237,10 +245,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, origin: str = "") -> di
   summary["evals"] = evals = {name: metrics for name, metrics in evals.items() if metrics is not None}
   table = _eval_table(evals)
   if table:
-    with open(os.path.join(workdir, "eval_table.md"), "w", encoding="utf-8") as f:
-      f.write(table)
     logging.info("evaluation by phase:\n%s", table)
-  plots.plot_run(workdir, evals)
-  data.write_json_atomic(os.path.join(workdir, "summary.json"), summary)
+  if distributed.is_writer():
+    if table:
+      with open(os.path.join(workdir, "eval_table.md"), "w", encoding="utf-8") as f:
+        f.write(table)
+    plots.plot_run(workdir, evals)
+    data.write_json_atomic(os.path.join(workdir, "summary.json"), summary)
   logging.info("done: %s", json.dumps({k: v for k, v in summary.items() if k != "evals"}))
   return summary

@@ -1,0 +1,61 @@
+"""Multi-process JAX: `initialize(config.distributed)` runs before anything touches a device.
+
+config.distributed.mode:
+  "none"      one process (the default).
+  "auto"      `jax.distributed.initialize()` without arguments: JAX reads the coordinator, the
+              process count and this process's index from the cluster environment (SLURM, Cloud
+              TPU VMs, Open MPI, Kubernetes); launch/slurm_train.sh and launch/tpu_vm.sh use it.
+  "explicit"  coordinator_address ("host:port" of process 0), num_processes and process_id.
+In a multi-process run every process executes the same program on the global arrays: each holds
+the whole packed batch (the data streams read it whole, which is cheap next to the step) and
+gives the devices it owns their rows; metrics, policies and evaluations are written by process 0,
+checkpoints by all (orbax coordinates them).
+"""
+from typing import Callable, TypeVar
+
+import jax
+import ml_collections
+from absl import logging
+from jax.experimental import multihost_utils
+
+from rstar_jax.train.config_lib import ConfigError
+
+MODES = ("none", "auto", "explicit")
+T = TypeVar("T")
+
+
+def initialize(distributed: ml_collections.ConfigDict | None) -> None:
+  """Joins the processes of a multi-process run (a no-op for mode "none" or no config)."""
+  mode = "none" if distributed is None else distributed.mode
+  if mode not in MODES:
+    raise ConfigError(f"config.distributed.mode={mode!r} must be one of {MODES}")
+  if mode == "none":
+    return
+  if mode == "auto":
+    jax.distributed.initialize()
+  else:
+    if not distributed.coordinator_address or distributed.num_processes < 1 or not (
+        0 <= distributed.process_id < distributed.num_processes):
+      raise ConfigError(
+          f"config.distributed (mode 'explicit'): coordinator_address={distributed.coordinator_address!r}, "
+          f"num_processes={distributed.num_processes}, process_id={distributed.process_id} must name the "
+          "coordinator's host:port, a positive process count and this process's index below it")
+    jax.distributed.initialize(coordinator_address=distributed.coordinator_address,
+                               num_processes=distributed.num_processes, process_id=distributed.process_id)
+  logging.info("distributed: process %d of %d, %d local devices", jax.process_index(), jax.process_count(),
+               jax.local_device_count())
+
+
+def is_writer() -> bool:
+  """Whether this process writes the run's files (process 0)."""
+  return jax.process_index() == 0
+
+
+def process_zero_first(name: str, prepare: Callable[[], T]) -> T:
+  """`prepare()` on process 0, then on the others once it is done (a barrier named `name`), so
+  files it writes into the shared workdir (data, tokenizer, config.json) are read, not rewritten."""
+  if jax.process_count() == 1:
+    return prepare()
+  result = prepare() if is_writer() else None
+  multihost_utils.sync_global_devices(name)
+  return result if is_writer() else prepare()
