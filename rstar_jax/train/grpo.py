@@ -184,8 +184,9 @@ class GrpoTrainer:
                  meta: dict | None) -> optim.TrainState:
     problems = self._stage_problems(stage, state)
     stats = data.DataStats(rows_read=len(problems), kept=len(problems))
-    stream = data.prompt_iterator(self.config.data, self.tokenizer, problems, stats,
-                                  seed=self.config.data.seed + stage.index, prompt_format=self.chat_format)
+    stream = data.prompt_iterator(self.config.data, self.tokenizer, problems, stats,  # whole batch everywhere
+                                  seed=self.config.data.seed + stage.index, prompt_format=self.chat_format,
+                                  process_index=0, process_count=1)
     if meta is not None and meta.get("data_state") is not None:
       stream.set_state(meta["data_state"])
     max_length = self._max_prompt_tokens(problems) + stage.max_response_tokens

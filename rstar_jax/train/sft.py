@@ -87,8 +87,9 @@ def train_sft(config: ml_collections.ConfigDict, cfg: models.ModelConfig, state:
   sft = config.sft
   train_examples, eval_examples = split_eval(examples, sft.num_eval)
   optimizer = optim.make_optimizer(sft.optim)
+  # Every process reads the whole batch (train/distributed.py).
   stream = data.ShardedStream(train_examples, sft.batch_size, config.data.seed, collate=list,
-                              key=lambda e: e.id, name="trace")
+                              key=lambda e: e.id, name="trace", process_index=0, process_count=1)
   if meta is not None:
     stream.set_state(meta["data_state"])
   train_step = step.jit_train_step(

@@ -186,13 +186,17 @@ def make_logprob_fn(cfg: models.ModelConfig, mesh_rules: MeshRules | None = None
 
 
 def put_batch(batch: PackedBatch, mesh_rules: MeshRules | None) -> PackedBatch:
-  """The packed batch as global arrays, rows sharded over (data, fsdp). Each process passes the
-  rows it holds (`jax.make_array_from_process_local_data`), so the same call is right on one host
-  and on several; on one process the local rows are the whole batch."""
+  """The packed batch as global arrays, rows sharded over (data, fsdp). Every process holds the
+  whole batch (train/distributed.py) and gives each of its devices that device's rows, so the
+  same call is right on one host and on several."""
   if mesh_rules is None:
     return batch
-  return PackedBatch(*(jax.make_array_from_process_local_data(sharding, np.asarray(x))
-                       for sharding, x in zip(batch_shardings(mesh_rules), batch)))
+
+  def put(sharding, x):
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+  return PackedBatch(*(put(sharding, x) for sharding, x in zip(batch_shardings(mesh_rules), batch)))
 
 
 def jit_train_step(train_step, state: TrainState, mesh_rules: MeshRules | None):
@@ -206,7 +210,9 @@ def jit_train_step(train_step, state: TrainState, mesh_rules: MeshRules | None):
 
 
 def jit_logprobs(logprobs, state: TrainState, mesh_rules: MeshRules | None):
-  """jax.jit of `make_logprob_fn`'s function with the parameter and batch shardings pinned."""
+  """jax.jit of `make_logprob_fn`'s function with the parameter and batch shardings pinned:
+  `logprobs(params, host_batch)` -> numpy [M, b, T], replicated so that every process reads it whole."""
   params_shardings = jax.tree.map(lambda x: x.sharding, state.params) if mesh_rules is not None else None
-  jitted = jax.jit(logprobs, in_shardings=(params_shardings, batch_shardings(mesh_rules)))
-  return lambda params, batch: jitted(params, put_batch(batch, mesh_rules))
+  replicated = NamedSharding(mesh_rules.mesh, PartitionSpec()) if mesh_rules is not None else None
+  jitted = jax.jit(logprobs, in_shardings=(params_shardings, batch_shardings(mesh_rules)), out_shardings=replicated)
+  return lambda params, batch: np.asarray(jitted(params, put_batch(batch, mesh_rules)).addressable_data(0))

@@ -1,0 +1,65 @@
+"""One GRPO-RoC update (with the old log-prob pass) of a tiny policy on a mesh over every device of
+every process; prints the update's metrics and parameter checksums as one JSON line (process 0).
+Run by tests/multihost_test.py as one process with 8 devices or two with 4 each:
+
+  python tests/multihost_worker.py [COORDINATOR_ADDRESS NUM_PROCESSES PROCESS_ID]
+"""
+import json
+import sys
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from rstar_jax import chat, models, rl
+from rstar_jax.train import distributed, optim
+from rstar_jax.train import rl as rl_train
+
+CFG = models.qwen("qwen3", vocab_size=96, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
+                  num_kv_heads=2, head_dim=8)
+
+
+def _rollouts() -> rl_train.RolloutGroups:
+  """4 prompts x 4 rollouts of random ids, rewards mixed in every group."""
+  rng = np.random.default_rng(0)
+  groups = []
+  for _ in range(4):
+    group = []
+    for _ in range(4):
+      prompt, response = int(rng.integers(3, 8)), int(rng.integers(4, 20))
+      ids = rng.integers(0, 96, prompt + response).astype(np.int32)
+      mask = np.zeros_like(ids)
+      mask[prompt:] = 1
+      group.append(chat.Trajectory(ids, mask, prompt))
+    groups.append(group)
+  rewards = np.array([[1.0, 0.0, 1.0, 0.0], [0.0, 0.0, 1.0, 1.0], [1.0, 1.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0]])
+  records = [[rl.RolloutRecord(("ok",), 1, "<answer>\\boxed{1}</answer>")] * 4] * 4
+  return rl_train.RolloutGroups(groups, rewards, records)
+
+
+def main(argv) -> None:
+  if argv:
+    address, count, index = argv
+    distributed.initialize(ml_collections.ConfigDict(dict(
+        mode="explicit", coordinator_address=address, num_processes=int(count), process_id=int(index))))
+  mesh_rules = models.MeshRules(models.make_mesh(data=2, fsdp=4, tensor=1))
+  optim_config = ml_collections.ConfigDict(dict(learning_rate=1e-2, warmup_steps=0, b1=0.9, b2=0.999, eps=1e-8,
+                                                weight_decay=0.01, max_grad_norm=1.0))
+  optimizer = optim.make_optimizer(optim_config)
+  state = optim.init_train_state(models.init_params(CFG, jax.random.key(0), mesh_rules), optimizer, 0, mesh_rules)
+  rl_config = ml_collections.ConfigDict(dict(
+      keep=4, roc={}, roc_mode=None, reject_equal=True, adv_std="unbiased", adv_epsilon=1e-6, eps_low=0.2,
+      eps_high=0.28, dual_clip=3.0, loss_agg="token_mean", use_sampler_logprobs=False, temperature=1.0,
+      updates_per_step=2, row_length=32, rows_per_microbatch=8, num_microbatches=None, logits_chunk=0))
+  updater = rl_train.RLUpdater(CFG, rl_config, optimizer, mesh_rules, state)
+  state, metrics = updater.update(state, _rollouts(), seed=(0, 1))
+  checksums = {jax.tree_util.keystr(path): float(jnp.sum(jnp.square(leaf.astype(jnp.float32))))
+               for path, leaf in jax.tree_util.tree_leaves_with_path(state.params)}
+  if distributed.is_writer():
+    print(json.dumps({"processes": jax.process_count(), "devices": jax.device_count(), "metrics": metrics,
+                      "param_sq_sums": checksums}), flush=True)
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])
