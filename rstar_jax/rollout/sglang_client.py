@@ -224,4 +224,4 @@ class SGLangEngine:
     return await self.call("POST", "/update_weights_from_disk", body)
 
   async def weight_version(self) -> str:
-    return (await self.call("GET", "/get_weight_version"))["weight_version"]
+    return (await self.call("GET", "/weight_version"))["weight_version"]
