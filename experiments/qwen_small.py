@@ -60,6 +60,7 @@ def get_config(arg=None):
            reset_optimizer=True, hard_filter_samples=4),
   ]
   config.mesh.update(num_devices=0, data=1, fsdp=-1, tensor=1)  # every device of this host
+  config.distributed.mode = "none"
   config.rl.update(keep=4, num_rollouts=8, row_length=5120, rows_per_microbatch=8, logits_chunk=1024,
                    num_slots=64, hard_filter_chunk=512)
   config.rollout.update(backend="sglang" if arg.local_servers else "jax", urls=(), local_servers=arg.local_servers)

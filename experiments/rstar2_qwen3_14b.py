@@ -80,10 +80,10 @@ def get_config(arg=None):
                  max_grad_norm=1.0))
   config.rollout.update(backend="sglang", urls=("http://127.0.0.1:30000",))
   config.sandbox.update(url="http://127.0.0.1:8080", workers=64)
-  # After each stage: the paper's protocol (PAPER.md §10) on AIME 2024 (30 problems, avg@16).
-  config.eval.update(problems_files=(f"aime_2024:{os.path.join(arg.data, 'aime_2024')}",), num_problems=30,
-                     num_samples=16, temperature=0.6, max_response_length=30720, max_assistant_turns=30,
-                     num_slots=64, fixed_execution_time_s=None)
+  # No in-process evaluation (it does not span the trainer's processes): each stage's policy
+  # (WORKDIR/policies/<stage>) is evaluated on SGLang servers by experiments/eval_paper.py.
+  config.eval.num_problems = 0
+  config.distributed.mode = "auto"  # one trainer process per host (launch/slurm_train.sh, tpu_vm.sh)
   config.checkpoint.update(rl_every_steps=10, max_to_keep=3)
   if arg.release:
     config.data.update(prompts_per_step=128)
@@ -91,5 +91,6 @@ def get_config(arg=None):
                                steps=200)]
     # 8 GPUs of one node: tensor 4 (a Qwen3-14B kv head pair per device) x fsdp 2.
     config.mesh.update(num_devices=8, fsdp=2, tensor=4)
+    config.distributed.mode = "none"
     config.rl.update(row_length=10240, rows_per_microbatch=2, logits_chunk=1024)
   return config

@@ -34,7 +34,8 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.get_absl_handler().addFilter(_QuietLibraries())
   try:
-    distributed.initialize(_CONFIG.value.get("distributed"))
+    if not _CONFIG.value.get("dry_run"):  # a dry run plans the mesh without joining any process
+      distributed.initialize(_CONFIG.value.get("distributed"))
   except ConfigError as error:
     sys.exit(f"config error: {error}")
   logging.info("JAX %s: %d process(es), %d local / %d global devices (%s)", jax.__version__,

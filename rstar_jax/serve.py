@@ -45,8 +45,7 @@ flags.mark_flag_as_required("checkpoint")
 
 def _api_key() -> str | None:
   if _API_KEY_FILE.value:
-    with open(_API_KEY_FILE.value, encoding="utf-8") as f:
-      return f.read().strip() or None
+    return processes.read_api_key(_API_KEY_FILE.value)
   return _API_KEY.value
 
 

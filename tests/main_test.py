@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from rstar_jax import models
+from rstar_jax.rollout import local_servers
 from rstar_jax.train import metrics as metrics_lib
 from rstar_jax.train import run as run_lib
 from rstar_jax.train import validate
@@ -219,6 +220,48 @@ def test_the_eval_command_evaluates_a_saved_policy(smoke_run, tmp_path):
   assert [len(row["rewards"]) for row in rows] == [2, 2, 2]
   bad = subprocess.run(command[:-2] + ["--max-turns", "0"], cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert bad.returncode != 0 and "--max-turns=0 must be a positive integer" in bad.stderr
+
+
+def test_the_eval_command_runs_a_suite_on_rollout_servers_as_in_process(smoke_run, tmp_path):
+  """`--suite` evaluates each benchmark into its own directory; with `--rollout-urls` the servers
+  load the policy and roll out; greedy, they give the in-process engine's rewards exactly."""
+  workdir, _ = smoke_run
+  policy_dir = workdir / "policies" / "stage3"
+  eval_file = workdir / "data" / "eval.jsonl"
+  suite = tmp_path / "suite.py"
+  suite.write_text(
+      "import ml_collections\n"
+      "def get_config(arg=None):\n"
+      "  del arg\n"
+      "  config = ml_collections.ConfigDict()\n"
+      f"  config.benchmarks = [dict(name=n, problems=('problems:{eval_file}',), num_samples=2, temperature=0.0,\n"
+      "                             max_response_tokens=48, max_turns=2) for n in ('first', 'second')]\n"
+      "  return config\n")
+  base = [sys.executable, "-m", "rstar_jax.eval", "--policy", str(policy_dir), "--num-problems", "3",
+          "--num-slots", "4", "--suite", str(suite)]
+  in_process = subprocess.run(base + ["--out", str(tmp_path / "local")], cwd=ROOT, capture_output=True, text=True,
+                              timeout=600)
+  assert in_process.returncode == 0, in_process.stderr[-3000:]
+  # a server started on other (random) weights: the eval command loads the policy on it first
+  other = tmp_path / "other"
+  cfg = models.read_hf_config(str(policy_dir / "config.json"))
+  models.save_hf(cfg, models.init_params(cfg, jax.random.key(7)), str(other))
+  with local_servers.LocalServers(str(other), 1, ["--num-slots", "4", "--max-length", "256"]) as servers:
+    served = subprocess.run(base + ["--out", str(tmp_path / "served"), "--rollout-urls", servers.urls[0]], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+  assert served.returncode == 0, served.stderr[-3000:]
+  summary = json.loads(served.stdout[served.stdout.index("{"):])
+  assert sorted(summary) == ["first", "second"] and "eval/avg@2" in summary["first"]
+  for name in ("first", "second"):
+    local = [json.loads(line) for line in (tmp_path / "local" / f"eval_{name}" / "eval_problems.jsonl").open()]
+    remote = [json.loads(line) for line in (tmp_path / "served" / f"eval_{name}" / "eval_problems.jsonl").open()]
+    assert [row["rewards"] for row in remote] == [row["rewards"] for row in local] and len(remote) == 3
+    local_samples = (tmp_path / "local" / f"eval_{name}" / "eval_samples.jsonl").read_text().splitlines()
+    remote_samples = (tmp_path / "served" / f"eval_{name}" / "eval_samples.jsonl").read_text().splitlines()
+    assert [json.loads(x)["response"] for x in remote_samples] == [json.loads(x)["response"] for x in local_samples]
+  both = subprocess.run(base + ["--problems", f"problems:{eval_file}"], cwd=ROOT, capture_output=True, text=True,
+                        timeout=300)
+  assert both.returncode != 0 and "give --problems or --suite, not both" in both.stderr
 
 
 def test_rollouts_through_two_local_servers_give_the_in_process_metrics(smoke_run, tmp_path):

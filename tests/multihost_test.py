@@ -92,3 +92,71 @@ def test_sft_job_on_two_processes_checkpoints_resumes_and_equals_one_process(tmp
   assert weights_one.keys() == weights_two.keys()
   for name, value in weights_one.items():
     np.testing.assert_allclose(weights_two[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(job="sft", eval_problems=4), "config.eval.num_problems=4 must be 0 in a multi-process run"),
+    (dict(job="sft_rl", eval_problems=0), "config.rollout.backend='jax' must be 'sglang'"),
+])
+def test_multi_process_configs_refuse_what_does_not_span_processes(overrides, message):
+  sys.path.insert(0, os.path.join(ROOT, "experiments"))
+  import tiny  # pylint: disable=import-outside-toplevel
+  from rstar_jax.train import validate  # pylint: disable=import-outside-toplevel
+  config = tiny.get_config("smoke")
+  config.job = overrides["job"]
+  config.eval.num_problems = overrides["eval_problems"]
+  config.distributed.update(mode="explicit", coordinator_address="127.0.0.1:1234", num_processes=2)
+  with pytest.raises(validate.ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    validate.validate(config)
+
+
+RL_CONFIG = '''
+import importlib.util
+import os
+
+def get_config(arg=None):
+  base, url = arg.split(",")
+  spec = importlib.util.spec_from_file_location("tiny", os.path.join({root!r}, "experiments", "tiny.py"))
+  tiny = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(tiny)
+  config = tiny.get_config("smoke")
+  config.job = "rl"
+  config.model.hf_path = os.path.join(base, "policies", "sft")
+  train = ["problems:" + os.path.join(base, "data", "train.jsonl")]
+  config.data.stages = [
+      dict(name="stage1", train_files=train, max_response_tokens=64, max_turns=2, steps=2),
+      dict(name="stage2", train_files=train, max_response_tokens=64, max_turns=2, steps=1, reset_optimizer=True,
+           hard_filter_samples=2)]
+  config.eval.num_problems = 0
+  config.rl.update(rows_per_microbatch=8, num_slots=8)
+  config.rollout.update(backend="sglang", urls=(url,))
+  return config
+'''
+
+
+def test_rl_job_on_two_processes_drives_the_servers_from_process_zero(tmp_path):
+  """The RL job with two trainer processes: process 0 rolls out on the server (and runs the stage-2
+  hard filter there), broadcasts the rollouts, both update; the run matches a one-process run on
+  the same server up to float rounding, with the same filtered problems and one metrics writer."""
+  base = tmp_path / "sft"
+  _run_processes(lambda _: _main(base, 2), 1, 8)
+  config_file = tmp_path / "rl_config.py"
+  config_file.write_text(RL_CONFIG.replace("{root!r}", repr(ROOT)))
+  from rstar_jax.rollout import local_servers  # pylint: disable=import-outside-toplevel
+  with local_servers.LocalServers(str(base / "policies" / "sft"), 1,
+                                  ["--num-slots", "8", "--max-length", "256"]) as servers:
+    spec = f"{config_file}:{base},{servers.urls[0]}"
+    command = [sys.executable, "-m", "rstar_jax.main", "--config", spec]
+    _run_processes(lambda _: command + [f"--workdir={tmp_path / 'one'}"], 1, 8)
+    address = f"127.0.0.1:{_free_port()}"
+    _run_processes(lambda i: command + [f"--workdir={tmp_path / 'two'}", "--config.distributed.mode=explicit",
+                                        f"--config.distributed.coordinator_address={address}",
+                                        "--config.distributed.num_processes=2",
+                                        f"--config.distributed.process_id={i}"], 2, 4)
+  one, two = _metrics(tmp_path / "one"), _metrics(tmp_path / "two")
+  assert [row["rl/step"] for row in two] == [row["rl/step"] for row in one] == [1.0, 2.0, 3.0]
+  for a, b in zip(one, two):
+    for key in ("reward/mean", "loss/policy", "grad/norm", "rollout/response_tokens_mean"):
+      assert b[key] == pytest.approx(a[key], rel=1e-3, abs=1e-6), (a["rl/step"], key)
+  filtered = [(tmp_path / run / "data" / "hard_stage2.jsonl").read_text() for run in ("one", "two")]
+  assert filtered[0] == filtered[1] and filtered[0]

@@ -95,3 +95,30 @@ def test_a_parameter_that_does_not_divide_is_named():
   config.mesh.update(num_devices=48, fsdp=3, tensor=16)  # 40 heads over 16
   with pytest.raises(ConfigError, match="does not divide"):
     plan.make_plan(config)
+
+
+def test_plan_reads_the_checkpoint_config_when_there_is_one(tmp_path):
+  import jax  # pylint: disable=import-outside-toplevel
+  from rstar_jax import models  # pylint: disable=import-outside-toplevel
+  cfg = models.qwen("qwen2", vocab_size=128, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4,
+                    num_kv_heads=2)
+  models.save_hf(cfg, models.init_params(cfg, jax.random.key(0)), str(tmp_path))
+  config = _config("rstar2_qwen3_14b")
+  config.model.hf_path = str(tmp_path)
+  config.mesh.update(num_devices=2, fsdp=2, tensor=1)
+  config.rl.rows_per_microbatch = 2
+  p = plan.make_plan(config)
+  assert p["model"]["source"] == str(tmp_path / "config.json")
+  assert p["model"]["model_type"] == "qwen2" and p["model"]["parameters"] == sum(
+      x.size for x in jax.tree.leaves(models.param_shapes(cfg)))
+
+
+def test_paper_eval_suite_has_the_protocol():
+  spec = importlib.util.spec_from_file_location("paper", os.path.join(ROOT, "experiments", "eval_suites", "paper.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  suite = module.get_config("data=d")
+  assert [b["name"] for b in suite.benchmarks] == ["aime_2024", "aime_2025", "math_500", "hmmt_feb_2025"]
+  for b in suite.benchmarks:  # PAPER.md §10: avg@16, temperature 0.6, 30 turns, 30,720 tokens
+    assert (b["num_samples"], b["temperature"], b["max_turns"], b["max_response_tokens"]) == (16, 0.6, 30, 30720)
+    assert b["problems"] == (f"{b['name']}:d/{b['name']}",)

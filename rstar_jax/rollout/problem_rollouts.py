@@ -133,14 +133,16 @@ async def rollout_problems(engine: agent_loop.Engine, tools: agent_loop.Tools,
   return ProblemRollouts(groups, scores, timing)
 
 
-def policy_rollout_fn(engine: jax_engine.JaxEngine, tokenizer: tokenization.Tokenizer,
-                      config: agent_loop.AgentConfig, scorer: rewards.Scorer,
-                      runtime: rollout_runtime.RolloutRuntime, seed: int = 0):
+def policy_rollout_fn(engine, tokenizer: tokenization.Tokenizer, config: agent_loop.AgentConfig,
+                      scorer: rewards.Scorer, runtime: rollout_runtime.RolloutRuntime, seed: int = 0):
   """`rollout_fn(problems, n) -> rewards [P, n]` for `data.hard_filter`: the policy on `engine`
-  rolls each problem n times with the runtime's tools, in lockstep, so a rerun over the same
-  problems repeats its rollouts."""
+  rolls each problem n times with the runtime's tools. A `JaxEngine` runs in lockstep, so a rerun
+  over the same problems repeats its rollouts; any other engine (a `Router` over rollout servers)
+  is used as it is."""
   def rollout_fn(problems, n: int) -> np.ndarray:
-    return runtime.run(rollout_problems(jax_engine.AsyncJaxEngine(engine, lockstep=True), runtime.tools,
-                                        tokenizer, problems, n, config, seed, scorer=scorer)).rewards
+    generator = (jax_engine.AsyncJaxEngine(engine, lockstep=True) if isinstance(engine, jax_engine.JaxEngine)
+                 else engine)
+    return runtime.run(rollout_problems(generator, runtime.tools, tokenizer, problems, n, config, seed,
+                                        scorer=scorer)).rewards
 
   return rollout_fn

@@ -14,6 +14,8 @@ import shutil
 import time
 from typing import Sequence
 
+import jax
+
 from rstar_jax import models
 from rstar_jax.rollout import sglang_client
 
@@ -23,11 +25,16 @@ def version_dir(root: str, version: int) -> str:
 
 
 def write_version(cfg: models.ModelConfig, params, root: str, version: int, keep: int = 2) -> str:
-  """Writes `params` as a Hugging Face directory root/vNNNNNN (atomically); returns its path."""
+  """Writes `params` as a Hugging Face directory root/vNNNNNN (atomically); returns its path. In a
+  multi-process run every process calls it (the parameters are gathered) and process 0 writes."""
   final = version_dir(root, version)
   partial = final + ".partial"
-  shutil.rmtree(partial, ignore_errors=True)
+  writer = jax.process_index() == 0
+  if writer:
+    shutil.rmtree(partial, ignore_errors=True)
   models.save_hf(cfg, params, partial)
+  if not writer:
+    return final
   shutil.rmtree(final, ignore_errors=True)
   os.replace(partial, final)
   versions = sorted(d for d in os.listdir(root) if d.startswith("v") and d[1:].isdigit())

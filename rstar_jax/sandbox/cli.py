@@ -144,15 +144,12 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
 
 def _api_key(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str | None:
   """The key of --api-key-file; refuses a non-loopback --host without one (unless trusted)."""
-  key = None
-  if args.api_key_file:
-    try:
-      with open(args.api_key_file, encoding="utf-8") as f:
-        key = f.read().strip()
-    except OSError as e:
-      parser.error(f"--api-key-file {args.api_key_file}: {e.strerror}")
-    if not key:
-      parser.error(f"--api-key-file {args.api_key_file} is empty")
+  try:
+    key = processes.read_api_key(args.api_key_file)
+  except OSError as e:
+    parser.error(f"--api-key-file {args.api_key_file}: {e.strerror}")
+  except ValueError:
+    parser.error(f"--api-key-file {args.api_key_file} is empty")
   if key is None and not processes.is_loopback(args.host) and not args.trusted_network:
     parser.error(f"--host {args.host} listens beyond loopback and the service runs anyone's code: give "
                  "--api-key-file, or --trusted-network if every host that can reach the port is trusted")

@@ -27,6 +27,22 @@ def is_loopback(host: str) -> bool:
     return False
 
 
+def read_api_key(path: str) -> str | None:
+  """The API key held by the file at `path` (surrounding whitespace dropped); None for no path.
+
+  Raises:
+    OSError: the file cannot be read.
+    ValueError: the file is empty.
+  """
+  if not path:
+    return None
+  with open(path, encoding="utf-8") as f:
+    key = f.read().strip()
+  if not key:
+    raise ValueError(f"the API key file {path} is empty")
+  return key
+
+
 def free_port() -> int:
   """A TCP port on 127.0.0.1 that was free a moment ago."""
   with socket.socket() as s:

@@ -8,13 +8,17 @@ config.distributed.mode:
   "explicit"  coordinator_address ("host:port" of process 0), num_processes and process_id.
 In a multi-process run every process executes the same program on the global arrays: each holds
 the whole packed batch (the data streams read it whole, which is cheap next to the step) and
-gives the devices it owns their rows; metrics, policies and evaluations are written by process 0,
-checkpoints by all (orbax coordinates them).
+gives the devices it owns their rows; metrics and policies are written by process 0, checkpoints
+by all (orbax coordinates them). RL rollouts (and the stage-3 filter) run on rollout servers,
+driven by process 0, which broadcasts each step's rollouts to the others; the weights written for
+the servers are gathered from all processes and written by process 0.
 """
-from typing import Callable, TypeVar
+import pickle
+from typing import Any, Callable, TypeVar
 
 import jax
 import ml_collections
+import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
@@ -57,5 +61,26 @@ def process_zero_first(name: str, prepare: Callable[[], T]) -> T:
   if jax.process_count() == 1:
     return prepare()
   result = prepare() if is_writer() else None
-  multihost_utils.sync_global_devices(name)
+  barrier(name)
   return result if is_writer() else prepare()
+
+
+def broadcast_from_zero(value: Any) -> Any:
+  """Process 0's `value` (any picklable object) on every process."""
+  if jax.process_count() == 1:
+    return value
+  payload = np.frombuffer(pickle.dumps(value), np.uint8) if is_writer() else np.zeros(0, np.uint8)
+  size = int(multihost_utils.broadcast_one_to_all(np.int64(payload.size)))
+  received = multihost_utils.broadcast_one_to_all(payload if is_writer() else np.zeros(size, np.uint8))
+  return value if is_writer() else pickle.loads(np.asarray(received).tobytes())
+
+
+def on_process_zero(run: Callable[[], T]) -> T:
+  """`run()` on process 0 only; its result on every process."""
+  return broadcast_from_zero(run() if is_writer() else None)
+
+
+def barrier(name: str) -> None:
+  """Waits until every process has reached the barrier `name` (a no-op for one process)."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)

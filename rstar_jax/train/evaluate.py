@@ -1,10 +1,11 @@
 """Agentic evaluation of a policy: rollouts with real tool calls, scored (PAPER.md §10).
 
   metrics = evaluate_policy(config.eval, cfg, params, tokenizer, problems, out_dir, mesh_rules, fmt)
+  metrics = evaluate_rollouts(config.eval, router, tokenizer, problems, out_dir, runtime)   # on servers
 
 Each of the first `eval.num_problems` problems (0: all) is rolled `eval.num_samples` = k times
 by the agent loop (`rollout.rollout_problems`) on the JAX engine in lockstep (so a rerun repeats
-every rollout), with the tool calls run by an in-process sandbox pool (root needed) or by a
+every rollout) or on rollout servers (SGLang or `rstar-serve`, through `rollout.Router`), with the tool calls run by an in-process sandbox pool (root needed) or by a
 running `rstar-sandbox serve` at `eval.sandbox_url`, and scored with `reward` options (truncated
 responses score 0). Metrics (PAPER.md §10 reports avg@16 at temperature 0.6):
   eval/avg@k                   mean reward over all rollouts (mean pass@1); also eval/accuracy
@@ -42,6 +43,7 @@ from rstar_jax import rewards
 from rstar_jax import rl
 from rstar_jax import rollout
 from rstar_jax import sandbox
+from rstar_jax.sandbox import processes
 from rstar_jax.train import progress
 
 EVAL_FILE = "eval.json"
@@ -52,11 +54,7 @@ def tools_for(sandbox_url: str, workers: int, api_key_file: str = ""):
   """A running sandbox service's client (sending the key read from `api_key_file`, if given), or
   an in-process pool of `workers` zygotes (as root, or rootless)."""
   if sandbox_url:
-    api_key = None
-    if api_key_file:
-      with open(api_key_file, encoding="utf-8") as f:
-        api_key = f.read().strip()
-    return sandbox.SandboxClient(sandbox_url, api_key=api_key)
+    return sandbox.SandboxClient(sandbox_url, api_key=processes.read_api_key(api_key_file))
   return sandbox.Pool(sandbox.PoolConfig(workers=workers))
 
 
@@ -124,19 +122,31 @@ def evaluate_policy(eval_config: ml_collections.ConfigDict, cfg: models.ModelCon
                     chat_format: chat.ChatFormat = chat.DEFAULT_FORMAT,
                     reward_config: rewards.RewardConfig | None = None,
                     label: str = "eval") -> dict[str, float]:
-  """Rolls out, scores and writes the evaluation (module docstring); returns its metrics.
-
-  The tool calls go to `runtime.tools` (`rollout.RolloutRuntime` over `tools_for(...)`).
-  Reads eval_config.{num_problems, num_samples, temperature, top_p, max_response_length,
-  max_assistant_turns, num_slots, seed, fixed_execution_time_s}.
-  """
+  """`evaluate_rollouts` on a JAX engine of `params` in this process (lockstep, so a rerun repeats
+  its rollouts); also reads eval_config.num_slots."""
   problems = list(problems)[:eval_config.num_problems or None]
-  n = eval_config.num_samples
   prompt_tokens = max(len(tokenizer.encode(chat.prompt_text(p.problem, chat_format))) for p in problems)
   engine = rollout.JaxEngine(cfg, params, num_slots=eval_config.num_slots,
                              max_length=prompt_tokens + eval_config.max_response_length,
                              eos_token_ids=cfg.eos_token_ids, seed=eval_config.seed,
                              vocab_limit=tokenizer.vocab_size, mesh_rules=mesh_rules)
+  return evaluate_rollouts(eval_config, rollout.AsyncJaxEngine(engine, lockstep=True), tokenizer, problems, out_dir,
+                           runtime, chat_format, reward_config, label)
+
+
+def evaluate_rollouts(eval_config: ml_collections.ConfigDict, engine, tokenizer: chat.Tokenizer,
+                      problems: Sequence[data.Problem], out_dir: str, runtime: rollout.RolloutRuntime,
+                      chat_format: chat.ChatFormat = chat.DEFAULT_FORMAT,
+                      reward_config: rewards.RewardConfig | None = None, label: str = "eval") -> dict[str, float]:
+  """Rolls out on `engine` (an `AsyncJaxEngine`, or a `rollout.Router` over servers), scores and
+  writes the evaluation (module docstring); returns its metrics.
+
+  The tool calls go to `runtime.tools` (`rollout.RolloutRuntime` over `tools_for(...)`).
+  Reads eval_config.{num_problems, num_samples, temperature, top_p, max_response_length,
+  max_assistant_turns, seed, fixed_execution_time_s}.
+  """
+  problems = list(problems)[:eval_config.num_problems or None]
+  n = eval_config.num_samples
   agent_config = rollout.AgentConfig(
       max_response_length=eval_config.max_response_length,
       max_assistant_turns=eval_config.max_assistant_turns, chat_format=chat_format,
@@ -144,16 +154,13 @@ def evaluate_policy(eval_config: ml_collections.ConfigDict, cfg: models.ModelCon
       sampling=rollout.SamplingParams(max_new_tokens=None, temperature=eval_config.temperature,
                                       top_p=eval_config.get("top_p", 1.0)))
   bar = progress.Progress(f"{label}: rollouts", len(problems) * n)
-
-
   logging.info("%s: %d problems x %d samples at temperature %g, up to %d response tokens and %d turns",
                label, len(problems), n, eval_config.temperature, eval_config.max_response_length,
                eval_config.max_assistant_turns)
   start = time.monotonic()
   with rewards.Scorer(reward_config) as scorer:
-    batch = runtime.run(rollout.rollout_problems(
-        rollout.AsyncJaxEngine(engine, lockstep=True), runtime.tools, tokenizer, problems, n, agent_config,
-        eval_config.seed, scorer=scorer, on_done=bar.update))
+    batch = runtime.run(rollout.rollout_problems(engine, runtime.tools, tokenizer, problems, n, agent_config,
+                                                 eval_config.seed, scorer=scorer, on_done=bar.update))
   elapsed = time.monotonic() - start
   groups, scores = batch.groups, batch.rewards
   num_correct = (scores > 0).sum(axis=1)

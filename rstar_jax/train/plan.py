@@ -101,7 +101,7 @@ def model_config(config: ml_collections.ConfigDict) -> tuple[models.ModelConfig,
   numerics = dict(dtype=config.model.dtype, param_dtype=config.model.param_dtype, remat=config.model.remat)
   path = os.path.join(config.model.hf_path, "config.json") if config.model.hf_path else ""
   if path and os.path.isfile(path):
-    return models.read_hf_config(config.model.hf_path, **numerics), path
+    return models.read_hf_config(path, **numerics), path
   return policy.model_config_from_fields(config.model, _vocab_size(config), None), "config.model fields"
 
 

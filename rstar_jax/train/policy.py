@@ -110,14 +110,19 @@ def load_policy(directory: str, mesh_rules: models.MeshRules | None = None, dtyp
   Qwen checkpoint with a tokenizer.json (then the released chat format). The end-of-turn ids are
   the tokenizer's `<|im_end|>` then `<|endoftext|>` (a base checkpoint's config lists only the
   latter, PAPER.md §2.5)."""
+  tokenizer, chat_format = load_prompting(directory)
+  cfg, params = models.load_hf(directory, dtype=jnp.dtype(dtype), mesh_rules=mesh_rules)
+  return cfg.replace(eos_token_id=_eos_ids(tokenizer)), params, tokenizer, chat_format
+
+
+def load_prompting(directory: str) -> tuple[chat.Tokenizer, chat.ChatFormat]:
+  """(tokenizer, chat format) of a policy directory, without its weights (for rollout servers)."""
   if not os.path.isdir(directory):
     raise FileNotFoundError(f"no policy directory at {directory!r}")
   tokenizer = chat.HFTokenizer.from_dir(directory)
-  cfg, params = models.load_hf(directory, dtype=jnp.dtype(dtype), mesh_rules=mesh_rules)
-  cfg = cfg.replace(eos_token_id=_eos_ids(tokenizer))
   path = os.path.join(directory, CHAT_FORMAT_FILE)
   chat_format = chat.DEFAULT_FORMAT
   if os.path.exists(path):
     with open(path, encoding="utf-8") as f:
       chat_format = chat.ChatFormat(**json.load(f))
-  return cfg, params, tokenizer, chat_format
+  return tokenizer, chat_format

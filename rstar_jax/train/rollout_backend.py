@@ -29,6 +29,8 @@ from rstar_jax import models
 from rstar_jax import rollout
 from rstar_jax.rollout import local_servers as local_servers_lib
 from rstar_jax.rollout import weight_sync
+from rstar_jax.sandbox import processes
+from rstar_jax.train import distributed
 
 BACKENDS = ("jax", "sglang")
 
@@ -74,16 +76,18 @@ class ServerBackend:
     self._config, self._cfg, self._runtime, self._vocab_limit = config, cfg, runtime, vocab_limit
     self._sync_dir = config.rollout.weight_sync_dir or os.path.join(workdir, "weight_sync")
     self._log_dir = workdir
-    self._api_key = None
-    if config.rollout.api_key_file:
-      with open(config.rollout.api_key_file, encoding="utf-8") as f:
-        self._api_key = f.read().strip() or None
+    self._api_key = processes.read_api_key(config.rollout.api_key_file)
     self._router: rollout.Router | None = None
 
   @contextlib.contextmanager
   def stage(self, params, max_length: int, version: int):
+    """Servers serving version `version` of `params` for the block. In a multi-process run every
+    process enters it (the weights are gathered from all) and process 0 drives the servers."""
     os.makedirs(self._sync_dir, exist_ok=True)
     path = weight_sync.write_version(self._cfg, params, self._sync_dir, version)
+    if not distributed.is_writer():
+      yield self
+      return
     with contextlib.ExitStack() as stack:
       urls = list(self._config.rollout.urls)
       if self._config.rollout.local_servers:
@@ -103,6 +107,7 @@ class ServerBackend:
       yield self
 
   def engine(self) -> rollout.Router:
+    """The router over the servers (process 0; None on the other processes of a multi-process run)."""
     return self._router
 
   def sync(self, params, version: int) -> float:
@@ -114,7 +119,8 @@ class ServerBackend:
     flight (the client resubmits them, to continue on the new weights) instead of draining them."""
     start = time.monotonic()
     path = await asyncio.to_thread(weight_sync.write_version, self._cfg, params, self._sync_dir, version)
-    await weight_sync.sync_servers(self._router.engines, path, str(version), abort_all_requests)
+    if distributed.is_writer():
+      await weight_sync.sync_servers(self._router.engines, path, str(version), abort_all_requests)
     return time.monotonic() - start
 
 

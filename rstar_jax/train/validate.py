@@ -19,6 +19,7 @@ from rstar_jax import models
 from rstar_jax import rewards
 from rstar_jax import rl
 from rstar_jax.sandbox import isolation
+from rstar_jax.train import distributed
 from rstar_jax.train import rollout_backend
 from rstar_jax.train.config_lib import ConfigError, require, where
 
@@ -59,6 +60,7 @@ def validate(config: ml_collections.ConfigDict, origin: str = "") -> None:
     _validate_rl(config, origin)
     _validate_rollout(config, origin)
   _validate_eval(config, origin)
+  _validate_distributed(config, origin)
   if config.job == "rl":
     require(config, "model.hf_path", bool, "is empty, but config.job='rl' trains a given policy: set it to a "
             "Hugging Face checkpoint directory (for example an earlier run's policies/sft)", origin)
@@ -95,6 +97,23 @@ def _validate_rollout(config: ml_collections.ConfigDict, origin: str) -> None:
             "config.rollout.backend='sglang' (the in-process engine shares the trainer's devices)", origin)
     require(config, "rl.use_sampler_logprobs", bool, "must be True with config.rl.max_staleness > 0: the old "
             "policy of a stale rollout is the one that sampled it (PAPER.md §11)", origin)
+
+
+def _validate_distributed(config: ml_collections.ConfigDict, origin: str) -> None:
+  """config.distributed: what a multi-process run supports (train/distributed.py)."""
+  if "distributed" not in config:
+    return
+  require(config, "distributed.mode", lambda v: v in distributed.MODES, f"must be one of {distributed.MODES}", origin)
+  if config.distributed.mode == "none":
+    return
+  require(config, "eval.num_problems", lambda v: v == 0, "must be 0 in a multi-process run (config.distributed."
+          f"mode={config.distributed.mode!r}): the in-process evaluation engine does not span processes; "
+          "evaluate the saved policies/<phase> with `python -m rstar_jax.eval` (--rollout-urls for servers)", origin)
+  if config.job in ("rl", "sft_rl"):
+    require(config, "rollout.backend", lambda v: v == "sglang" and not config.rollout.local_servers,
+            "must be 'sglang' with config.rollout.urls in a multi-process run: process 0 drives the rollout "
+            "servers and broadcasts each step's rollouts (the in-process engine does not span processes)", origin)
+    require(config, "rl.max_staleness", lambda v: v == 0, "must be 0 in a multi-process run", origin)
 
 
 def _validate_model(config, origin: str) -> None:
