@@ -81,7 +81,8 @@ def get_config(arg=None):
   config.rollout.update(backend="sglang", urls=("http://127.0.0.1:30000",))
   config.sandbox.update(url="http://127.0.0.1:8080", workers=64)
   # No in-process evaluation (it does not span the trainer's processes): each stage's policy
-  # (WORKDIR/policies/<stage>) is evaluated on SGLang servers by experiments/eval_paper.py.
+  # (WORKDIR/policies/<stage>) is evaluated on SGLang servers by `python -m rstar_jax.eval --suite
+  # experiments/eval_suites/paper.py:data=DIR --rollout-urls ...` (README, launch/README.md).
   config.eval.num_problems = 0
   config.distributed.mode = "auto"  # one trainer process per host (launch/slurm_train.sh, tpu_vm.sh)
   config.checkpoint.update(rl_every_steps=10, max_to_keep=3)

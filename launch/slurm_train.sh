@@ -4,7 +4,7 @@
 # variables (config.distributed.mode=auto). See launch/README.md. Submit it from the repo root, or
 # run it inside an allocation (salloc). SHARED below is a directory every node mounts at one path.
 #
-#   sbatch launch/slurm_train.sh --config experiments/rstar2_qwen3_14b.py:release \
+#   sbatch launch/slurm_train.sh --config experiments/rstar2_qwen3_14b.py:policy=SHARED/ckpt/sft,data=SHARED/data \
 #       --workdir SHARED/runs/r2 --rollout-urls-file SHARED/runs/r2/sglang_urls.txt \
 #       --rollout-api-key-file SHARED/keys/sglang.key \
 #       --sandbox-url http://cpu0:8080 --sandbox-api-key-file SHARED/keys/sandbox.key

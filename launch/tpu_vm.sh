@@ -3,10 +3,10 @@
 # `gcloud compute tpus tpu-vm ssh --worker=all`; jax.distributed.initialize() finds the other
 # workers from the TPU metadata (config.distributed.mode=auto). See launch/README.md.
 #
-#   launch/tpu_vm.sh --name v5p-64-a --zone us-east5-a --project my-project \
+#   launch/tpu_vm.sh --name v5p-128-a --zone us-east5-a --project my-project \
 #       --setup --git-url https://github.com/ORG/rstar_jax.git     # clone and install on every worker
-#   launch/tpu_vm.sh --name v5p-64-a --zone us-east5-a --project my-project \
-#       --config experiments/rstar2_qwen3_14b.py:release --workdir GCSFUSE/runs/r2 \
+#   launch/tpu_vm.sh --name v5p-128-a --zone us-east5-a --project my-project \
+#       --config experiments/rstar2_qwen3_14b.py:policy=GCSFUSE/ckpt/sft,data=GCSFUSE/data --workdir GCSFUSE/runs/r2 \
 #       --rollout-urls-file sglang_urls.txt --sandbox-url http://10.0.0.5:8080
 #   launch/tpu_vm.sh --dry-run --name ... --zone ... --config ... --workdir ...   # prints, runs nothing
 #

@@ -46,7 +46,8 @@ _ROLLOUT_URLS = flags.DEFINE_multi_string("rollout-urls", None, "SGLang-compatib
                                           "(repeatable); default: a JAX engine in this process.")
 _ROLLOUT_KEY = flags.DEFINE_string("rollout-api-key-file", "", "File holding the rollout servers' API key.")
 _LOAD_WEIGHTS = flags.DEFINE_bool("load-weights", True, "With --rollout-urls: load --policy on the servers first.")
-_OUT = flags.DEFINE_string("out", None, "Output directory (default: POLICY/eval_<problems file name>).")
+_OUT = flags.DEFINE_string("out", None, "Output directory (default: POLICY/eval_<problems file name>); with "
+                          "--suite, the directory that receives eval_<benchmark>/ (default: POLICY).")
 _SAMPLES = flags.DEFINE_integer("samples", 16, "Rollouts per problem (avg@k and pass@k with k = this).")
 _TEMPERATURE = flags.DEFINE_float("temperature", 0.6, "Sampling temperature (0: greedy).")
 _TOP_P = flags.DEFINE_float("top-p", 1.0, "Nucleus sampling threshold.")
@@ -66,6 +67,7 @@ flags.mark_flags_as_required(["policy"])
 
 
 _SUITE_KEYS = ("name", "problems", "num_samples", "temperature", "max_response_tokens", "max_turns")
+_SUITE_FLAGS = ("samples", "temperature", "max-response-tokens", "max-turns")
 
 
 def _eval_config(benchmark: ml_collections.ConfigDict | None = None) -> ml_collections.ConfigDict:
@@ -85,11 +87,20 @@ def _benchmarks() -> list[tuple[str, list[str], ml_collections.ConfigDict]]:
   if _SUITE.value is not None:
     if _PROBLEMS.value:
       raise app.UsageError("give --problems or --suite, not both")
+    overridden = [f"--{name}" for name in _SUITE_FLAGS if flags.FLAGS[name].present]
+    if overridden:
+      raise app.UsageError(f"{', '.join(overridden)}: each benchmark of --suite sets its own; edit the suite")
     benchmarks = [ml_collections.ConfigDict(b) for b in _SUITE.value.benchmarks]
     for i, benchmark in enumerate(benchmarks):
       missing = sorted(set(_SUITE_KEYS) - set(benchmark))
       if missing:
         raise app.UsageError(f"--suite: benchmark #{i} has no {', '.join(missing)} (each needs {', '.join(_SUITE_KEYS)})")
+      for key in ("num_samples", "max_response_tokens", "max_turns"):
+        if benchmark[key] < 1:
+          raise app.UsageError(f"--suite: benchmark {benchmark.name!r} has {key}={benchmark[key]}, not positive")
+    names = [b.name for b in benchmarks]
+    if len(set(names)) != len(names):
+      raise app.UsageError(f"--suite: benchmark names repeat ({', '.join(names)}); each writes eval_<name>/")
     return [(b.name, list(b.problems), _eval_config(b)) for b in benchmarks]
   if not _PROBLEMS.value:
     raise app.UsageError("give --problems SCHEMA:PATH (repeatable) or --suite FILE")

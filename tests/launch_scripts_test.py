@@ -247,7 +247,7 @@ def test_slurm_outside_an_allocation_refuses_to_run(env):
 def test_slurm_help_prints_the_usage_block(env):
   result = _launch("slurm_train.sh", ["--help"], env)
   assert result.returncode == 0
-  assert "sbatch launch/slurm_train.sh --config experiments/rstar2_qwen3_14b.py:release" in result.stdout
+  assert "sbatch launch/slurm_train.sh --config experiments/rstar2_qwen3_14b.py:policy=SHARED/ckpt/sft,data=SHARED/data" in result.stdout
   assert "--rollout-urls-file FILE" in result.stdout
   assert "#SBATCH" not in result.stdout and "set -euo" not in result.stdout
 

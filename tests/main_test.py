@@ -262,6 +262,8 @@ def test_the_eval_command_runs_a_suite_on_rollout_servers_as_in_process(smoke_ru
   both = subprocess.run(base + ["--problems", f"problems:{eval_file}"], cwd=ROOT, capture_output=True, text=True,
                         timeout=300)
   assert both.returncode != 0 and "give --problems or --suite, not both" in both.stderr
+  overridden = subprocess.run(base + ["--samples", "3"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert overridden.returncode != 0 and "--samples: each benchmark of --suite sets its own" in overridden.stderr
 
 
 def test_rollouts_through_two_local_servers_give_the_in_process_metrics(smoke_run, tmp_path):

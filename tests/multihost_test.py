@@ -160,3 +160,19 @@ def test_rl_job_on_two_processes_drives_the_servers_from_process_zero(tmp_path):
       assert b[key] == pytest.approx(a[key], rel=1e-3, abs=1e-6), (a["rl/step"], key)
   filtered = [(tmp_path / run / "data" / "hard_stage2.jsonl").read_text() for run in ("one", "two")]
   assert filtered[0] == filtered[1] and filtered[0]
+
+
+def test_process_zero_sends_large_objects_and_its_errors_to_every_process():
+  worker = [sys.executable, os.path.join(ROOT, "tests", "multihost_worker.py")]
+  address = f"127.0.0.1:{_free_port()}"
+  outs = _run_processes(lambda i: worker + [address, "2", str(i), "broadcast"], 2, 4)
+  digests = [_json_line(out) for out in outs]
+  assert [d["process"] for d in digests] == [0, 1] and digests[0]["size"] == digests[1]["size"] == 40 * 2**20 + 5
+  assert digests[0]["sha256"] == digests[1]["sha256"]
+  address = f"127.0.0.1:{_free_port()}"
+  procs = [subprocess.Popen(worker + [address, "2", str(i), "fail"], cwd=ROOT, env=_env(4), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True) for i in range(2)]
+  errors = [p.communicate(timeout=300)[1] for p in procs]
+  assert [p.returncode != 0 for p in procs] == [True, True]  # neither waits forever
+  assert "ZeroDivisionError" in errors[0]
+  assert "ProcessZeroError: the test step failed on process 0: ZeroDivisionError" in errors[1]

@@ -2,8 +2,12 @@
 every process; prints the update's metrics and parameter checksums as one JSON line (process 0).
 Run by tests/multihost_test.py as one process with 8 devices or two with 4 each:
 
-  python tests/multihost_worker.py [COORDINATOR_ADDRESS NUM_PROCESSES PROCESS_ID]
+  python tests/multihost_worker.py [COORDINATOR_ADDRESS NUM_PROCESSES PROCESS_ID [broadcast|fail]]
+
+`broadcast`: process 0's 40 MiB object (three chunks) on every process, printed as its digest;
+`fail`: a step that raises on process 0.
 """
+import hashlib
 import json
 import sys
 
@@ -40,9 +44,17 @@ def _rollouts() -> rl_train.RolloutGroups:
 
 def main(argv) -> None:
   if argv:
-    address, count, index = argv
+    address, count, index = argv[:3]
     distributed.initialize(ml_collections.ConfigDict(dict(
         mode="explicit", coordinator_address=address, num_processes=int(count), process_id=int(index))))
+  if argv[3:] == ["broadcast"]:
+    payload = distributed.on_process_zero(lambda: np.random.default_rng(0).bytes(40 * 2**20 + 5))
+    print(json.dumps({"process": jax.process_index(), "size": len(payload),
+                      "sha256": hashlib.sha256(payload).hexdigest()}), flush=True)
+    return
+  if argv[3:] == ["fail"]:
+    distributed.on_process_zero(lambda: 1 / 0, "the test step")
+    return
   mesh_rules = models.MeshRules(models.make_mesh(data=2, fsdp=4, tensor=1))
   optim_config = ml_collections.ConfigDict(dict(learning_rate=1e-2, warmup_steps=0, b1=0.9, b2=0.999, eps=1e-8,
                                                 weight_decay=0.01, max_grad_norm=1.0))

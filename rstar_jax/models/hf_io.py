@@ -192,14 +192,18 @@ def save_hf(cfg: ModelConfig, params, path: str, max_shard_bytes: int = 5 * 2**3
   each file is written under a temporary name and renamed, so a failed save leaves no partial file.
   """
   tensors: list[tuple[str, np.ndarray]] = []
+  writer = jax.process_index() == 0
   for spec in _tensor_map(cfg):
-    leaf = _to_host(_get(params, spec.path))
+    leaf = _get(params, spec.path)
     if leaf.shape != _get(param_shapes(cfg), spec.path).shape:
       raise ValueError(f"parameter {'/'.join(spec.path)} has shape {leaf.shape}, expected "
                        f"{_get(param_shapes(cfg), spec.path).shape}")
+    leaf = _to_host(leaf)  # every process takes part in the gather; only the writer keeps the result
+    if not writer:
+      continue
     rows = leaf if spec.per_layer else [leaf]
     tensors.extend((name, np.ascontiguousarray(spec.to_hf(row))) for name, row in zip(_names(cfg, spec), rows))
-  if jax.process_index() != 0:
+  if not writer:
     return
   os.makedirs(path, exist_ok=True)
   groups, size = [[]], 0

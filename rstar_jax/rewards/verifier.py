@@ -115,7 +115,10 @@ def verify(response: str, answer: str, scope: str = "full_response",
     strict_integer: exact integer equality instead of the released leniency
       (config `reward.strict_integer`).
     timeout_s: stop after this many seconds and report `timed_out` (main thread only); None
-      sets no limit.
+      sets no limit. The SIGALRM timer interrupts Python code only: a computation inside one C
+      call (sympy evaluating 9^(9^(9^9)) as an integer power) runs to its end first. For model
+      output use `rewards.VerifierPool` or `Scorer`, whose worker processes are killed at the
+      deadline.
 
   Returns:
     A `Verdict`.

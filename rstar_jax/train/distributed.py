@@ -56,28 +56,59 @@ def is_writer() -> bool:
 
 
 def process_zero_first(name: str, prepare: Callable[[], T]) -> T:
-  """`prepare()` on process 0, then on the others once it is done (a barrier named `name`), so
-  files it writes into the shared workdir (data, tokenizer, config.json) are read, not rewritten."""
+  """`prepare()` on process 0, then on the others once it is done, so files it writes into the
+  shared workdir (data, tokenizer, config.json) are read, not rewritten. An error on process 0 is
+  raised on every process (none is left waiting). `name` labels the step in that error."""
   if jax.process_count() == 1:
     return prepare()
-  result = prepare() if is_writer() else None
-  barrier(name)
-  return result if is_writer() else prepare()
+  results = []
+  on_process_zero(lambda: results.append(prepare()), name)  # only the outcome travels
+  return results[0] if is_writer() else prepare()
+
+
+_CHUNK_BYTES = 16 * 2**20  # one compiled broadcast, whatever the payload's size
 
 
 def broadcast_from_zero(value: Any) -> Any:
-  """Process 0's `value` (any picklable object) on every process."""
+  """Process 0's `value` (any picklable object) on every process, sent in fixed-size chunks."""
   if jax.process_count() == 1:
     return value
-  payload = np.frombuffer(pickle.dumps(value), np.uint8) if is_writer() else np.zeros(0, np.uint8)
-  size = int(multihost_utils.broadcast_one_to_all(np.int64(payload.size)))
-  received = multihost_utils.broadcast_one_to_all(payload if is_writer() else np.zeros(size, np.uint8))
-  return value if is_writer() else pickle.loads(np.asarray(received).tobytes())
+  data = pickle.dumps(value) if is_writer() else b""
+  header = np.array([-(-len(data) // _CHUNK_BYTES), len(data) % _CHUNK_BYTES], np.int32)
+  num_chunks, last = (int(x) for x in multihost_utils.broadcast_one_to_all(header))
+  parts = []
+  for i in range(num_chunks):
+    chunk = np.zeros(_CHUNK_BYTES, np.uint8)
+    if is_writer():
+      piece = np.frombuffer(data[i * _CHUNK_BYTES:(i + 1) * _CHUNK_BYTES], np.uint8)
+      chunk[:piece.size] = piece
+    received = np.asarray(multihost_utils.broadcast_one_to_all(chunk))
+    parts.append(received[:last] if i == num_chunks - 1 and last else received)
+  return value if is_writer() else pickle.loads(b"".join(p.tobytes() for p in parts))
 
 
-def on_process_zero(run: Callable[[], T]) -> T:
-  """`run()` on process 0 only; its result on every process."""
-  return broadcast_from_zero(run() if is_writer() else None)
+class ProcessZeroError(RuntimeError):
+  """What failed on process 0, raised on the other processes of a multi-process run."""
+
+
+def on_process_zero(run: Callable[[], T], name: str = "process 0's step") -> T:
+  """`run()` on process 0 only; its result on every process. If it raises, process 0 re-raises and
+  the others raise ProcessZeroError with its message, so no process waits for a collective forever."""
+  if jax.process_count() == 1:
+    return run()
+  outcome, error = None, None
+  if is_writer():
+    try:
+      outcome = ("ok", run())
+    except Exception as e:  # pylint: disable=broad-except
+      error = e
+      outcome = ("error", f"{type(e).__name__}: {e}")
+  status, payload = broadcast_from_zero(outcome)
+  if error is not None:
+    raise error
+  if status == "error":
+    raise ProcessZeroError(f"{name} failed on process 0: {payload}")
+  return payload
 
 
 def barrier(name: str) -> None:

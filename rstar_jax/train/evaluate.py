@@ -1,6 +1,6 @@
 """Agentic evaluation of a policy: rollouts with real tool calls, scored (PAPER.md §10).
 
-  metrics = evaluate_policy(config.eval, cfg, params, tokenizer, problems, out_dir, mesh_rules, fmt)
+  metrics = evaluate_policy(config.eval, cfg, params, tokenizer, problems, out_dir, runtime, mesh_rules, fmt)
   metrics = evaluate_rollouts(config.eval, router, tokenizer, problems, out_dir, runtime)   # on servers
 
 Each of the first `eval.num_problems` problems (0: all) is rolled `eval.num_samples` = k times

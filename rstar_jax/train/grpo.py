@@ -151,20 +151,18 @@ class GrpoTrainer:
       max_length = self._max_prompt_tokens(problems) + stage.max_response_tokens
       agent = agent_config(self.config, self.chat_format, stage.max_response_tokens, stage.max_turns)
       seed = self.config.seed + 1000 * (stage.index + 1)
-      if jax.process_count() == 1:
+      if isinstance(self.backend, rollout_backend.ServerBackend):  # on the servers, driven by process 0
+        with self.backend.stage(state.params, max_length, version=stage.first_step):
+          distributed.on_process_zero(lambda: data.filter_hard_problems(
+              problems, rollout.policy_rollout_fn(self.backend.engine(), self.tokenizer, agent, self.scorer,
+                                                  self.runtime, seed=seed),
+              stage.hard_filter_samples, out, chunk_size=self.config.rl.hard_filter_chunk), "the hard filter")
+      else:
         in_process = rollout_backend.InProcessBackend(self.config, self.cfg, self.mesh_rules, self.tokenizer.vocab_size)
         rollout_fn = rollout.policy_rollout_fn(in_process.build_engine(state.params, max_length), self.tokenizer,
                                                agent, self.scorer, self.runtime, seed=seed)
         data.filter_hard_problems(problems, rollout_fn, stage.hard_filter_samples, out,
                                   chunk_size=self.config.rl.hard_filter_chunk)
-      else:  # the trainer's devices span processes: the servers roll out, process 0 drives them
-        with self.backend.stage(state.params, max_length, version=stage.first_step):
-          if distributed.is_writer():
-            rollout_fn = rollout.policy_rollout_fn(self.backend.engine(), self.tokenizer, agent, self.scorer,
-                                                   self.runtime, seed=seed)
-            data.filter_hard_problems(problems, rollout_fn, stage.hard_filter_samples, out,
-                                      chunk_size=self.config.rl.hard_filter_chunk)
-        distributed.barrier(f"hard_filter_{stage.name}")
     kept, _ = data.load_problems([f"problems:{out}"], f"{stage.field} (hard filter output {out})",
                                  integer_answers=False, deduplicate=False)
     if not kept:
@@ -219,7 +217,8 @@ class GrpoTrainer:
     state = self._maybe_reset(k, stage, state)
     start = time.monotonic()
     batch = next(stream)
-    out = distributed.on_process_zero(lambda: self.runtime.run(self._rollouts(k, batch, agent)))
+    out = distributed.on_process_zero(lambda: self.runtime.run(self._rollouts(k, batch, agent)),
+                                      f"the rollouts of RL step {k + 1}")
     rollout_s = time.monotonic() - start
     state, update_metrics, update_s = self._update(k, out, updater, state)
     sync_s = self.backend.sync(state.params, version=k + 1)

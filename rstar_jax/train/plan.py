@@ -48,9 +48,10 @@ from rstar_jax import models
 from rstar_jax.rollout.jax_engine import kv_bytes_per_slot
 from rstar_jax.train import policy
 from rstar_jax.train.config_lib import ConfigError, where
+from rstar_jax.train.packing import PackedBatch, microbatch_bucket
 
 GIB = 2**30
-_BATCH_ARRAYS = 8  # PackedBatch fields, each int32 or fp32
+_BATCH_ARRAYS = len(PackedBatch._fields)  # each int32 or fp32
 
 
 def mesh_sizes(mesh_config: ml_collections.ConfigDict, origin: str = "") -> dict[str, int]:
@@ -58,6 +59,9 @@ def mesh_sizes(mesh_config: ml_collections.ConfigDict, origin: str = "") -> dict
   machine's), -1 filled in."""
   total = mesh_config.num_devices or jax.device_count()
   shape = [mesh_config.data, mesh_config.fsdp, mesh_config.tensor]
+  if any(s < 1 and s != -1 for s in shape):
+    raise ConfigError(f"config.mesh data={shape[0]} fsdp={shape[1]} tensor={shape[2]}: sizes must be positive "
+                      f"(one may be -1, the rest){where(origin)}")
   known = math.prod(s for s in shape if s != -1)
   if shape.count(-1) > 1 or known <= 0 or total % known:
     raise ConfigError(f"config.mesh data={shape[0]} fsdp={shape[1]} tensor={shape[2]} cannot split "
@@ -66,7 +70,7 @@ def mesh_sizes(mesh_config: ml_collections.ConfigDict, origin: str = "") -> dict
     shape[shape.index(-1)] = total // known
   if math.prod(shape) != total:
     raise ConfigError(f"config.mesh data={shape[0]} x fsdp={shape[1]} x tensor={shape[2]} is not "
-                      f"config.mesh.num_devices={total}{where(origin)}")
+                      f"{total} devices (config.mesh.num_devices={mesh_config.num_devices}){where(origin)}")
   return dict(zip(models.MESH_AXES, shape))
 
 
@@ -107,19 +111,21 @@ def model_config(config: ml_collections.ConfigDict) -> tuple[models.ModelConfig,
 
 def _shard_elements(mesh: AbstractMesh, rules, shape, logical_axes, what: str) -> int:
   spec = nn.logical_to_mesh_axes(tuple(logical_axes), rules)
-  for size, axes in zip(shape, tuple(spec) + (None,) * len(shape)):
+  for size, name, axes in zip(shape, logical_axes, tuple(spec) + (None,) * len(shape)):
     parts = math.prod(mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes or ()))
     if size % parts:
-      raise ConfigError(f"{what}: an axis of size {size} does not divide over mesh axes {axes} ({parts} devices)")
+      raise ConfigError(f"{what}: axis {name!r} of size {size} does not divide over mesh axes {axes} ({parts} "
+                        f"devices of config.mesh {dict(mesh.shape)})")
   return math.prod(NamedSharding(mesh, spec).shard_shape(tuple(shape)))
 
 
 def parameter_elements(cfg: models.ModelConfig, mesh: AbstractMesh, rules) -> tuple[int, int]:
   """(total parameter elements, the most elements of the parameters one device holds)."""
-  shapes = jax.tree.leaves(models.param_shapes(cfg))
+  shapes = jax.tree_util.tree_leaves_with_path(models.param_shapes(cfg))
   axes = jax.tree.leaves(models.param_logical_axes(cfg), is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
-  total = sum(math.prod(s.shape) for s in shapes)
-  return total, sum(_shard_elements(mesh, rules, s.shape, a, "a parameter") for s, a in zip(shapes, axes))
+  total = sum(math.prod(s.shape) for _, s in shapes)
+  return total, sum(_shard_elements(mesh, rules, s.shape, a, f"parameter {jax.tree_util.keystr(path)}")
+                    for (path, s), a in zip(shapes, axes))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,8 +174,9 @@ def engine_memory(cfg: models.ModelConfig, mesh: AbstractMesh, rules, num_slots:
           "kv_bytes_per_slot": kv_bytes_per_slot(cfg, max_length)}
 
 
-def _power_of_two_at_least(n: int) -> int:
-  return 1 << max(n - 1, 0).bit_length()
+def microbatches(rows: int, rows_per_microbatch: int, num_microbatches: int | None) -> int:
+  """The microbatch count packing gives `rows` rows: the configured one, else its bucket."""
+  return num_microbatches or microbatch_bucket(-(-rows // rows_per_microbatch))
 
 
 def stage_tokens(config: ml_collections.ConfigDict, prompt_overhead: int | None) -> list[dict]:
@@ -177,7 +184,7 @@ def stage_tokens(config: ml_collections.ConfigDict, prompt_overhead: int | None)
 
   generated <= P x n x R (R: the stage's response budget, tool tokens included); trained
   trajectories P x keep, each <= max_prompt_tokens + R tokens, one packing row each at most, in
-  microbatches of rl.rows_per_microbatch rows (rounded up to a power of two, as packing does).
+  microbatches of rl.rows_per_microbatch rows (rl.num_microbatches, else packing's bucket).
   """
   rl_config, prompts = config.rl, config.data.prompts_per_step
   out = []
@@ -191,7 +198,7 @@ def stage_tokens(config: ml_collections.ConfigDict, prompt_overhead: int | None)
         generated_tokens_max=prompts * rl_config.num_rollouts * stage.max_response_tokens,
         trained_tokens_max=trained * (config.data.max_prompt_tokens + stage.max_response_tokens),
         prompt_tokens_min=None if prompt_overhead is None else prompts * rl_config.num_rollouts * prompt_overhead,
-        microbatches_max=_power_of_two_at_least(-(-rows // rl_config.rows_per_microbatch)),
+        microbatches_max=microbatches(rows, rl_config.rows_per_microbatch, rl_config.num_microbatches),
         hard_filter_samples=stage.hard_filter_samples, reset_optimizer=stage.reset_optimizer))
   return out
 
@@ -224,11 +231,13 @@ def make_plan(config: ml_collections.ConfigDict, origin: str = "") -> dict[str, 
                                            config.data.max_prompt_tokens + longest))
   if config.job in ("sft", "sft_rl"):
     memory = train_memory(cfg, mesh, rules, config.sft.rows_per_microbatch, config.sft.row_length,
-                          config.sft.num_microbatches or 1, config.sft.logits_chunk)
+                          microbatches(config.sft.batch_size, config.sft.rows_per_microbatch,
+                                       config.sft.num_microbatches), config.sft.logits_chunk)
     plan["sft_update_bytes"] = dataclasses.asdict(memory) | {"total": memory.total}
   rollout_config = config.rollout
   plan["rollout"] = dict(backend=rollout_config.backend, urls=list(rollout_config.urls),
                          local_servers=rollout_config.local_servers, weight_sync_dir=rollout_config.weight_sync_dir)
+  plan["evaluates_in_process"] = bool(config.eval.num_problems)
   plan["sandbox"] = dict(url=config.sandbox.url or None, in_process_workers=None if config.sandbox.url
                          else config.sandbox.workers)
   return plan
@@ -265,7 +274,7 @@ def format_plan(plan: dict[str, Any]) -> str:
       b = plan[key]
       lines.append(f"{title}, per device: " + ", ".join(f"{name} {_gib(b[name]).strip()}" for name in (
           "parameters", "optimizer", "gradients", "activations", "batch", "total")))
-  if "engine_bytes" in plan:
+  if "engine_bytes" in plan and (plan["rollout"]["backend"] == "jax" or plan["evaluates_in_process"]):
     e = plan["engine_bytes"]
     lines.append(f"rollout engine, per device: parameters {_gib(e['parameters']).strip()}, KV cache "
                  f"{_gib(e['kv_cache']).strip()} ({e['kv_bytes_per_slot'] / 2**20:.0f} MiB per slot)")

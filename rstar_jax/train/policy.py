@@ -23,6 +23,9 @@ def build_mesh_rules(mesh_config: ml_collections.ConfigDict) -> models.MeshRules
   if not 0 <= mesh_config.num_devices <= len(devices):
     raise ValueError(f"config.mesh.num_devices={mesh_config.num_devices} must be in [0, {len(devices)}] "
                      f"(0 means all {len(devices)} devices)")
+  if jax.process_count() > 1 and mesh_config.num_devices not in (0, len(devices)):
+    raise ValueError(f"config.mesh.num_devices={mesh_config.num_devices} leaves some of the {len(devices)} devices "
+                     f"of this {jax.process_count()}-process run out of the mesh: use 0 (all) or {len(devices)}")
   devices = devices[:mesh_config.num_devices or len(devices)]
   mesh = models.make_mesh(data=mesh_config.data, fsdp=mesh_config.fsdp, tensor=mesh_config.tensor,
                           devices=devices)

@@ -221,10 +221,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, origin: str = "") -> di
   state, meta = harness.restore(state)
   phase = meta["phase"] if meta else None
   summary = {"job": config.job}
-  needs_tools = has_rl or config.eval.num_problems
+  # tool calls and scoring happen where rollouts do: process 0 (train/distributed.py)
+  needs_tools = (has_rl or config.eval.num_problems) and distributed.is_writer()
   tools = ((lambda: evaluate.tools_for(config.sandbox.url, config.sandbox.workers, config.sandbox.api_key_file))
            if needs_tools else contextlib.nullcontext)
-  with rollout.RolloutRuntime(tools) as runtime, rewards.Scorer.from_config(config) as scorer:
+  scoring = rewards.Scorer.from_config(config) if distributed.is_writer() else contextlib.nullcontext()
+  with rollout.RolloutRuntime(tools) as runtime, scoring as scorer:
     phases = _Phases(config, workdir, cfg, tokenizer, chat_format, mesh_rules, runtime, harness)
     if has_sft and phase in (None, "sft"):  # an RL checkpoint means SFT and its end are done
       _, state = sft.train_sft(config, cfg, state, meta, examples, mesh_rules, harness)

@@ -106,13 +106,21 @@ def _validate_distributed(config: ml_collections.ConfigDict, origin: str) -> Non
   require(config, "distributed.mode", lambda v: v in distributed.MODES, f"must be one of {distributed.MODES}", origin)
   if config.distributed.mode == "none":
     return
+  if config.distributed.mode == "explicit":
+    require(config, "distributed.coordinator_address", lambda v: bool(v), "must be the coordinator's host:port "
+            "(process 0's) with config.distributed.mode='explicit'", origin)
+    require(config, "distributed.num_processes", lambda v: isinstance(v, int) and v >= 1, "must be >= 1", origin)
+    require(config, "distributed.process_id", lambda v: isinstance(v, int) and 0 <= v < config.distributed.num_processes,
+            f"must be in [0, config.distributed.num_processes={config.distributed.num_processes})", origin)
   require(config, "eval.num_problems", lambda v: v == 0, "must be 0 in a multi-process run (config.distributed."
           f"mode={config.distributed.mode!r}): the in-process evaluation engine does not span processes; "
           "evaluate the saved policies/<phase> with `python -m rstar_jax.eval` (--rollout-urls for servers)", origin)
   if config.job in ("rl", "sft_rl"):
-    require(config, "rollout.backend", lambda v: v == "sglang" and not config.rollout.local_servers,
-            "must be 'sglang' with config.rollout.urls in a multi-process run: process 0 drives the rollout "
-            "servers and broadcasts each step's rollouts (the in-process engine does not span processes)", origin)
+    require(config, "rollout.backend", lambda v: v == "sglang", "must be 'sglang' in a multi-process run: process 0 "
+            "drives the rollout servers and broadcasts each step's rollouts (the in-process engine does not span "
+            "processes)", origin)
+    require(config, "rollout.local_servers", lambda v: v == 0, "must be 0 in a multi-process run: give the servers' "
+            "config.rollout.urls", origin)
     require(config, "rl.max_staleness", lambda v: v == 0, "must be 0 in a multi-process run", origin)
 
 
