@@ -20,10 +20,9 @@ Arguments (`:k=v,...`):
   local_servers N > 0: rollouts on N `rstar-serve` processes of this host (rollout.backend sglang).
   dtype         the compute dtype: bfloat16 on accelerators, float32 on CPU.
 """
-import importlib.util
 import os
 
-from rstar_jax.train.config_lib import parse_arg
+from rstar_jax.train.config_lib import load_module, parse_arg
 
 SHAPES = {
     "qwen3_0_6b": dict(model_type="qwen3", vocab_size=151936, hidden_size=1024, intermediate_size=3072,
@@ -35,20 +34,12 @@ SHAPES = {
 }
 
 
-def _recipe():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rstar2_qwen3_14b.py")
-  spec = importlib.util.spec_from_file_location("rstar2_qwen3_14b", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def get_config(arg=None):
   arg = parse_arg(arg, policy="models/Qwen3-0.6B", model="qwen3_0_6b", data="data/rstar2", local_servers=0,
                   dtype="bfloat16")
   if arg.model not in SHAPES:
     raise ValueError(f"config argument model={arg.model!r} must be one of {sorted(SHAPES)}")
-  recipe = _recipe()
+  recipe = load_module(os.path.join(os.path.dirname(os.path.abspath(__file__)), "rstar2_qwen3_14b.py"))
   config = recipe.get_config(f"policy={arg.policy},data={arg.data}")
   config.model.update(dtype=arg.dtype, remat="full", **SHAPES[arg.model])
   config.data.prompts_per_step = 32

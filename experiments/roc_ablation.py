@@ -11,24 +11,16 @@ run (its policies/sft and data/) at `base` (default runs/tiny):
   python launch/sweep.py --config experiments/roc_ablation.py --workdir runs/roc_ablation
   python -m rstar_jax.main --config experiments/roc_ablation.py:roc=False,seed=1 --workdir runs/grpo_s1
 """
-import importlib.util
 import os
 
-from rstar_jax.train.config_lib import parse_arg
+from rstar_jax.train.config_lib import load_module, parse_arg
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def _tiny():
-  spec = importlib.util.spec_from_file_location("tiny", os.path.join(_HERE, "tiny.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def get_config(arg=None):
   arg = parse_arg(arg, roc=True, seed=0, base="runs/tiny", steps=20, smoke=False)
-  config = _tiny().get_config("smoke" if arg.smoke else None)
+  config = load_module(os.path.join(_HERE, "tiny.py")).get_config("smoke" if arg.smoke else None)
   config.job = "rl"
   config.seed = arg.seed
   config.data.seed = arg.seed

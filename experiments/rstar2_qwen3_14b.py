@@ -26,22 +26,12 @@ Arguments (`:k=v,...`):
 import os
 
 from rstar_jax.models import DEFAULT_RULES
-from rstar_jax.train.config_lib import parse_arg
+from rstar_jax.train.config_lib import load_module, parse_arg
 
 # Qwen3-14B(-Base) config.json: the shape a dry run uses when the policy directory is not at hand.
 QWEN3_14B = dict(model_type="qwen3", vocab_size=151936, hidden_size=5120, intermediate_size=17408, num_layers=40,
                  num_heads=40, num_kv_heads=8, head_dim=128, rope_theta=1_000_000.0, tie_word_embeddings=False,
                  max_position_embeddings=40960)
-
-
-def _experiment(name: str):
-  """Another experiment file of this directory as a module."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location(name, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                                                   f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def eval_files(data_dir: str) -> list[str]:
@@ -51,7 +41,7 @@ def eval_files(data_dir: str) -> list[str]:
 
 def get_config(arg=None):
   arg = parse_arg(arg, policy="checkpoints/qwen3_14b_sft", data="data/rstar2", release=False)
-  config = _experiment("tiny").get_config()
+  config = load_module(os.path.join(os.path.dirname(os.path.abspath(__file__)), "tiny.py")).get_config()
   config.job = "rl"
   config.prompt = dict(variant="released")  # the released first-turn template, PAPER.md §2.2
   config.model.update(hf_path=arg.policy, dtype="bfloat16", param_dtype="float32", remat="full", **QWEN3_14B)

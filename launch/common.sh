@@ -58,6 +58,25 @@ need_value() {
   (($2 >= 2)) || die "$1 needs a value"
 }
 
+# trainer_option OPTION VALUE NUM_ARGS: sets the variable of an option slurm_train.sh and tpu_vm.sh
+# share (config, workdir, urls_file, rollout_api_key_file, sandbox_url, sandbox_api_key_file);
+# returns 1 for any other option. The caller shifts 2 when it returns 0.
+trainer_option() {
+  case "$1" in
+    --config | --workdir | --rollout-urls-file | --rollout-api-key-file | --sandbox-url | --sandbox-api-key-file)
+      need_value "$1" "$3" ;;
+    *) return 1 ;;
+  esac
+  case "$1" in
+    --config) config=$2 ;;
+    --workdir) workdir=$2 ;;
+    --rollout-urls-file) urls_file=$2 ;;
+    --rollout-api-key-file) rollout_api_key_file=$2 ;;
+    --sandbox-url) sandbox_url=$2 ;;
+    --sandbox-api-key-file) sandbox_api_key_file=$2 ;;
+  esac
+}
+
 # need_int FLAG VALUE: VALUE must be a positive integer.
 need_int() {
   [[ $2 =~ ^[1-9][0-9]*$ ]] || die "$1 must be a positive integer, got '$2'"

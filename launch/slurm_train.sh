@@ -55,13 +55,8 @@ venv="$repo/.venv" gpus_per_node="${SLURM_GPUS_ON_NODE:-8}" coordinator_port="" 
 declare -a extra=() rollout_urls=()
 while (($# > 0)); do
   [[ $1 != --*=* ]] || set -- "${1%%=*}" "${1#*=}" "${@:2}"  # --flag=value as --flag value
+  if trainer_option "$1" "${2-}" $#; then shift 2; continue; fi
   case "$1" in
-    --config) need_value "$1" $#; config=$2; shift 2 ;;
-    --workdir) need_value "$1" $#; workdir=$2; shift 2 ;;
-    --rollout-urls-file) need_value "$1" $#; urls_file=$2; shift 2 ;;
-    --rollout-api-key-file) need_value "$1" $#; rollout_api_key_file=$2; shift 2 ;;
-    --sandbox-url) need_value "$1" $#; sandbox_url=$2; shift 2 ;;
-    --sandbox-api-key-file) need_value "$1" $#; sandbox_api_key_file=$2; shift 2 ;;
     --venv) need_value "$1" $#; venv=$2; shift 2 ;;
     --gpus-per-node) need_value "$1" $#; gpus_per_node=$2; shift 2 ;;
     --coordinator-port) need_value "$1" $#; coordinator_port=$2; shift 2 ;;

@@ -19,7 +19,6 @@ local processes, or `--print` the commands (for a cluster scheduler), running no
 import argparse
 import concurrent.futures
 import csv
-import importlib.util
 import json
 import os
 import re
@@ -34,6 +33,7 @@ from matplotlib.figure import Figure
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from rstar_jax.train import config_lib  # pylint: disable=wrong-import-position
 from rstar_jax.train.metrics import read_metrics  # pylint: disable=wrong-import-position
 
 SEED_KEYS = ("seed", "data.seed")
@@ -45,9 +45,7 @@ _VOLATILE = ("time/", "throughput/")
 
 
 def load_sweep(config_path: str) -> list[dict[str, Any]]:
-  spec = importlib.util.spec_from_file_location("sweep_config", config_path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = config_lib.load_module(config_path)
   if not hasattr(module, "get_sweep"):
     raise SystemExit(f"{config_path} has no get_sweep()")
   entries = module.get_sweep()

@@ -42,17 +42,12 @@ sandbox_url="" sandbox_api_key_file="" setup=0 git_url="" dry_run=0
 declare -a extra=() rollout_urls=()
 while (($# > 0)); do
   [[ $1 != --*=* ]] || set -- "${1%%=*}" "${1#*=}" "${@:2}"  # --flag=value as --flag value
+  if trainer_option "$1" "${2-}" $#; then shift 2; continue; fi
   case "$1" in
     --name) need_value "$1" $#; name=$2; shift 2 ;;
     --zone) need_value "$1" $#; zone=$2; shift 2 ;;
     --project) need_value "$1" $#; project=$2; shift 2 ;;
     --repo-dir) need_value "$1" $#; repo_dir=$2; shift 2 ;;
-    --config) need_value "$1" $#; config=$2; shift 2 ;;
-    --workdir) need_value "$1" $#; workdir=$2; shift 2 ;;
-    --rollout-urls-file) need_value "$1" $#; urls_file=$2; shift 2 ;;
-    --rollout-api-key-file) need_value "$1" $#; rollout_api_key_file=$2; shift 2 ;;
-    --sandbox-url) need_value "$1" $#; sandbox_url=$2; shift 2 ;;
-    --sandbox-api-key-file) need_value "$1" $#; sandbox_api_key_file=$2; shift 2 ;;
     --setup) setup=1; shift ;;
     --git-url) need_value "$1" $#; git_url=$2; shift 2 ;;
     --dry-run) dry_run=1; shift ;;

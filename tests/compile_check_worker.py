@@ -4,7 +4,6 @@ parameter is sharded as the rules say. Run by tests/compile_check_test.py in a f
 
   XLA_FLAGS=--xla_force_host_platform_device_count=64 python tests/compile_check_worker.py CONFIG[:ARG]
 """
-import importlib.util
 import json
 import os
 import sys
@@ -12,17 +11,14 @@ import sys
 import jax
 
 from rstar_jax import models
-from rstar_jax.train import compile_check, plan, policy
+from rstar_jax.train import compile_check, config_lib, plan, policy
 
 NUM_MICROBATCHES = 2
 
 
 def _config(spec: str):
   path, _, arg = spec.partition(":")
-  module_spec = importlib.util.spec_from_file_location("experiment", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg or None)
+  return config_lib.load_module(path).get_config(arg or None)
 
 
 def main(spec: str) -> None:

@@ -3,7 +3,6 @@
   python -m pytest -q tests/data_synthetic_test.py
 """
 import collections
-import importlib.util
 import pathlib
 import subprocess
 import sys
@@ -11,6 +10,7 @@ import sys
 import pytest
 
 from rstar_jax import data
+from rstar_jax.train import config_lib
 from rstar_jax.data import synthetic
 
 
@@ -54,10 +54,7 @@ def test_splits_never_share_a_problem_text():
 
 def _default_synthetic_config():
   path = pathlib.Path(__file__).parents[1] / "experiments" / "tiny.py"
-  spec = importlib.util.spec_from_file_location("tiny", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config().data.synthetic
+  return config_lib.load_module(str(path)).get_config().data.synthetic
 
 
 def test_task_splits_are_pairwise_disjoint_at_the_default_sizes():

@@ -1,12 +1,11 @@
 """Every experiment config in experiments/ loads (each variant and sweep entry), validates, and
 rejects unknown args."""
 import glob
-import importlib.util
 import os
 
 import pytest
 
-from rstar_jax.train import validate
+from rstar_jax.train import config_lib, validate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = sorted(glob.glob(os.path.join(ROOT, "experiments", "*.py")))
@@ -16,10 +15,7 @@ VARIANTS = {"tiny.py": [None, "smoke"], "roc_ablation.py": [None, "smoke", "roc=
 
 
 def _load(path):
-  spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return config_lib.load_module(path)
 
 
 def test_there_are_configs_and_each_has_listed_variants():

@@ -111,15 +111,13 @@ def test_multi_process_configs_refuse_what_does_not_span_processes(overrides, me
 
 
 RL_CONFIG = '''
-import importlib.util
 import os
+
+from rstar_jax.train.config_lib import load_module
 
 def get_config(arg=None):
   base, url = arg.split(",")
-  spec = importlib.util.spec_from_file_location("tiny", os.path.join({root!r}, "experiments", "tiny.py"))
-  tiny = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(tiny)
-  config = tiny.get_config("smoke")
+  config = load_module(os.path.join({root!r}, "experiments", "tiny.py")).get_config("smoke")
   config.job = "rl"
   config.model.hf_path = os.path.join(base, "policies", "sft")
   train = ["problems:" + os.path.join(base, "data", "train.jsonl")]

@@ -1,23 +1,19 @@
 """The dry run (train/plan.py): mesh, bytes per device and tokens per step, hand-computed; the
 real Qwen3 tokenizer's first-turn prompt; nothing written."""
-import importlib.util
 import os
 
 import pytest
 
 from rstar_jax import chat
 from rstar_jax.train import plan, run
-from rstar_jax.train.config_lib import ConfigError
+from rstar_jax.train.config_lib import ConfigError, load_module
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QWEN3_14B_PARAMETERS = 14_768_307_200  # Qwen3-14B's 14.8B: 2 x V x E + L x (attention + MLP + norms) + E
 
 
 def _config(name, arg=None):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "experiments", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return load_module(os.path.join(ROOT, "experiments", f"{name}.py")).get_config(arg)
 
 
 def test_qwen3_14b_parameter_count_by_hand():
@@ -114,10 +110,7 @@ def test_plan_reads_the_checkpoint_config_when_there_is_one(tmp_path):
 
 
 def test_paper_eval_suite_has_the_protocol():
-  spec = importlib.util.spec_from_file_location("paper", os.path.join(ROOT, "experiments", "eval_suites", "paper.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  suite = module.get_config("data=d")
+  suite = load_module(os.path.join(ROOT, "experiments", "eval_suites", "paper.py")).get_config("data=d")
   assert [b["name"] for b in suite.benchmarks] == ["aime_2024", "aime_2025", "math_500", "hmmt_feb_2025"]
   for b in suite.benchmarks:  # PAPER.md §10: avg@16, temperature 0.6, 30 turns, 30,720 tokens
     assert (b["num_samples"], b["temperature"], b["max_turns"], b["max_response_tokens"]) == (16, 0.6, 30, 30720)

@@ -1,9 +1,12 @@
 """Helpers for experiment config files: the `arg` string parser and checks that name the key path.
 
   arg = parse_arg(arg, smoke=False, steps=100)     # "smoke=True,steps=3" -> typed fields
+  tiny = load_module("experiments/tiny.py")        # an experiment file (for its get_config)
   require(config, "sft.steps", lambda v: v > 0, "must be positive", origin)
 """
 import ast
+import importlib.util
+import os
 from typing import Any, Callable
 
 import ml_collections
@@ -36,6 +39,14 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
         raise ValueError(f"config argument {key}={raw!r} must be a {type(default).__name__}")
     out[key] = value
   return out
+
+
+def load_module(path: str):
+  """The Python file at `path` as a module (experiment files are loaded by path, not imported)."""
+  spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 class ConfigError(ValueError):
