@@ -5,7 +5,6 @@ the GRPO vs GRPO-RoC ablation and shows their metrics, tables and plots (slow).
   python -m pytest -q tests/notebook_test.py
   python -m pytest -q -m slow tests/notebook_test.py
 """
-import importlib
 import ast
 import importlib.util
 import json
@@ -15,11 +14,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 
 import nbformat
 import pytest
 
-from rstar_jax.train import validate
+from rstar_jax.train import config_lib, validate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(ROOT, "notebooks", "colab_tiny.ipynb")
@@ -49,10 +49,7 @@ def _parameters(nb):
 
 
 def _load_experiment(path):
-  spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return config_lib.load_module(path)
 
 
 def _code_configs(nb):
@@ -88,8 +85,8 @@ def test_the_notebook_is_valid_and_saved_without_outputs():
   for cell in _code_cells(nb):
     assert cell.outputs == [] and cell.execution_count is None, f"cell {cell.get('id')} has outputs"
   params = _parameters(nb)
-  assert {"REPO_URL", "WORKDIR", "ABLATION_DIR", "ABLATION_BASE", "ABLATION_STEPS", "SEED"} <= set(params)
-  assert params["REPO_URL"] == ""  # a placeholder: the user sets where they got the project
+  assert {"SOURCE", "WORKDIR", "ABLATION_DIR", "ABLATION_BASE", "ABLATION_STEPS", "SEED"} <= set(params)
+  assert params["SOURCE"] == ""  # in Colab: the install cell asks for an archive of the project
   text = json.dumps(nb.cells)
   assert ROOT not in text and tempfile.gettempdir() not in text  # no paths of the machine that ran it
 
@@ -130,17 +127,40 @@ def test_the_notebook_commands_name_existing_configs_arguments_and_flags():
   assert "python -m rstar_jax.main" in markdown and importlib.util.find_spec("rstar_jax.main")
 
 
-def test_without_the_package_or_repo_url_the_install_cell_says_what_to_set(tmp_path):
-  """Where rstar_jax is not importable (`python -S`: no site-packages) and REPO_URL is empty, the
-  install cell raises an error naming REPO_URL and clones nothing."""
+def test_without_the_package_or_a_source_the_install_cell_says_what_to_set(tmp_path):
+  """Where rstar_jax is not importable (`python -S`: no site-packages), outside Colab, with SOURCE
+  empty, the install cell raises an error naming SOURCE and clones nothing."""
   nb = _notebook()
   install = next(cell for cell in _code_cells(nb) if "find_spec(\"rstar_jax\")" in cell.source)
   script = _parameters_cell(nb).source + "\n" + install.source
   proc = subprocess.run([sys.executable, "-S", "-c", script], cwd=tmp_path, capture_output=True, text=True,
                         timeout=60)
   assert proc.returncode != 0
-  assert "RuntimeError: rstar_jax is not installed" in proc.stderr and "set REPO_URL" in proc.stderr
+  assert "RuntimeError: rstar_jax is not installed" in proc.stderr and "set SOURCE" in proc.stderr
   assert not os.listdir(tmp_path)
+
+
+def test_the_install_cell_unpacks_an_archive_of_the_project(tmp_path):
+  """`checkout_from` (the install cell's) turns a `git archive` of this checkout into a directory
+  pip can install, and refuses an archive that holds no project."""
+  nb = _notebook()
+  install = next(cell for cell in _code_cells(nb) if "find_spec(\"rstar_jax\")" in cell.source)
+  tree = ast.parse(install.source)
+  tree.body = [node for node in tree.body if isinstance(node, (ast.Import, ast.FunctionDef))]
+  namespace = {}
+  exec(compile(tree, "install cell", "exec"), namespace)  # pylint: disable=exec-used
+  archive = tmp_path / "rstar_jax.zip"
+  subprocess.run(["git", "archive", "-o", str(archive), "HEAD"], cwd=ROOT, check=True)
+  checkout = namespace["checkout_from"](str(archive), str(tmp_path / "unpacked"))
+  assert checkout == str(tmp_path / "unpacked")
+  assert os.path.isfile(os.path.join(checkout, "setup.py")) and os.path.isfile(
+      os.path.join(checkout, "experiments", "tiny.py"))
+  assert namespace["checkout_from"](str(tmp_path / "unpacked"), "unused") == str(tmp_path / "unpacked")
+  other = tmp_path / "other.zip"
+  with zipfile.ZipFile(other, "w") as z:
+    z.writestr("README.txt", "not the project")
+  with pytest.raises(RuntimeError, match="did not give a checkout of the project"):
+    namespace["checkout_from"](str(other), str(tmp_path / "other"))
 
 
 def _outputs(cell, output_type=None):
