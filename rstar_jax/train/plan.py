@@ -86,8 +86,8 @@ def _tokenizer(config: ml_collections.ConfigDict) -> chat.Tokenizer | None:
 
 
 def _vocab_size(config: ml_collections.ConfigDict) -> int:
-  """config.model.vocab_size, else the tokenizer's size (a tokenizer.json, the BPE size to be
-  learned, or the character set) rounded up to config.model.vocab_multiple, as build_policy does."""
+  """policy.random_vocab_size of the tokenizer's size: a tokenizer.json's, the BPE size to be
+  learned, or the character set's."""
   if config.model.get("vocab_size"):
     return config.model.vocab_size
   tokenizer = _tokenizer(config)
@@ -97,7 +97,7 @@ def _vocab_size(config: ml_collections.ConfigDict) -> int:
     size = config.data.bpe_vocab_size
   else:
     size = chat.load_tokenizer(config.data.tokenizer).vocab_size
-  return -(-size // config.model.vocab_multiple) * config.model.vocab_multiple
+  return policy.random_vocab_size(config.model, size)
 
 
 def model_config(config: ml_collections.ConfigDict) -> tuple[models.ModelConfig, str]:

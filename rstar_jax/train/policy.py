@@ -32,8 +32,11 @@ def build_mesh_rules(mesh_config: ml_collections.ConfigDict) -> models.MeshRules
   return models.MeshRules(mesh, tuple(tuple(rule) for rule in mesh_config.rules))
 
 
-def _round_up(value: int, multiple: int) -> int:
-  return -(-value // multiple) * multiple
+def random_vocab_size(model_config: ml_collections.ConfigDict, tokenizer_vocab_size: int) -> int:
+  """A random policy's vocabulary: config.model.vocab_size when set, else the tokenizer's size rounded
+  up to config.model.vocab_multiple (so that it divides over the tensor axis)."""
+  multiple = model_config.vocab_multiple
+  return model_config.get("vocab_size", 0) or -(-tokenizer_vocab_size // multiple) * multiple
 
 
 def _eos_ids(tokenizer: chat.Tokenizer) -> int | tuple[int, ...]:
@@ -78,7 +81,7 @@ def build_policy(model_config: ml_collections.ConfigDict, tokenizer: chat.Tokeni
       cfg = cfg.replace(eos_token_id=eos)
     logging.info("policy: loaded %s (%s)", model_config.hf_path, cfg)
     return cfg, params
-  vocab = model_config.get("vocab_size", 0) or _round_up(tokenizer.vocab_size, model_config.vocab_multiple)
+  vocab = random_vocab_size(model_config, tokenizer.vocab_size)
   if vocab < tokenizer.vocab_size:
     raise ValueError(f"config.model.vocab_size={vocab} is smaller than the tokenizer's {tokenizer.vocab_size}")
   cfg = model_config_from_fields(model_config, vocab, eos)
