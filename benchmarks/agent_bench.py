@@ -34,6 +34,7 @@ from rstar_jax import data
 from rstar_jax import rewards
 from rstar_jax import rollout
 from rstar_jax.train import evaluate
+from rstar_jax.train import host_malloc
 from rstar_jax.train import policy
 
 
@@ -105,4 +106,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+  host_malloc.reexec_with_kept_memory()
   sys.exit(main())

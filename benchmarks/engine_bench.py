@@ -29,6 +29,7 @@ import numpy as np
 
 from rstar_jax import models
 from rstar_jax import rollout
+from rstar_jax.train import host_malloc
 import bench_util
 
 
@@ -159,4 +160,5 @@ def main():
 
 
 if __name__ == "__main__":
+  host_malloc.reexec_with_kept_memory()
   main()

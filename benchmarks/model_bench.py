@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rstar_jax import models
+from rstar_jax.train import host_malloc
 import bench_util
 
 LOGITS_ATOL = 1e-3
@@ -241,4 +242,5 @@ def main():
 
 
 if __name__ == "__main__":
+  host_malloc.reexec_with_kept_memory()
   main()

@@ -26,6 +26,7 @@ from rstar_jax import models
 from rstar_jax import rollout
 from rstar_jax.rollout import local_servers
 from rstar_jax.rollout import weight_sync
+from rstar_jax.train import host_malloc
 
 
 def tiny_default_config() -> models.ModelConfig:
@@ -149,4 +150,5 @@ def main():
 
 
 if __name__ == "__main__":
+  host_malloc.reexec_with_kept_memory()
   main()

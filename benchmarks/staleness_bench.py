@@ -19,6 +19,7 @@ import tempfile
 from absl import logging
 import numpy as np
 
+from rstar_jax.train import host_malloc
 from rstar_jax.train import metrics as metrics_lib
 from rstar_jax.train import run as run_lib
 
@@ -73,4 +74,5 @@ def main():
 
 
 if __name__ == "__main__":
+  host_malloc.reexec_with_kept_memory()
   main()

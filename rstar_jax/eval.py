@@ -35,6 +35,7 @@ from rstar_jax import rollout
 from rstar_jax.rollout import weight_sync
 from rstar_jax.sandbox import isolation, processes
 from rstar_jax.train import evaluate, policy
+from rstar_jax.train import host_malloc
 
 _POLICY = flags.DEFINE_string("policy", None, "Policy directory (Hugging Face checkpoint with tokenizer.json).")
 _PROBLEMS = flags.DEFINE_multi_string("problems", None, "Problems as SCHEMA:PATH (repeatable), e.g. "
@@ -173,4 +174,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  host_malloc.reexec_with_kept_memory()
   app.run(main)

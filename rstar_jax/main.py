@@ -13,6 +13,7 @@ import jax
 from ml_collections import config_flags
 
 from rstar_jax.train import distributed
+from rstar_jax.train import host_malloc
 from rstar_jax.train import run as run_lib
 from rstar_jax.train.config_lib import ConfigError
 
@@ -47,4 +48,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  host_malloc.reexec_with_kept_memory()
   app.run(main)

@@ -24,6 +24,7 @@ from rstar_jax import models
 from rstar_jax import rollout
 from rstar_jax.rollout import server as server_lib
 from rstar_jax.sandbox import processes
+from rstar_jax.train import host_malloc
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Hugging Face checkpoint directory to serve.")
 _HOST = flags.DEFINE_string("host", "127.0.0.1", "Address to bind.")
@@ -110,6 +111,7 @@ def main(argv):
 
 def run():
   """Console-script entry point."""
+  host_malloc.reexec_with_kept_memory()
   app.run(main)
 
 

@@ -13,6 +13,11 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+# Child processes the tests start (rstar-serve, the main job) find the host malloc settings already
+# in their environment and so do not re-execute themselves for them (rstar_jax.train.host_malloc).
+from rstar_jax.train import host_malloc  # pylint: disable=wrong-import-position  (after XLA_FLAGS)
+os.environ.update(host_malloc.tuned_environment(dict(os.environ)) or {})
+
 
 @pytest.fixture(scope="session")
 def qwen3_tokenizer_dir(tmp_path_factory):

@@ -275,7 +275,9 @@ class Pool:
       z.process = subprocess.Popen(
           [sys.executable, "-m", "rstar_jax.sandbox.zygote", str(child_sock.fileno()),
            str(z.index), str(uid_start), self.config.to_json()],
-          pass_fds=(child_sock.fileno(),), stdin=subprocess.DEVNULL)
+          pass_fds=(child_sock.fileno(),), stdin=subprocess.DEVNULL,
+          # snippets run under the system's malloc, whatever tunables the host process chose
+          env={k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"})
     finally:
       child_sock.close()
     writer = None
