@@ -3,7 +3,13 @@ the same CPU in the same run; bf16 train-step MFU on a GPU.
 
   python benchmarks/train_bench.py                 # CPU, ours vs PyTorch (2-3 minutes on 2 cores)
   python benchmarks/train_bench.py --quick         # a tiny model, for a smoke run
+  python benchmarks/train_bench.py --scaling       # also step time at row lengths 512 .. 8192 (~10 minutes)
   python benchmarks/train_bench.py --device gpu [--batch 8 --length 2048 --remat dots --logits_chunk 512]
+
+Rows: the SFT step below, and the RL update (`rl=True`): ours the trainer's old log-prob pass
+(train.make_logprob_fn, jitted) then the GRPO-RoC update (train.grpo_objective, advantages +1 and
+-0.5 by row); torch a no-grad forward for the old log-probs, then the same token-mean PPO-clip
+loss (clip 0.8 .. 1.28, dual clip 3), backward and AdamW.
 
 One step, both sides, on the same B x T batch (B trajectories of T + 1 tokens, the first
 `--prompt_len` of each outside the loss, as prompts are in RL):
@@ -20,6 +26,13 @@ Times are medians of `--repeats` steps after `--warmup` untimed ones (compilatio
 and torch steps interleaved; torch runs with as many intra-op threads as XLA's CPU pool has (both
 follow the CPU affinity, so `taskset -c 0` compares on one core).
 
+With `--scaling`, a table of how the step's cost grows with the row length: one row of T = 512 ..
+8192 tokens per step, each side with its layers recomputed in the backward pass (ours remat
+"full", transformers' activation checkpointing), as long rows are trained (the paper's
+responses reach 12K tokens); a fresh model and optimizer per length, the first step checked as
+above. Ours attends `--attention_chunk` queries at a time (default 512, ModelConfig.
+attention_chunk; 0: one [T, T] block); transformers uses its sdpa kernel.
+
 GPU mode (no torch): compute in bf16, parameters and AdamW moments in `--param_dtype` (default
 float32: mixed precision with fp32 master weights), the ~1.1B `bench_util.gpu_config`, `--remat`
 and `--logits_chunk` as in the trainer. MFU = achieved FLOP/s / `--peak_tflops` with
@@ -33,16 +46,19 @@ import numpy as np
 
 from rstar_jax import models
 from rstar_jax import train
+from rstar_jax.train import host_malloc
 from rstar_jax.models.config import DTYPES, REMAT_POLICIES
 import bench_util
 
 AGREE_RTOL = 1e-3
+GRPO = dict(eps_low=0.2, eps_high=0.28, dual_clip=3.0)  # PAPER.md §6, the trainer's defaults
 OPTIM = dict(learning_rate=1e-5, warmup_steps=0, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01, max_grad_norm=1.0)
 
 
 def make_batch(cfg: models.ModelConfig, batch: int, length: int, prompt_len: int, num_microbatches: int,
-               seed: int) -> train.PackedBatch:
-  """B trajectories of T + 1 random tokens (loss mask 0 on the first prompt_len), one per row."""
+               seed: int, rl: bool = False) -> train.PackedBatch:
+  """B trajectories of T + 1 random tokens (loss mask 0 on the first prompt_len), one per row;
+  `rl`: with advantages alternating +1, -0.5 (SFT: none, all 1)."""
   if not 0 <= prompt_len < length:
     raise ValueError(f"prompt_len must be in [0, {length}), got {prompt_len}")
   if batch % num_microbatches:
@@ -51,27 +67,35 @@ def make_batch(cfg: models.ModelConfig, batch: int, length: int, prompt_len: int
   ids = rng.integers(0, cfg.vocab_size, size=(batch, length + 1), dtype=np.int32)
   masks = np.ones((batch, length + 1), np.int32)
   masks[:, :prompt_len] = 0
-  return train.pack_trajectories(list(ids), list(masks), None, row_length=length,
+  advantages = [1.0 if i % 2 == 0 else -0.5 for i in range(batch)] if rl else None
+  return train.pack_trajectories(list(ids), list(masks), advantages, row_length=length,
                                  rows_per_microbatch=batch // num_microbatches,
                                  num_microbatches=num_microbatches)
 
 
 class OurStep:
   """Runs one jitted update of `batch` per call, keeping the state; `metrics` holds the (device)
-  metrics of every call so far. `params` are donated to the state."""
+  metrics of every call so far. `params` are donated to the state. `rl`: the trainer's RL update
+  instead of SFT: the old log-prob pass (train.make_logprob_fn), then the GRPO-RoC loss on them."""
 
   def __init__(self, cfg: models.ModelConfig, params, batch: train.PackedBatch, remat: str, logits_chunk: int,
-               seed: int):
+               seed: int, rl: bool = False):
     cfg = cfg.replace(remat=remat)
     optimizer = train.make_optimizer(ml_collections.ConfigDict(OPTIM))
     self.state = train.init_train_state(params, optimizer, seed)
-    self.update = train.jit_train_step(train.make_train_step(cfg, train.sft_objective(), optimizer,
-                                                             logits_chunk=logits_chunk), self.state, None)
-    self.batch = jax.device_put(batch)
+    objective = train.grpo_objective(**GRPO) if rl else train.sft_objective()
+    self.update = train.jit_train_step(train.make_train_step(cfg, objective, optimizer, logits_chunk=logits_chunk),
+                                       self.state, None)
+    self.old_logprobs = (train.jit_logprobs(train.make_logprob_fn(cfg, logits_chunk=logits_chunk), self.state, None)
+                         if rl else None)
+    self.batch = batch if rl else jax.device_put(batch)
     self.metrics = []
 
   def __call__(self, _=None):
-    self.state, metrics = self.update(self.state, self.batch)
+    batch = self.batch
+    if self.old_logprobs is not None:
+      batch = batch._replace(old_logp=self.old_logprobs(self.state.params, batch))
+    self.state, metrics = self.update(self.state, batch)
     self.metrics.append(metrics)
     jax.block_until_ready(self.state)
 
@@ -92,51 +116,106 @@ class TorchStep:
                                        weight_decay=OPTIM["weight_decay"])
     self.history = []
 
-  def __call__(self, _=None):
-    torch = self.torch
+  def logprobs(self):
     logits = self.model(self.input_ids).logits.float()
-    logp = torch.log_softmax(logits, dim=-1).gather(-1, self.targets[..., None])[..., 0]
-    loss = -(logp * self.mask).sum() / self.mask.sum().clamp(min=1.0)
+    return self.torch.log_softmax(logits, dim=-1).gather(-1, self.targets[..., None])[..., 0]
+
+  def loss(self):
+    return -(self.logprobs() * self.mask).sum() / self.mask.sum().clamp(min=1.0)
+
+  def __call__(self, _=None):
+    loss = self.loss()
     loss.backward()
-    norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), OPTIM["max_grad_norm"])
+    norm = self.torch.nn.utils.clip_grad_norm_(self.model.parameters(), OPTIM["max_grad_norm"])
     self.optimizer.step()
     self.optimizer.zero_grad(set_to_none=True)
     self.history.append((loss.item(), norm.item()))
 
 
-def check_first_step_agrees(ours_metrics: dict, torch_history: list) -> tuple[float, float]:
+class TorchRLStep(TorchStep):
+  """The RL update in PyTorch: the old log-probs by a no-grad forward, then the token-mean PPO-clip
+  loss of `GRPO` (clip 1 - eps_low .. 1 + eps_high, dual clip for negative advantages) on them."""
+
+  def __init__(self, hf_model, torch, batch: train.PackedBatch):
+    super().__init__(hf_model, torch, batch)
+    self.advantages = torch.as_tensor(np.asarray(batch.advantages).reshape(self.mask.shape), dtype=torch.float32)
+
+  def loss(self):
+    torch = self.torch
+    with torch.no_grad():
+      old = self.logprobs()
+    ratio = torch.exp(self.logprobs() - old)
+    a = self.advantages
+    surrogate = torch.minimum(ratio * a, torch.clamp(ratio, 1 - GRPO["eps_low"], 1 + GRPO["eps_high"]) * a)
+    surrogate = torch.where(a < 0, torch.maximum(surrogate, GRPO["dual_clip"] * a), surrogate)
+    return -(surrogate * self.mask).sum() / self.mask.sum().clamp(min=1.0)
+
+
+def check_first_step_agrees(ours_metrics: dict, torch_history: list, loss_key: str = "loss/sft") -> tuple[float, float]:
   """Relative differences of the first step's loss and grad norm; raises if above AGREE_RTOL."""
   torch_loss, torch_norm = torch_history[0]
-  loss_diff = abs(float(ours_metrics["loss/sft"]) - torch_loss) / abs(torch_loss)
+  ours_loss = float(ours_metrics[loss_key])
+  loss_diff = abs(ours_loss - torch_loss) / max(abs(torch_loss), 1e-6)
   norm_diff = abs(float(ours_metrics["grad/norm"]) - torch_norm) / abs(torch_norm)
   if not (loss_diff <= AGREE_RTOL and norm_diff <= AGREE_RTOL):
-    raise AssertionError(f"first step differs from PyTorch: loss {float(ours_metrics['loss/sft']):.6f} vs "
+    raise AssertionError(f"first step differs from PyTorch: loss {ours_loss:.6f} vs "
                          f"{torch_loss:.6f}, grad norm {float(ours_metrics['grad/norm']):.6f} vs {torch_norm:.6f} "
                          f"(relative tolerance {AGREE_RTOL})")
   return loss_diff, norm_diff
 
 
-def run_cpu(args, cfg: models.ModelConfig) -> None:
-  """Ours vs PyTorch + transformers, fp32, same CPU, same run; prints the header and the ratio."""
-  torch = bench_util.load_torch(bench_util.cpu_threads())
+def compare_step(args, cfg: models.ModelConfig, torch, batch_size: int, length: int, remat: str,
+                 verbose: bool, rl: bool = False, header: bool = False) -> tuple[float, float]:
+  """Median seconds per step of ours and of PyTorch + transformers on one fresh model and batch;
+  checks the first step agrees (`check_first_step_agrees`). `verbose` prints the losses, `header`
+  the run's versions, threads and model first.
+  `rl`: the RL update with its old log-prob pass on both sides (OurStep, TorchRLStep)."""
   params = models.init_params(cfg, jax.random.key(args.seed))
   hf_model = bench_util.to_transformers(cfg, params, torch).train()
-  bench_util.print_header("train step: ours (JAX) vs PyTorch + transformers, fp32 CPU", cfg, params, torch,
-                          hf_model)
-  print(f"ours: remat {args.remat}, logits_chunk {args.logits_chunk}, {args.microbatches} microbatch(es)")
-  batch = make_batch(cfg, args.batch, args.length, args.prompt_len, args.microbatches, args.seed + 1)
-  ours = OurStep(cfg, params, batch, args.remat, args.logits_chunk, args.seed)  # donates params
-  theirs = TorchStep(hf_model, torch, batch)
+  if remat != "none":  # transformers 5.x renamed it; 4.x has only the old name
+    getattr(hf_model, "activation_checkpointing_enable", hf_model.gradient_checkpointing_enable)()
+  if header:
+    bench_util.print_header("train step: ours (JAX) vs PyTorch + transformers, fp32 CPU", cfg, params, torch,
+                            hf_model)
+    print(f"ours: remat {remat}, logits_chunk {args.logits_chunk}, attention_chunk {cfg.attention_chunk}, "
+          f"{args.microbatches} microbatch(es)")
+  batch = make_batch(cfg, batch_size, length, args.prompt_len, args.microbatches, args.seed + 1, rl=rl)
+  ours = OurStep(cfg, params, batch, remat, args.logits_chunk, args.seed, rl=rl)  # donates params
+  theirs = (TorchRLStep if rl else TorchStep)(hf_model, torch, batch)
   timing = dict(repeats=args.repeats, warmup=args.warmup)
   ours_s, theirs_s = bench_util.median_seconds([bench_util.Timed(ours), bench_util.Timed(theirs)], **timing)
-  loss_diff, norm_diff = check_first_step_agrees(ours.metrics[0], theirs.history)
-  print(f"first step: loss {float(ours.metrics[0]['loss/sft']):.6f} (relative diff {loss_diff:.1e}), "
-        f"grad norm {float(ours.metrics[0]['grad/norm']):.5f} (relative diff {norm_diff:.1e})")
-  print("loss per step, ours:  " + " ".join(f"{float(m['loss/sft']):.6f}" for m in ours.metrics))
-  print("loss per step, torch: " + " ".join(f"{loss:.6f}" for loss, _ in theirs.history))
+  key = "loss/policy" if rl else "loss/sft"
+  loss_diff, norm_diff = check_first_step_agrees(ours.metrics[0], theirs.history, key)
+  if verbose:
+    print(f"{'RL update' if rl else 'SFT step'}, first step: loss {float(ours.metrics[0][key]):.6f} "
+          f"(relative diff {loss_diff:.1e}), grad norm {float(ours.metrics[0]['grad/norm']):.5f} "
+          f"(relative diff {norm_diff:.1e})")
+    print("loss per step, ours:  " + " ".join(f"{float(m[key]):.6f}" for m in ours.metrics))
+    print("loss per step, torch: " + " ".join(f"{loss:.6f}" for loss, _ in theirs.history))
+  return ours_s, theirs_s
+
+
+def run_cpu(args, cfg: models.ModelConfig) -> None:
+  """Ours vs PyTorch + transformers, fp32, same CPU, same run; prints the header and the ratio, and
+  with --scaling the row-length table."""
+  torch = bench_util.load_torch(bench_util.cpu_threads())
+  cfg = cfg.replace(attention_chunk=args.attention_chunk)
+  ours_s, theirs_s = compare_step(args, cfg, torch, args.batch, args.length, args.remat, verbose=True, header=True)
+  rl_ours_s, rl_theirs_s = compare_step(args, cfg, torch, args.batch, args.length, args.remat, verbose=True, rl=True)
   tokens = args.batch * args.length
   bench_util.print_table([(f"train step ({args.batch}x{args.length}) tok/s", tokens / ours_s, tokens / theirs_s, True),
-                          ("train step ms", 1e3 * ours_s, 1e3 * theirs_s, False)], "torch")
+                          ("train step ms", 1e3 * ours_s, 1e3 * theirs_s, False),
+                          ("RL update + old log-probs ms", 1e3 * rl_ours_s, 1e3 * rl_theirs_s, False)], "torch")
+  if args.scaling:
+    lengths = (32, 64) if args.quick else (512, 1024, 2048, 4096, 8192)
+    print(f"\nhow the step's cost grows with the row length: 1 row, both sides recomputing layers in the "
+          f"backward pass (ours remat full), prompt_len {args.prompt_len}; median of {args.repeats}")
+    rows = []
+    for length in lengths:
+      ours_s, theirs_s = compare_step(args, cfg, torch, 1, length, "full", verbose=False)
+      rows.append((f"T={length} ms per step", 1e3 * ours_s, 1e3 * theirs_s, False))
+      print(f"  T={length}: ours {1e3 * ours_s:.0f} ms, torch {1e3 * theirs_s:.0f} ms", flush=True)
+    bench_util.print_table(rows, "torch")
 
 
 def measure_train_mfu(cfg: models.ModelConfig, batch: int, length: int, prompt_len: int, microbatches: int,
@@ -166,9 +245,13 @@ def main():
   flags.add_argument("--logits_chunk", type=int, help="positions per log-prob chunk, 0: all "
                      "(default: cpu 0, gpu 512)")
   flags.add_argument("--param_dtype", choices=DTYPES, default="float32", help="gpu mode")
+  flags.add_argument("--scaling", action="store_true", help="cpu: also the row-length table (module docstring)")
+  flags.add_argument("--attention_chunk", type=int, default=512,
+                     help="cpu: ours' ModelConfig.attention_chunk (quick: at most 16)")
   args = flags.parse_args()
   if args.quick:
     args.batch, args.length, args.prompt_len, args.repeats = args.batch or 2, args.length or 32, 8, 1
+    args.attention_chunk = min(args.attention_chunk, 16)  # the chunked path at the quick lengths
   if args.device == "gpu":
     if jax.default_backend() != "gpu":
       flags.error(f"--device gpu needs a GPU, but JAX's default backend is {jax.default_backend()!r}")
@@ -184,4 +267,5 @@ def main():
 
 
 if __name__ == "__main__":
+  host_malloc.reexec_with_kept_memory()
   main()

@@ -44,7 +44,10 @@ def get_config(arg=None):
   config = load_module(os.path.join(os.path.dirname(os.path.abspath(__file__)), "tiny.py")).get_config()
   config.job = "rl"
   config.prompt = dict(variant="released")  # the released first-turn template, PAPER.md §2.2
-  config.model.update(hf_path=arg.policy, dtype="bfloat16", param_dtype="float32", remat="full", **QWEN3_14B)
+  # attention_chunk: rows of up to 14K tokens attend 2,048 queries at a time, so one layer's
+  # recomputed scores are [H, 2048, T] instead of [H, T, T] (10 of 28 GB per device at 14K unchunked).
+  config.model.update(hf_path=arg.policy, dtype="bfloat16", param_dtype="float32", remat="full",
+                      attention_chunk=2048, **QWEN3_14B)
   config.data.update(
       tokenizer="", max_prompt_tokens=2048, prompts_per_step=512,
       # §8: integer answers only, deduplicated, 8-gram decontamination against the evaluation sets.
@@ -68,7 +71,9 @@ def get_config(arg=None):
       max_parallel_calls=1, fixed_execution_time_s=None, hard_filter_chunk=4096,
       optim=dict(learning_rate=1e-6, warmup_steps=20, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01,
                  max_grad_norm=1.0))
-  config.rollout.update(backend="sglang", urls=("http://127.0.0.1:30000",))
+  # The SGLang servers compute in bf16, so each weight version is written in bf16: half the bytes of
+  # the fp32 parameters (~30 GB instead of ~59 GB per sync), cast on device layer by layer.
+  config.rollout.update(backend="sglang", urls=("http://127.0.0.1:30000",), sync_dtype="bfloat16")
   config.sandbox.update(url="http://127.0.0.1:8080", workers=64)
   # No in-process evaluation (it does not span the trainer's processes): each stage's policy
   # (WORKDIR/policies/<stage>) is evaluated on SGLang servers by `python -m rstar_jax.eval --suite

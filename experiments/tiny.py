@@ -69,6 +69,7 @@ def get_config(arg=None):
       dtype="float32",
       param_dtype="float32",
       remat="none",
+      attention_chunk=0,  # rows of <= 1024 tokens: one block (models.ModelConfig.attention_chunk)
   )
   # Mesh: the first num_devices devices (0: all), all on fsdp by default.
   config.mesh = dict(num_devices=0, data=1, fsdp=-1, tensor=1, rules=DEFAULT_RULES)
@@ -126,8 +127,10 @@ def get_config(arg=None):
 
   # Where RL rollouts run (train/rollout_backend.py): "jax" in process (lockstep, bitwise repeatable),
   # or "sglang": SGLang-compatible servers at urls, or local_servers N `rstar-serve` processes started
-  # here; the weights go to them after every update through weight_sync_dir ("": WORKDIR/weight_sync).
-  config.rollout = dict(backend="jax", urls=(), local_servers=0, api_key_file="", weight_sync_dir="")
+  # here; the weights go to them after every update through weight_sync_dir ("": WORKDIR/weight_sync),
+  # written in sync_dtype ("": the parameter dtype, so servers sample from exactly the trained policy).
+  config.rollout = dict(backend="jax", urls=(), local_servers=0, api_key_file="", weight_sync_dir="",
+                        sync_dtype="")
 
   # Sandbox for every tool call: an in-process pool (needs root) or a running `rstar-sandbox serve`
   # at url (api_key_file: a file holding its API key, if it has one).

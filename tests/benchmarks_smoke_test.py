@@ -72,14 +72,23 @@ def test_model_bench_quick_prints_parity_and_ratio_rows():
 
 
 def test_train_bench_quick_prints_agreement_and_ratio_rows():
-  stdout = _run_quick("train_bench.py")
-  losses = re.search(r"first step: loss (\S+) \(relative diff (\S+)\), grad norm (\S+) \(relative diff (\S+)\)",
+  stdout = _run_quick("train_bench.py", "--scaling")
+  assert "host malloc: GLIBC_TUNABLES=glibc.malloc.mmap_max=0:" in stdout, stdout
+  losses = re.search(r"SFT step, first step: loss (\S+) \(relative diff (\S+)\), grad norm (\S+) \(relative diff (\S+)\)",
                      stdout)
   assert losses, stdout
   # Random 256-token vocabulary: the first loss is close to ln 256.
   assert float(losses[1]) == pytest.approx(math.log(256), abs=0.1)
   assert float(losses[2]) <= 1e-3 and float(losses[4]) <= 1e-3
-  _check_ratios(_table(stdout), {"train step (2x32) tok/s": True, "train step ms": False})
+  rl = re.search(r"RL update, first step: loss (\S+) \(relative diff (\S+)\), grad norm \S+ \(relative diff (\S+)\)",
+                 stdout)
+  assert rl, stdout
+  # ratio 1 (old log-probs of the same parameters): loss = -mean advantage over the trained tokens
+  assert float(rl[1]) == pytest.approx(-0.25, abs=1e-5)
+  assert float(rl[2]) <= 1e-3 and float(rl[3]) <= 1e-3
+  _check_ratios(_table(stdout), {"train step (2x32) tok/s": True, "train step ms": False,
+                                 "RL update + old log-probs ms": False,
+                                 "T=32 ms per step": False, "T=64 ms per step": False})
 
 
 def test_engine_bench_quick_checks_outputs_and_prints_the_ratio():

@@ -113,6 +113,8 @@ def test_a_finished_run_rerun_recomputes_nothing(smoke_run):
     (lambda c: c.rl.update(num_rollouts=0), r"config.rl.num_rollouts=0 must be a positive integer"),
     (lambda c: c.sft.update(steps=0), r"config.sft.steps=0 must be a positive integer"),
     (lambda c: c.update(job="ppo"), r"config.job='ppo' must be one of"),
+    (lambda c: c.rollout.update(sync_dtype="fp8"),
+     r"config.rollout.sync_dtype='fp8' must be one of \('', 'bfloat16', 'float32', 'float16'\)"),
 ])
 def test_bad_config_values_are_named_with_their_origin(change, message):
   config = _smoke_config()

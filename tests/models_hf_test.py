@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import safetensors
+import torch
 import transformers
 
 from rstar_jax import models
@@ -57,11 +59,39 @@ def test_load_hf_of_save_hf_is_exact(tmp_path, dtype):
   cfg = tiny_models.tiny_config("qwen3", param_dtype=dtype, dtype=dtype)
   params = models.init_params(cfg, jax.random.key(5))
   models.save_hf(cfg, params, str(tmp_path))
+  assert _file_dtypes(tmp_path) == {dtype}  # the default writes the parameter dtype
   cfg2, params2 = models.load_hf(str(tmp_path), dtype=jnp.dtype(dtype))
   assert cfg2 == cfg
   for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(params2)):
     assert a.dtype == b.dtype, path
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=str(path))
+
+
+def test_save_hf_in_bf16_loads_back_as_the_params_cast_to_bf16(tmp_path):
+  cfg = tiny_models.tiny_config("qwen3", tie_word_embeddings=False)
+  params = models.init_params(cfg, jax.random.key(7))  # fp32
+  models.save_hf(cfg, params, str(tmp_path), dtype="bfloat16")
+  assert _file_dtypes(tmp_path) == {"bfloat16"}
+  assert json.loads((tmp_path / "config.json").read_text())["torch_dtype"] == "bfloat16"
+  cast = jax.tree.map(lambda x: x.astype(jnp.bfloat16), params)
+  for dtype in (jnp.bfloat16, jnp.float32):
+    cfg2, params2 = models.load_hf(str(tmp_path), dtype=dtype)
+    assert cfg2.param_dtype == jnp.dtype(dtype).name
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(cast), jax.tree.leaves(params2)):
+      assert b.dtype == dtype, path
+      np.testing.assert_array_equal(np.asarray(a).astype(dtype), np.asarray(b), err_msg=str(path))
+  hf_model = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path), dtype=torch.float32).eval()
+  ids = tiny_models.random_ids((2, 9), seed=8)
+  np.testing.assert_allclose(tiny_models.hf_logits(hf_model, ids), models.logits(cfg2, params2, ids), atol=1e-4)
+
+
+def _file_dtypes(path) -> set[str]:
+  """The dtypes of every tensor in the safetensors files under `path`."""
+  dtypes = set()
+  for file in path.glob("*.safetensors"):
+    with safetensors.safe_open(str(file), framework="numpy") as f:
+      dtypes.update(f.get_tensor(name).dtype.name for name in f.keys())
+  return dtypes
 
 
 def test_save_hf_sharded_writes_index_loadable_by_both(tmp_path):

@@ -3,9 +3,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import safetensors.numpy
 from jax.sharding import PartitionSpec as P
 
 from rstar_jax import models
+from rstar_jax.models import hf_io
 import tiny_models
 
 # vocab 96 divides over tensor=2; 97 (the HF parity vocab) would not.
@@ -58,6 +60,29 @@ def test_load_hf_places_shards_directly(tmp_path, mesh_rules):
                         jax.tree.leaves(models.param_shardings(cfg, mesh_rules))):
     assert b.sharding == spec
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("dtype", [None, "bfloat16"])
+def test_save_hf_of_sharded_params_writes_the_whole_leaf_tensors(tmp_path, mesh_rules, dtype):
+  """save_hf gathers a stacked leaf one layer at a time (cast on device); its files hold exactly the
+  tensors of gathering each leaf whole and converting it on the host, across several shard files."""
+  params = models.init_params(CFG, jax.random.key(6), mesh_rules)
+  models.save_hf(CFG, params, str(tmp_path), max_shard_bytes=8_000, dtype=dtype)
+  written = {}
+  for file in tmp_path.glob("model-*.safetensors"):
+    written.update(safetensors.numpy.load_file(str(file)))
+  assert len(list(tmp_path.glob("model-*.safetensors"))) > 2
+  expected = {}
+  for spec in hf_io._tensor_map(CFG):  # pylint: disable=protected-access
+    whole = np.asarray(hf_io._get(params, spec.path))  # pylint: disable=protected-access
+    whole = whole if dtype is None else whole.astype(jnp.dtype(dtype))
+    names = hf_io._names(CFG, spec)  # pylint: disable=protected-access
+    for name, row in zip(names, whole if spec.per_layer else [whole]):
+      expected[name] = spec.to_hf(row)
+  assert sorted(written) == sorted(expected)
+  for name, array in expected.items():
+    assert written[name].dtype == array.dtype, name
+    np.testing.assert_array_equal(written[name], array, err_msg=name)
 
 
 def test_sharded_decode_equals_one_device_decode(mesh_rules):

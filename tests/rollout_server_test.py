@@ -6,14 +6,17 @@ versions, pause / abort / continue, the API key. Runs real `rstar-serve` process
 import asyncio
 import concurrent.futures
 import json
+import os
 import subprocess
 import sys
 import urllib.error
 import urllib.request
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+import safetensors
 
 from rstar_jax import models
 from rstar_jax import rollout
@@ -256,6 +259,20 @@ def test_weight_update_serves_the_new_weights_with_their_version(url, checkpoint
   answer = _call(url, "/generate", {"input_ids": PROMPT, "sampling_params": {"temperature": 0, "max_new_tokens": 12}})[1]
   assert answer["output_ids"] == _greedy_in_process(_params(0), PROMPT, 12).output_ids.tolist()
   assert answer["meta_info"]["weight_version"] == "v2"
+
+
+def test_a_bf16_weight_version_serves_the_params_cast_to_bf16(url, tmp_path):
+  params = _params(2)
+  path = weight_sync.write_version(CFG, params, str(tmp_path), version=5, dtype="bfloat16")
+  assert path == weight_sync.version_dir(str(tmp_path), 5) and sorted(os.listdir(tmp_path)) == ["v000005"]
+  with safetensors.safe_open(os.path.join(path, "model.safetensors"), framework="numpy") as f:
+    assert {f.get_slice(name).get_dtype() for name in f.keys()} == {"BF16"}
+  status, _ = _call(url, "/update_weights_from_disk", {"model_path": path, "weight_version": "v5"})
+  assert status == 200
+  answer = _call(url, "/generate", {"input_ids": PROMPT, "sampling_params": {"temperature": 0, "max_new_tokens": 12}})[1]
+  cast = jax.tree.map(lambda x: x.astype(jnp.bfloat16).astype(x.dtype), params)  # the server computes in fp32
+  assert answer["output_ids"] == _greedy_in_process(cast, PROMPT, 12).output_ids.tolist()
+  assert answer["meta_info"]["weight_version"] == "v5"
 
 
 def test_api_key_and_the_loopback_rule(checkpoints, tmp_path):

@@ -37,7 +37,8 @@ def test_recipe_plan_by_hand(tmp_path):
   b = p["rl_update_bytes"]
   assert b["parameters"] == shard * 4 and b["optimizer"] == 2 * shard * 4 and b["gradients"] == shard * 12
   r, t, e, layers, heads, chunk, vocab = 1, 14336, 5120, 40, 40 // 8, 1024, 151936 // 8
-  activations = r * (layers * t * e * 4 + heads * t * t * (8 + 2) + chunk * vocab * 8)
+  queries = 2048  # model.attention_chunk: the causal chunks' scores, T (T + Q) / 2 per head
+  activations = r * (layers * t * e * 4 + heads * t * (t + queries) // 2 * (8 + 2) + chunk * vocab * 8)
   assert b["activations"] == activations
   stage1, stage2, stage3 = p["stages"]
   assert stage1["rollouts"] == 512 * 32 and stage1["generated_tokens_max"] == 512 * 32 * 8192

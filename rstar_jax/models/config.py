@@ -4,8 +4,8 @@ One frozen (hashable) dataclass covers the Qwen2/Qwen2.5 and Qwen3 families:
   qwen2: q/k/v projections carry a bias, no q/k norm, head_dim = hidden / heads unless given.
   qwen3: per-head RMSNorm on q and k (over head_dim), optional bias on all four projections
          (`attention_bias`), head_dim given explicitly (may differ from hidden / heads).
-Architecture fields round-trip through config.json; `dtype`, `param_dtype` and `remat` are
-run-time choices and are not written there.
+Architecture fields round-trip through config.json; `dtype`, `param_dtype`, `remat` and
+`attention_chunk` are run-time choices and are not written there.
 """
 import dataclasses
 import json
@@ -44,6 +44,11 @@ class ModelConfig:
       everything), "dots" (save matmul outputs without batch dims, recompute the rest) or
       "projections" (save the tagged q/k/v projections, attention output and MLP hidden state:
       qwen.REMAT_NAMES; recompute norms, softmax and the rest).
+    attention_chunk: without a KV cache (training, log-probs), queries are attended in chunks of
+      this many positions, chunk i against the causally visible keys [0, end of chunk i) only:
+      about half the attention FLOPs and score memory of one [T, T] block, and each chunk's
+      scores fit in cache. 0: all queries at once. Equal up to float rounding (the keys beyond a
+      chunk are masked out either way); needs a causal mask, as every cache-less call has.
   """
   model_type: str
   vocab_size: int
@@ -65,6 +70,7 @@ class ModelConfig:
   dtype: str = "float32"
   param_dtype: str = "float32"
   remat: str = "none"
+  attention_chunk: int = 0
 
   def __post_init__(self):
     validate(self)
@@ -111,6 +117,8 @@ def validate(cfg: ModelConfig) -> None:
       raise ValueError(f"{name} must be one of {DTYPES}, got {getattr(cfg, name)!r}")
   if cfg.remat not in REMAT_POLICIES:
     raise ValueError(f"remat must be one of {REMAT_POLICIES}, got {cfg.remat!r}")
+  if not isinstance(cfg.attention_chunk, int) or cfg.attention_chunk < 0:
+    raise ValueError(f"attention_chunk must be an integer >= 0 (0: no chunks), got {cfg.attention_chunk!r}")
 
 
 def _rope_theta(hf: Mapping[str, Any], where: str) -> float:
@@ -133,7 +141,7 @@ def from_hf_dict(hf: Mapping[str, Any], where: str = "config.json", **numerics) 
   Args:
     hf: the parsed JSON.
     where: how to name the source in error messages (e.g. its path).
-    **numerics: dtype / param_dtype / remat.
+    **numerics: dtype / param_dtype / remat / attention_chunk.
   """
   model_type = hf.get("model_type")
   if model_type not in SUPPORTED_MODEL_TYPES:

@@ -9,12 +9,15 @@ Tensor layout (transformers `nn.Linear.weight` is [out, in]; ours are [in, ...he
   ...mlp.{gate,up}_proj.weight [F, E] -> kernel [E, F];  down_proj.weight [E, F] -> [F, E]
   model.norm.weight [E] -> norm/scale;  lm_head.weight [V, E] -> lm_head [E, V] (absent if tied)
 Loading builds each parameter shard by shard with jax.make_array_from_callback, reading one
-layer's tensor at a time, so no device ever holds a full copy of a sharded parameter.
+layer's tensor at a time, so no device ever holds a full copy of a sharded parameter. Saving
+slices a stacked leaf one layer at a time on device, casts it there to the written dtype and
+gathers only that layer to the host.
 """
 import dataclasses
+import functools
 import json
 import os
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -150,7 +153,7 @@ def _get(tree, path):
 
 
 def load_hf(path: str, dtype=jnp.float32, compute_dtype=None, mesh_rules: MeshRules | None = None,
-            remat: str = "none"):
+            remat: str = "none", attention_chunk: int = 0):
   """(cfg, params) from a directory holding config.json and safetensors (qwen2 or qwen3).
 
   dtype: parameter dtype; compute_dtype: matmul dtype (default: dtype). With mesh_rules each
@@ -158,7 +161,8 @@ def load_hf(path: str, dtype=jnp.float32, compute_dtype=None, mesh_rules: MeshRu
   """
   param_dtype = jnp.dtype(dtype).name
   cfg = read_hf_config(os.path.join(path, "config.json"), param_dtype=param_dtype,
-                       dtype=jnp.dtype(compute_dtype or dtype).name, remat=remat)
+                       dtype=jnp.dtype(compute_dtype or dtype).name, remat=remat,
+                       attention_chunk=attention_chunk)
   ckpt = _Checkpoint(path)
   _check_tensors(cfg, ckpt, path)
   shapes = param_shapes(cfg)
@@ -184,48 +188,93 @@ def _to_host(x: jax.Array) -> np.ndarray:
   return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
-def save_hf(cfg: ModelConfig, params, path: str, max_shard_bytes: int = 5 * 2**30) -> None:
+@functools.partial(jax.jit, static_argnames="dtype")
+def _cast(x: jax.Array, dtype) -> jax.Array:
+  return x.astype(dtype)
+
+
+@functools.partial(jax.jit, static_argnames="dtype")
+def _layer(x: jax.Array, i, dtype) -> jax.Array:
+  """x[i] of a stacked [L, ...] leaf, cast to dtype, on device (one compile per leaf shape)."""
+  return jax.lax.dynamic_index_in_dim(x, i, keepdims=False).astype(dtype)
+
+
+class _Piece(NamedTuple):
+  """One HF tensor to write: layer `layer` of a stacked leaf (the whole leaf when None) in `dtype`."""
+  name: str
+  nbytes: int
+  spec: _Tensor
+  leaf: jax.Array
+  layer: int | None
+  dtype: np.dtype
+
+
+def _host_tensor(piece: _Piece, writer: bool) -> np.ndarray | None:
+  """The piece in the HF layout on the writer's host; None on the other processes.
+
+  The slice and the cast happen on device, so the host holds one layer in `dtype` at a time.
+  Every process takes part in the gather.
+  """
+  if piece.layer is not None:
+    x = _layer(piece.leaf, piece.layer, piece.dtype)
+  else:
+    x = piece.leaf if piece.leaf.dtype == piece.dtype else _cast(piece.leaf, piece.dtype)
+  x = _to_host(x)
+  return np.ascontiguousarray(piece.spec.to_hf(x)) if writer else None
+
+
+def save_hf(cfg: ModelConfig, params, path: str, max_shard_bytes: int = 5 * 2**30, dtype=None) -> None:
   """Writes config.json and safetensors that transformers' from_pretrained loads.
 
   One `model.safetensors` when the tensors fit in `max_shard_bytes`, else numbered shards plus
-  `model.safetensors.index.json`. Tensors keep the parameter dtype. Only process 0 writes;
+  `model.safetensors.index.json`. dtype: the tensors' dtype (None: the parameter dtype, bit-exact);
+  config.json's torch_dtype names it. Stacked per-layer leaves are sliced, cast and gathered one
+  layer at a time, and each shard file is written once its tensors are gathered, so the writer's
+  host holds at most one shard file's tensors. Only process 0 writes (every process must call it);
   each file is written under a temporary name and renamed, so a failed save leaves no partial file.
   """
-  tensors: list[tuple[str, np.ndarray]] = []
   writer = jax.process_index() == 0
+  shapes = param_shapes(cfg)
+  pieces: list[_Piece] = []  # in file order
   for spec in _tensor_map(cfg):
     leaf = _get(params, spec.path)
-    if leaf.shape != _get(param_shapes(cfg), spec.path).shape:
+    if leaf.shape != _get(shapes, spec.path).shape:
       raise ValueError(f"parameter {'/'.join(spec.path)} has shape {leaf.shape}, expected "
-                       f"{_get(param_shapes(cfg), spec.path).shape}")
-    leaf = _to_host(leaf)  # every process takes part in the gather; only the writer keeps the result
-    if not writer:
-      continue
-    rows = leaf if spec.per_layer else [leaf]
-    tensors.extend((name, np.ascontiguousarray(spec.to_hf(row))) for name, row in zip(_names(cfg, spec), rows))
-  if not writer:
-    return
-  os.makedirs(path, exist_ok=True)
+                       f"{_get(shapes, spec.path).shape}")
+    out_dtype = jnp.dtype(leaf.dtype if dtype is None else dtype)
+    nbytes = int(np.prod(spec.hf_shape)) * out_dtype.itemsize
+    layers = range(cfg.num_layers) if spec.per_layer else [None]
+    pieces.extend(_Piece(name, nbytes, spec, leaf, layer, out_dtype)
+                  for name, layer in zip(_names(cfg, spec), layers))
   groups, size = [[]], 0
-  for name, array in tensors:
-    if groups[-1] and size + array.nbytes > max_shard_bytes:
+  for piece in pieces:
+    if groups[-1] and size + piece.nbytes > max_shard_bytes:
       groups.append([])
       size = 0
-    groups[-1].append((name, array))
-    size += array.nbytes
+    groups[-1].append(piece)
+    size += piece.nbytes
   files = ([SINGLE_FILE] if len(groups) == 1 else
            [f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors" for i in range(len(groups))])
+  if writer:
+    os.makedirs(path, exist_ok=True)
   for file, group in zip(files, groups):
-    _atomic(os.path.join(path, file), lambda tmp, group=group: save_file(dict(group), tmp, metadata={"format": "pt"}))
+    tensors = {piece.name: _host_tensor(piece, writer) for piece in group}
+    if writer:
+      _atomic(os.path.join(path, file), lambda tmp, tensors=tensors: save_file(tensors, tmp, metadata={"format": "pt"}))
+  if not writer:
+    return
   stale = [os.path.join(path, INDEX_FILE)] if len(groups) == 1 else [os.path.join(path, SINGLE_FILE)]
   if len(groups) > 1:
-    index = {"metadata": {"total_size": int(sum(a.nbytes for _, a in tensors))},
-             "weight_map": {name: file for file, group in zip(files, groups) for name, _ in group}}
+    index = {"metadata": {"total_size": sum(piece.nbytes for piece in pieces)},
+             "weight_map": {piece.name: file for file, group in zip(files, groups) for piece in group}}
     _atomic(os.path.join(path, INDEX_FILE), lambda tmp: _write_json(index, tmp))
   for file in stale:
     if os.path.exists(file):
       os.remove(file)
-  _atomic(os.path.join(path, "config.json"), lambda tmp: _write_json(to_hf_dict(cfg), tmp))
+  hf_config = to_hf_dict(cfg)
+  if dtype is not None:
+    hf_config["torch_dtype"] = jnp.dtype(dtype).name
+  _atomic(os.path.join(path, "config.json"), lambda tmp: _write_json(hf_config, tmp))
 
 
 def _write_json(obj, path):

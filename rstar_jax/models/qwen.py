@@ -124,6 +124,14 @@ def _attend(q: jax.Array, key: jax.Array, value: jax.Array, mask: jax.Array) -> 
   return out.reshape(b, k, g, t, d).transpose(0, 3, 1, 2, 4).reshape(b, t, h, d)
 
 
+def _attend_causal_chunks(q: jax.Array, key: jax.Array, value: jax.Array, mask: jax.Array, chunk: int) -> jax.Array:
+  """`_attend` for a causal mask without a cache (S = T), queries in chunks of `chunk`: chunk
+  [s, e) attends keys [0, e) only, which the mask already limits it to (ModelConfig.attention_chunk)."""
+  t = q.shape[1]
+  return jnp.concatenate([_attend(q[:, s:s + chunk], key[:, :, :s + chunk], value[:, :, :s + chunk],
+                                  mask[:, s:s + chunk, :s + chunk]) for s in range(0, t, chunk)], axis=1)
+
+
 class Attention(nn.Module):
   """Grouped-query attention with RoPE, optional q/k norm and biases, optional KV cache."""
   cfg: ModelConfig
@@ -164,7 +172,11 @@ class Attention(nn.Module):
     else:
       key, value = key.transpose(0, 2, 1, 3), value.transpose(0, 2, 1, 3)
 
-    out = checkpoint_name(_attend(q, key, value, ctx.mask), "attention_out")
+    if cache is None and 0 < cfg.attention_chunk < q.shape[1]:
+      out = _attend_causal_chunks(q, key, value, ctx.mask, cfg.attention_chunk)
+    else:
+      out = _attend(q, key, value, ctx.mask)
+    out = checkpoint_name(out, "attention_out")
     o_kernel = _param(self, "o_proj_kernel", _normal, (h, d, e), ("heads", "kv", "embed"), cfg)
     y = _dense(out, o_kernel.astype(dtype), contract=2)
     if cfg.o_bias:

@@ -6,7 +6,8 @@ that follow with the version (SGLANG_API.md §3).
   await sync_servers(router.engines, path, "7")
 
 A version directory is written whole under a temporary name and renamed into place, so a server
-never reads a half-written one; only the newest `keep` versions stay on disk.
+never reads a half-written one; only the newest `keep` versions stay on disk. With
+`dtype="bfloat16"` an fp32 policy is written at half the bytes (cast on device, layer by layer).
 """
 import asyncio
 import os
@@ -24,15 +25,19 @@ def version_dir(root: str, version: int) -> str:
   return os.path.join(root, f"v{version:06d}")
 
 
-def write_version(cfg: models.ModelConfig, params, root: str, version: int, keep: int = 2) -> str:
-  """Writes `params` as a Hugging Face directory root/vNNNNNN (atomically); returns its path. In a
-  multi-process run every process calls it (the parameters are gathered) and process 0 writes."""
+def write_version(cfg: models.ModelConfig, params, root: str, version: int, keep: int = 2, dtype=None) -> str:
+  """Writes `params` as a Hugging Face directory root/vNNNNNN (atomically); returns its path.
+
+  dtype: the written tensors' dtype (None: the parameter dtype; bfloat16 halves an fp32 policy's
+  write for servers that compute in bf16). In a multi-process run every process calls it (the
+  parameters are gathered one layer at a time) and process 0 writes.
+  """
   final = version_dir(root, version)
   partial = final + ".partial"
   writer = jax.process_index() == 0
   if writer:
     shutil.rmtree(partial, ignore_errors=True)
-  models.save_hf(cfg, params, partial)
+  models.save_hf(cfg, params, partial, dtype=dtype)
   if not writer:
     return final
   shutil.rmtree(final, ignore_errors=True)

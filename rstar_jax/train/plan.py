@@ -19,7 +19,9 @@ rl.row_length, L layers, E width, H/tp query heads and V/tp vocabulary on one de
   activations  remat "full": every layer's block input kept for the backward pass, r x L x T x E
                x 4 (the residual stream is summed in fp32 in the backward pass), plus one layer's
                attention scores, their softmax (fp32) and the probabilities (compute dtype) during
-               its recomputation, r x (H/tp) x T^2 x (8 + a), plus a logits chunk and its gradient,
+               its recomputation, r x (H/tp) x T (T + Q) / 2 x (8 + a) (Q = model.attention_chunk,
+               or T: T^2; XLA holds every causal chunk's scores at once, so chunks halve it at
+               most), plus a logits chunk and its gradient,
                r x C x (V/tp) x 8 (C = rl.logits_chunk, or T).
                remat "projections" adds the saved q, k, v, attention output and MLP hidden
                per token and layer: r x L x T x ((2H + 2K) x D / tp + F / tp) x a.
@@ -102,7 +104,8 @@ def _vocab_size(config: ml_collections.ConfigDict) -> int:
 
 def model_config(config: ml_collections.ConfigDict) -> tuple[models.ModelConfig, str]:
   """(the policy's ModelConfig, where it came from): hf_path/config.json if present, else fields."""
-  numerics = dict(dtype=config.model.dtype, param_dtype=config.model.param_dtype, remat=config.model.remat)
+  numerics = dict(dtype=config.model.dtype, param_dtype=config.model.param_dtype, remat=config.model.remat,
+                  attention_chunk=config.model.attention_chunk)
   path = os.path.join(config.model.hf_path, "config.json") if config.model.hf_path else ""
   if path and os.path.isfile(path):
     return models.read_hf_config(path, **numerics), path
@@ -159,7 +162,9 @@ def train_memory(cfg: models.ModelConfig, mesh: AbstractMesh, rules, rows_per_mi
     per_token_layer = cfg.hidden_size * 4
     if cfg.remat == "projections":
       per_token_layer += ((2 * cfg.num_heads + 2 * cfg.num_kv_heads) * cfg.head_dim + cfg.intermediate_size) // tp * a
-    activations = r * (cfg.num_layers * t * per_token_layer + heads * t * t * (8 + a) + chunk * vocab * 8)
+    q = min(cfg.attention_chunk or t, t)
+    scores = heads * t * (t + q) // 2  # the causal chunks' scores, kept together: T^2 unchunked
+    activations = r * (cfg.num_layers * t * per_token_layer + scores * (8 + a) + chunk * vocab * 8)
   return TrainMemory(parameters=shard * p, optimizer=2 * shard * p, gradients=shard * (4 + 2 * p),
                      activations=activations, batch=num_microbatches * r * t * _BATCH_ARRAYS * 4)
 

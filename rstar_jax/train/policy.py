@@ -2,7 +2,8 @@
 
 Reads config.mesh.{num_devices, data, fsdp, tensor, rules} and config.model.{hf_path, model_type, hidden_size,
 intermediate_size, num_layers, num_heads, num_kv_heads, head_dim, rope_theta, tie_word_embeddings,
-vocab_size (0: from the tokenizer), vocab_multiple, dtype, param_dtype, remat} and config.data.tokenizer.
+vocab_size (0: from the tokenizer), vocab_multiple, dtype, param_dtype, remat, attention_chunk} and
+config.data.tokenizer.
 """
 import dataclasses
 import json
@@ -57,7 +58,8 @@ def model_config_from_fields(model_config: ml_collections.ConfigDict, vocab_size
       num_heads=model_config.num_heads, num_kv_heads=model_config.num_kv_heads, head_dim=model_config.head_dim,
       rope_theta=model_config.rope_theta, tie_word_embeddings=model_config.tie_word_embeddings,
       max_position_embeddings=model_config.max_position_embeddings, eos_token_id=eos_token_id,
-      dtype=model_config.dtype, param_dtype=model_config.param_dtype, remat=model_config.remat)
+      dtype=model_config.dtype, param_dtype=model_config.param_dtype, remat=model_config.remat,
+      attention_chunk=model_config.attention_chunk)
 
 
 def build_policy(model_config: ml_collections.ConfigDict, tokenizer: chat.Tokenizer,
@@ -72,7 +74,7 @@ def build_policy(model_config: ml_collections.ConfigDict, tokenizer: chat.Tokeni
   if model_config.hf_path:
     cfg, params = models.load_hf(model_config.hf_path, dtype=jnp.dtype(model_config.param_dtype),
                                  compute_dtype=jnp.dtype(model_config.dtype), mesh_rules=mesh_rules,
-                                 remat=model_config.remat)
+                                 remat=model_config.remat, attention_chunk=model_config.attention_chunk)
     if cfg.vocab_size < tokenizer.vocab_size:
       raise ValueError(f"config.model.hf_path={model_config.hf_path!r} has vocab_size {cfg.vocab_size}, "
                        f"smaller than the tokenizer's {tokenizer.vocab_size}")

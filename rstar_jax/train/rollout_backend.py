@@ -13,7 +13,8 @@ config.rollout:
   local_servers: N > 0 starts N `rstar-serve` processes on this machine per stage (context
     max_length, `rl.num_slots` slots each, the run's seed) and stops them at its end, also on failure;
   api_key_file: the servers' API key; weight_sync_dir: where versions are written ("" :
-    WORKDIR/weight_sync), readable by every server.
+    WORKDIR/weight_sync), readable by every server; sync_dtype: the dtype they are written in
+    ("": the parameter dtype; "bfloat16" halves an fp32 policy's write for bf16 servers).
 Weight versions: version v is the policy after v RL updates; the servers load
 weight_sync_dir/v{v:06d} (`rollout.weight_sync`) and tag every sample with "v", so a rollout's
 `weight_versions` name the policy that produced it.
@@ -33,6 +34,7 @@ from rstar_jax.sandbox import processes
 from rstar_jax.train import distributed
 
 BACKENDS = ("jax", "sglang")
+SYNC_DTYPES = ("", "bfloat16", "float32", "float16")  # "": the parameter dtype
 
 
 class InProcessBackend:
@@ -75,6 +77,7 @@ class ServerBackend:
                runtime: rollout.RolloutRuntime, vocab_limit: int):
     self._config, self._cfg, self._runtime, self._vocab_limit = config, cfg, runtime, vocab_limit
     self._sync_dir = config.rollout.weight_sync_dir or os.path.join(workdir, "weight_sync")
+    self._sync_dtype = config.rollout.sync_dtype or None
     self._log_dir = workdir
     self._api_key = processes.read_api_key(config.rollout.api_key_file)
     self._router: rollout.Router | None = None
@@ -84,7 +87,7 @@ class ServerBackend:
     """Servers serving version `version` of `params` for the block. In a multi-process run every
     process enters it (the weights are gathered from all) and process 0 drives the servers."""
     os.makedirs(self._sync_dir, exist_ok=True)
-    path = weight_sync.write_version(self._cfg, params, self._sync_dir, version)
+    path = weight_sync.write_version(self._cfg, params, self._sync_dir, version, dtype=self._sync_dtype)
     if not distributed.is_writer():
       yield self
       return
@@ -118,7 +121,8 @@ class ServerBackend:
     """`sync` from inside the runtime's loop; `abort_all_requests`: the servers abort the turns in
     flight (the client resubmits them, to continue on the new weights) instead of draining them."""
     start = time.monotonic()
-    path = await asyncio.to_thread(weight_sync.write_version, self._cfg, params, self._sync_dir, version)
+    path = await asyncio.to_thread(weight_sync.write_version, self._cfg, params, self._sync_dir, version,
+                                   dtype=self._sync_dtype)
     if distributed.is_writer():
       await weight_sync.sync_servers(self._router.engines, path, str(version), abort_all_requests)
     return time.monotonic() - start

@@ -90,6 +90,9 @@ def _validate_rollout(config: ml_collections.ConfigDict, origin: str) -> None:
             "of them (servers to use, or a number to start here)", origin)
   require(config, "rollout.api_key_file", lambda v: not v or os.path.isfile(v),
           "is not a file (the rollout servers' API key)", origin)
+  require(config, "rollout.sync_dtype", lambda v: v in rollout_backend.SYNC_DTYPES,
+          f"must be one of {rollout_backend.SYNC_DTYPES} (the dtype weight versions are written in; '': the "
+          "parameter dtype)", origin)
   require(config, "rl.max_staleness", lambda v: isinstance(v, int) and v >= 0, "must be an int >= 0", origin)
   if config.rl.max_staleness:
     require(config, "rl.max_staleness", lambda v: config.rollout.backend == "sglang",
@@ -129,6 +132,8 @@ def _validate_model(config, origin: str) -> None:
     require(config, path, lambda v: v in models.DTYPES, f"must be one of {models.DTYPES}", origin)
   require(config, "model.remat", lambda v: v in models.REMAT_POLICIES,
           f"must be one of {models.REMAT_POLICIES}", origin)
+  require(config, "model.attention_chunk", lambda v: isinstance(v, int) and v >= 0,
+          "must be an integer >= 0 (0: no chunks)", origin)
   if not config.model.hf_path:
     _all(config, origin, _POSITIVE_INT, "model.hidden_size", "model.intermediate_size", "model.num_layers",
          "model.num_heads", "model.num_kv_heads", "model.head_dim", "model.vocab_multiple",
