@@ -249,13 +249,16 @@ def test_weight_update_serves_the_new_weights_with_their_version(url, checkpoint
   assert status == 400 and answer["success"] is False and "/nonexistent/dir" in answer["message"]
   assert _call(url, "/update_weights_from_disk", {"weight_version": "x"})[0] == 400
   assert _call(url, "/get_weight_version")[1] == {"weight_version": "v1"}
-  # abort_all_requests: the request in flight ends "abort" and the update goes through at once
+  # abort_all_requests: the request in flight ends "abort" and the update goes through at once.
+  # Paused in place first, so the request cannot finish while the weights load on a slow machine.
   pending = _in_background(_long_request, url, "during-update")
   _wait_running(url)
+  assert _call(url, "/pause_generation", {"mode": "in_place"})[0] == 200
   status, answer = _call(url, "/update_weights_from_disk", {"model_path": checkpoints[0], "weight_version": "v2",
                                                             "abort_all_requests": True})
   assert status == 200
   assert pending.result(timeout=120)[1]["meta_info"]["finish_reason"]["type"] == "abort"
+  assert _call(url, "/continue_generation", {})[0] == 200
   answer = _call(url, "/generate", {"input_ids": PROMPT, "sampling_params": {"temperature": 0, "max_new_tokens": 12}})[1]
   assert answer["output_ids"] == _greedy_in_process(_params(0), PROMPT, 12).output_ids.tolist()
   assert answer["meta_info"]["weight_version"] == "v2"
