@@ -153,16 +153,16 @@ def _get(tree, path):
 
 
 def load_hf(path: str, dtype=jnp.float32, compute_dtype=None, mesh_rules: MeshRules | None = None,
-            remat: str = "none", attention_chunk: int = 0):
+            **run_time):
   """(cfg, params) from a directory holding config.json and safetensors (qwen2 or qwen3).
 
-  dtype: parameter dtype; compute_dtype: matmul dtype (default: dtype). With mesh_rules each
+  dtype: parameter dtype; compute_dtype: matmul dtype (default: dtype); run_time: ModelConfig's
+  run-time fields (remat, attention_chunk), not in config.json. With mesh_rules each
   parameter is built directly in its NamedSharding, one shard at a time.
   """
   param_dtype = jnp.dtype(dtype).name
   cfg = read_hf_config(os.path.join(path, "config.json"), param_dtype=param_dtype,
-                       dtype=jnp.dtype(compute_dtype or dtype).name, remat=remat,
-                       attention_chunk=attention_chunk)
+                       dtype=jnp.dtype(compute_dtype or dtype).name, **run_time)
   ckpt = _Checkpoint(path)
   _check_tensors(cfg, ckpt, path)
   shapes = param_shapes(cfg)

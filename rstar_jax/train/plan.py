@@ -104,8 +104,8 @@ def _vocab_size(config: ml_collections.ConfigDict) -> int:
 
 def model_config(config: ml_collections.ConfigDict) -> tuple[models.ModelConfig, str]:
   """(the policy's ModelConfig, where it came from): hf_path/config.json if present, else fields."""
-  numerics = dict(dtype=config.model.dtype, param_dtype=config.model.param_dtype, remat=config.model.remat,
-                  attention_chunk=config.model.attention_chunk)
+  numerics = dict(dtype=config.model.dtype, param_dtype=config.model.param_dtype,
+                  **policy.run_time_fields(config.model))
   path = os.path.join(config.model.hf_path, "config.json") if config.model.hf_path else ""
   if path and os.path.isfile(path):
     return models.read_hf_config(path, **numerics), path

@@ -49,6 +49,11 @@ def _eos_ids(tokenizer: chat.Tokenizer) -> int | tuple[int, ...]:
   return (tokenizer.eos_id, endoftext) if endoftext != tokenizer.eos_id else tokenizer.eos_id
 
 
+def run_time_fields(model_config: ml_collections.ConfigDict) -> dict:
+  """config.model's run-time ModelConfig fields (not in config.json): remat, attention_chunk."""
+  return dict(remat=model_config.remat, attention_chunk=model_config.attention_chunk)
+
+
 def model_config_from_fields(model_config: ml_collections.ConfigDict, vocab_size: int,
                              eos_token_id: int | tuple[int, ...] | None) -> models.ModelConfig:
   """The ModelConfig of a random policy from config.model's shape and numerics fields."""
@@ -58,8 +63,7 @@ def model_config_from_fields(model_config: ml_collections.ConfigDict, vocab_size
       num_heads=model_config.num_heads, num_kv_heads=model_config.num_kv_heads, head_dim=model_config.head_dim,
       rope_theta=model_config.rope_theta, tie_word_embeddings=model_config.tie_word_embeddings,
       max_position_embeddings=model_config.max_position_embeddings, eos_token_id=eos_token_id,
-      dtype=model_config.dtype, param_dtype=model_config.param_dtype, remat=model_config.remat,
-      attention_chunk=model_config.attention_chunk)
+      dtype=model_config.dtype, param_dtype=model_config.param_dtype, **run_time_fields(model_config))
 
 
 def build_policy(model_config: ml_collections.ConfigDict, tokenizer: chat.Tokenizer,
@@ -74,7 +78,7 @@ def build_policy(model_config: ml_collections.ConfigDict, tokenizer: chat.Tokeni
   if model_config.hf_path:
     cfg, params = models.load_hf(model_config.hf_path, dtype=jnp.dtype(model_config.param_dtype),
                                  compute_dtype=jnp.dtype(model_config.dtype), mesh_rules=mesh_rules,
-                                 remat=model_config.remat, attention_chunk=model_config.attention_chunk)
+                                 **run_time_fields(model_config))
     if cfg.vocab_size < tokenizer.vocab_size:
       raise ValueError(f"config.model.hf_path={model_config.hf_path!r} has vocab_size {cfg.vocab_size}, "
                        f"smaller than the tokenizer's {tokenizer.vocab_size}")
