@@ -15,6 +15,11 @@ problems, `--samples` rollouts each at `--temperature`, with the run's budgets (
 It prints rollouts/s, the ratio, and both sides' accuracy (they sample differently: similar, not
 equal). Tool calls run for real on both sides.
 """
+from rstar_jax import host_malloc
+
+if __name__ == "__main__":  # first, before JAX loads and its threads start (host_malloc's docstring)
+  host_malloc.reexec_with_kept_memory()
+
 import argparse
 import json
 import os
@@ -34,7 +39,6 @@ from rstar_jax import data
 from rstar_jax import rewards
 from rstar_jax import rollout
 from rstar_jax.train import evaluate
-from rstar_jax.train import host_malloc
 from rstar_jax.train import policy
 
 
@@ -106,5 +110,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  host_malloc.reexec_with_kept_memory()
   sys.exit(main())

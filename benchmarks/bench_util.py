@@ -125,7 +125,7 @@ def print_header(title: str, cfg: models.ModelConfig, params, torch_module=None,
     print(f"torch {torch_module.__version__}, transformers {transformers.__version__} ({attention} attention)")
     print(f"threads: jax (XLA CPU pool) {cpu_threads()}, torch intra-op {torch_module.get_num_threads()}")
   print(f"host malloc: GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES') or '(unset: the system defaults)'} "
-        "(rstar_jax.train.host_malloc; the same for both sides)")
+        "(rstar_jax.host_malloc; the same for both sides)")
   load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
   print(f"load average {load} on {os.cpu_count()} cores: other processes may be running, so timings "
         "are noisy; compare ratios, which share the same conditions")

@@ -28,6 +28,11 @@ forward (all logits) tokens/s over B x T and MFU = achieved FLOP/s / `--peak_tfl
 forward FLOPs per token = 2 * N_mm + 4 * L * T * H * D (bench_util: matmul parameters N_mm; the
 attention term counts the full T x T products, not halved for the causal mask).
 """
+from rstar_jax import host_malloc
+
+if __name__ == "__main__":  # first, before JAX loads and its threads start (host_malloc's docstring)
+  host_malloc.reexec_with_kept_memory()
+
 import argparse
 
 import jax
@@ -35,7 +40,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from rstar_jax import models
-from rstar_jax.train import host_malloc
 import bench_util
 
 LOGITS_ATOL = 1e-3
@@ -242,5 +246,4 @@ def main():
 
 
 if __name__ == "__main__":
-  host_malloc.reexec_with_kept_memory()
   main()

@@ -13,6 +13,11 @@
    (rollout i on server i mod 2, sticky, all dispatched at once): wall time and generated tokens/s,
    both on the same servers in the same run, interleaved over `--repeats`.
 """
+from rstar_jax import host_malloc
+
+if __name__ == "__main__":  # first, before JAX loads and its threads start (host_malloc's docstring)
+  host_malloc.reexec_with_kept_memory()
+
 import argparse
 import asyncio
 import statistics
@@ -26,7 +31,6 @@ from rstar_jax import models
 from rstar_jax import rollout
 from rstar_jax.rollout import local_servers
 from rstar_jax.rollout import weight_sync
-from rstar_jax.train import host_malloc
 
 
 def tiny_default_config() -> models.ModelConfig:
@@ -150,5 +154,4 @@ def main():
 
 
 if __name__ == "__main__":
-  host_malloc.reexec_with_kept_memory()
   main()

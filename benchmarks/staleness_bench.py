@@ -11,6 +11,11 @@ differ only in the pipelining), no evaluation. Steps per hour = 3600 x (steps - 
 the trainer waited for its rollouts plus the update and the weight sync, the generation that
 overlapped the previous update not counted again. Printed with reward and staleness means.
 """
+from rstar_jax import host_malloc
+
+if __name__ == "__main__":  # first, before JAX loads and its threads start (host_malloc's docstring)
+  host_malloc.reexec_with_kept_memory()
+
 import argparse
 import os
 import sys
@@ -19,7 +24,6 @@ import tempfile
 from absl import logging
 import numpy as np
 
-from rstar_jax.train import host_malloc
 from rstar_jax.train import metrics as metrics_lib
 from rstar_jax.train import run as run_lib
 
@@ -74,5 +78,4 @@ def main():
 
 
 if __name__ == "__main__":
-  host_malloc.reexec_with_kept_memory()
   main()

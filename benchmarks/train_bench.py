@@ -38,6 +38,11 @@ float32: mixed precision with fp32 master weights), the ~1.1B `bench_util.gpu_co
 and `--logits_chunk` as in the trainer. MFU = achieved FLOP/s / `--peak_tflops` with
 6 * N_mm + 12 * L * T * H * D FLOPs per token (bench_util; remat recomputation not counted).
 """
+from rstar_jax import host_malloc
+
+if __name__ == "__main__":  # first, before JAX loads and its threads start (host_malloc's docstring)
+  host_malloc.reexec_with_kept_memory()
+
 import argparse
 
 import jax
@@ -46,7 +51,6 @@ import numpy as np
 
 from rstar_jax import models
 from rstar_jax import train
-from rstar_jax.train import host_malloc
 from rstar_jax.models.config import DTYPES, REMAT_POLICIES
 import bench_util
 
@@ -267,5 +271,4 @@ def main():
 
 
 if __name__ == "__main__":
-  host_malloc.reexec_with_kept_memory()
   main()

@@ -17,6 +17,11 @@ Rollouts run on a JAX engine in this process, or with `--rollout-urls` (repeatab
 policy directory (`/update_weights_from_disk`, so it must be readable by them at the same path)
 unless `--noload-weights`, and the policy's weights never load here.
 """
+from rstar_jax import host_malloc
+
+if __name__ == "__main__":  # first, before JAX loads and its threads start (host_malloc's docstring)
+  host_malloc.reexec_with_kept_memory()
+
 import contextlib
 import functools
 import json
@@ -35,7 +40,6 @@ from rstar_jax import rollout
 from rstar_jax.rollout import weight_sync
 from rstar_jax.sandbox import isolation, processes
 from rstar_jax.train import evaluate, policy
-from rstar_jax.train import host_malloc
 
 _POLICY = flags.DEFINE_string("policy", None, "Policy directory (Hugging Face checkpoint with tokenizer.json).")
 _PROBLEMS = flags.DEFINE_multi_string("problems", None, "Problems as SCHEMA:PATH (repeatable), e.g. "
@@ -174,5 +178,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  host_malloc.reexec_with_kept_memory()
   app.run(main)

@@ -2,6 +2,11 @@
 
 The only place that defines flags. Overrides: `--config.section.field=value`.
 """
+from rstar_jax import host_malloc
+
+if __name__ == "__main__":  # first, before JAX loads and its threads start (host_malloc's docstring)
+  host_malloc.reexec_with_kept_memory()
+
 import logging as std_logging
 import os
 import sys
@@ -13,7 +18,6 @@ import jax
 from ml_collections import config_flags
 
 from rstar_jax.train import distributed
-from rstar_jax.train import host_malloc
 from rstar_jax.train import run as run_lib
 from rstar_jax.train.config_lib import ConfigError
 
@@ -48,5 +52,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  host_malloc.reexec_with_kept_memory()
   app.run(main)

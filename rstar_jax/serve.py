@@ -10,6 +10,11 @@ whatever path it is given, so binding beyond loopback needs `--api-key` (or `--a
 clients then send `Authorization: Bearer KEY`. Prints `rstar-serve: ready on http://HOST:PORT` once
 the warm-up generation has compiled.
 """
+from rstar_jax import host_malloc
+
+if __name__ == "__main__":  # first, before JAX loads and its threads start (host_malloc's docstring)
+  host_malloc.reexec_with_kept_memory()
+
 import os
 import sys
 
@@ -24,7 +29,6 @@ from rstar_jax import models
 from rstar_jax import rollout
 from rstar_jax.rollout import server as server_lib
 from rstar_jax.sandbox import processes
-from rstar_jax.train import host_malloc
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Hugging Face checkpoint directory to serve.")
 _HOST = flags.DEFINE_string("host", "127.0.0.1", "Address to bind.")

@@ -14,8 +14,8 @@ os.environ["XLA_FLAGS"] = (
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 # Child processes the tests start (rstar-serve, the main job) find the host malloc settings already
-# in their environment and so do not re-execute themselves for them (rstar_jax.train.host_malloc).
-from rstar_jax.train import host_malloc  # pylint: disable=wrong-import-position  (after XLA_FLAGS)
+# in their environment and so do not re-execute themselves for them (rstar_jax.host_malloc).
+from rstar_jax import host_malloc  # pylint: disable=wrong-import-position  (after XLA_FLAGS)
 os.environ.update(host_malloc.tuned_environment(dict(os.environ)) or {})
 
 

@@ -1,12 +1,14 @@
-"""rstar_jax.train.host_malloc: the environment it re-executes with, and a real re-execution."""
+"""rstar_jax.host_malloc: the environment it re-executes with, and a real re-execution."""
+import ast
 import os
+import pathlib
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
-from rstar_jax.train import host_malloc
+from rstar_jax import host_malloc
 
 OURS = ":".join(host_malloc.TUNABLES)
 
@@ -36,10 +38,34 @@ def test_a_bad_choice_names_the_variable():
     host_malloc.tuned_environment({"RSTAR_JAX_HOST_MALLOC": "jemalloc"})
 
 
+def test_untuned_environment_takes_out_only_ours():
+  user = "glibc.malloc.tcache_count=0"
+  tuned = host_malloc.tuned_environment({"PATH": "/bin", "GLIBC_TUNABLES": user})
+  assert host_malloc.untuned_environment(tuned) == {"PATH": "/bin", "GLIBC_TUNABLES": user}
+  assert host_malloc.untuned_environment(host_malloc.tuned_environment({"PATH": "/bin"})) == {"PATH": "/bin"}
+  assert host_malloc.untuned_environment({"PATH": "/bin"}) == {"PATH": "/bin"}
+
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+ENTRY_POINTS = ["rstar_jax/main.py", "rstar_jax/eval.py", "rstar_jax/serve.py"] + [
+    f"benchmarks/{name}.py" for name in ("agent_bench", "engine_bench", "model_bench", "serve_bench",
+                                         "staleness_bench", "train_bench")]
+
+
+@pytest.mark.parametrize("path", ENTRY_POINTS)
+def test_entry_points_reexecute_before_their_other_imports(path):
+  """Docstring, `from rstar_jax import host_malloc`, then the `__main__` guard calling it: JAX and
+  the rest are imported once, by the re-executed process."""
+  body = ast.parse((ROOT / path).read_text()).body
+  assert isinstance(body[0], ast.Expr), f"{path}: module docstring first"
+  assert ast.unparse(body[1]) == "from rstar_jax import host_malloc", path
+  assert ast.unparse(body[2]) == "if __name__ == '__main__':\n    host_malloc.reexec_with_kept_memory()", path
+
+
 _SCRIPT = textwrap.dedent("""
     import os, sys
     print("start", os.getpid(), os.environ.get("GLIBC_TUNABLES", ""), sys.argv[1:], flush=True)
-    from rstar_jax.train import host_malloc
+    from rstar_jax import host_malloc
     host_malloc.reexec_with_kept_memory()
     print("after", os.getpid(), flush=True)
 """)

@@ -74,6 +74,7 @@ import subprocess
 import sys
 import tempfile
 
+from rstar_jax import host_malloc
 from rstar_jax.sandbox import config as config_lib
 from rstar_jax.sandbox import frames
 from rstar_jax.sandbox import isolation
@@ -276,8 +277,8 @@ class Pool:
           [sys.executable, "-m", "rstar_jax.sandbox.zygote", str(child_sock.fileno()),
            str(z.index), str(uid_start), self.config.to_json()],
           pass_fds=(child_sock.fileno(),), stdin=subprocess.DEVNULL,
-          # snippets run under the system's malloc, whatever tunables the host process chose
-          env={k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"})
+          # snippets run under glibc's defaults, not the host process's kept-memory tunables
+          env=host_malloc.untuned_environment(dict(os.environ)))
     finally:
       child_sock.close()
     writer = None

@@ -10,9 +10,12 @@ for all threads) remove that: the CPU train step of `benchmarks/train_bench.py` 
 The cost: a process keeps the heap of its peak, as a caching allocator does.
 
 glibc reads its tunables only at process start, so the entry points (`rstar_jax.main`, `.eval`,
-`rstar-serve`, the benchmarks) call `reexec_with_kept_memory()` first: it re-executes the same
-command line once with GLIBC_TUNABLES set (same pid, arguments, descriptors). Set
-RSTAR_JAX_HOST_MALLOC=system to keep the system's defaults.
+`.serve`, the JAX benchmarks) call `reexec_with_kept_memory()` above their other imports: it
+re-executes the same command line once with GLIBC_TUNABLES set (same pid, arguments, descriptors)
+before JAX loads. (The `rstar-serve` console script imports its module first, so it pays those
+imports twice, ~3.5 s.) Set RSTAR_JAX_HOST_MALLOC=system to keep the system's defaults. Processes
+that should not inherit the tunables (the sandbox's zygotes) start with `untuned_environment`.
+This module imports only the standard library (level 0: the sandbox uses it without JAX).
 """
 import os
 import platform
@@ -54,3 +57,11 @@ def reexec_with_kept_memory() -> None:
   sys.stdout.flush()
   sys.stderr.flush()
   os.execve(sys.executable, sys.orig_argv, environ)
+
+
+def untuned_environment(environ: dict[str, str]) -> dict[str, str]:
+  """`environ` with TUNABLES taken out of GLIBC_TUNABLES (the user's own settings kept; the variable
+  dropped when nothing is left): a child process runs under glibc's defaults again."""
+  kept = [t for t in environ.get("GLIBC_TUNABLES", "").split(":") if t and t not in TUNABLES]
+  environ = {k: v for k, v in environ.items() if k != "GLIBC_TUNABLES"}
+  return {**environ, "GLIBC_TUNABLES": ":".join(kept)} if kept else environ
