@@ -4,6 +4,7 @@ CPU in the same run, greedy, on a workload of prompts of mixed lengths.
   python benchmarks/engine_bench.py                  # CPU, ours vs transformers (2-4 minutes on 2 cores)
   python benchmarks/engine_bench.py --quick          # a tiny model, for a smoke run
   taskset -c 0 python benchmarks/engine_bench.py     # both on one core
+  taskset -c 0 python benchmarks/engine_bench.py --scaling   # also how tokens/s grows (~20 min)
 
 Workload: R requests (`--requests`) with prompt lengths drawn from [--min_prompt, --max_prompt]
 (seeded), each generating exactly N tokens (`--new_tokens`; no EOS on either side), greedy, fp32.
@@ -16,12 +17,20 @@ requested `--group` times (`--groups` x `--group` requests through `--group` slo
 generates each group as one batch of identical rows. Ours prefills each prompt once
 (`share_prefixes`; the cached_tokens of the results are printed); a third row runs ours without
 sharing, against ours with it.
+`--scaling` adds how throughput grows, each cell B requests of a C-token context (prompt C - N,
+N = `--scaling_new_tokens` generated) through B slots against one transformers batch of B equal
+rows: B = 1, 8, 32, 64 at C = 256, then C = 512 to 4K at B = 8 (prefill included, as in a rollout).
 Both use the same weights (our random parameters -> models.save_hf -> from_pretrained). Checks: the
 first generated token of every request agrees (both compute the same function); the number of
 requests whose N tokens agree exactly is printed (fp rounding can flip a near-tie late in a
 sequence). Tokens/s counts the R x N generated tokens; medians of `--repeats` runs after
 `--warmup` (compilation excluded), ours and theirs interleaved.
 """
+from rstar_jax import host_malloc
+
+if __name__ == "__main__":  # first, before JAX loads and its threads start (host_malloc's docstring)
+  host_malloc.reexec_with_kept_memory()
+
 import argparse
 
 import jax
@@ -29,7 +38,6 @@ import numpy as np
 
 from rstar_jax import models
 from rstar_jax import rollout
-from rstar_jax.train import host_malloc
 import bench_util
 
 
@@ -57,6 +65,7 @@ class OurGenerate:
     self.cached_tokens = 0
 
   def __call__(self, _=None):
+    self.engine.flush_cache()  # every call starts cold, as transformers' does: no prompt kept from the last
     results = self.engine.generate(self.requests)
     self.outputs = [r.output_ids for r in results]
     self.cached_tokens = sum(r.cached_tokens for r in results)
@@ -98,6 +107,30 @@ def compare_outputs(ours: list[np.ndarray], theirs: list[np.ndarray]) -> int:
   return sum(np.array_equal(a, b) for a, b in zip(ours, theirs))
 
 
+SCALING_SLOTS = (1, 8, 32, 64)
+SCALING_CONTEXTS = (512, 1024, 2048, 4096)
+
+
+def scaling_rows(cfg: models.ModelConfig, params, hf_model, torch, args) -> list[tuple]:
+  """(label, ours tok/s, theirs tok/s, higher is better) per (B, C) cell of the scaling table."""
+  n = args.scaling_new_tokens
+  cells = [(b, 256) for b in SCALING_SLOTS] + [(8, c) for c in SCALING_CONTEXTS]
+  if args.quick:
+    cells = [(1, 32), (4, 32), (4, 64)]
+  rows = []
+  for i, (slots, context) in enumerate(cells):
+    prompts = make_prompts(cfg, slots, context - n, context - n, args.seed + 10 + i)
+    ours = OurGenerate(cfg, params, prompts, slots, n)
+    theirs = TheirGenerate(hf_model, torch, prompts, slots, n)
+    ours_s, theirs_s = bench_util.median_seconds([bench_util.Timed(ours), bench_util.Timed(theirs)],
+                                                 repeats=args.repeats, warmup=args.warmup)
+    same = compare_outputs(ours.outputs, theirs.outputs)
+    rows.append((f"B={slots}, context {context} tok/s ({same}/{slots} equal)", slots * n / ours_s,
+                 slots * n / theirs_s, True))
+    print(f"  {rows[-1][0]}: {rows[-1][1]:.1f} vs {rows[-1][2]:.1f}", flush=True)
+  return rows
+
+
 def main():
   flags = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   bench_util.add_common_flags(flags)
@@ -109,12 +142,16 @@ def main():
   flags.add_argument("--groups", type=int, help="G prompts of the group row (default: 4, quick 2)")
   flags.add_argument("--group", type=int, help="samples per prompt (default: 16, quick 4)")
   flags.add_argument("--group_prompt", type=int, help="prompt tokens of the group row (default: 256, quick 48)")
+  flags.add_argument("--scaling", action="store_true", help="also the tokens/s table over slots and contexts")
+  flags.add_argument("--scaling_new_tokens", type=int, help="N per request of the scaling table (default: 32, "
+                     "quick 8)")
   args = flags.parse_args()
   if args.device != "cpu":
     raise SystemExit("engine_bench compares with transformers on CPU only")
   sizes = dict(requests=6, slots=4, min_prompt=4, max_prompt=24, new_tokens=8, groups=2, group=4,
-               group_prompt=48) if args.quick else \
-      dict(requests=16, slots=8, min_prompt=32, max_prompt=256, new_tokens=64, groups=4, group=16, group_prompt=256)
+               group_prompt=48, scaling_new_tokens=8) if args.quick else \
+      dict(requests=16, slots=8, min_prompt=32, max_prompt=256, new_tokens=64, groups=4, group=16, group_prompt=256,
+           scaling_new_tokens=32)
   for name, value in sizes.items():
     if getattr(args, name) is None:
       setattr(args, name, value)
@@ -136,7 +173,7 @@ def main():
                                                repeats=args.repeats, warmup=args.warmup)
   same = compare_outputs(ours.outputs, theirs.outputs)
   print(f"outputs: first token equal for all {args.requests} requests; all {args.new_tokens} tokens equal for "
-        f"{same} of {args.requests}")
+        f"{same} of {args.requests}; cached_tokens {ours.cached_tokens}")
   tokens = args.requests * args.new_tokens
   rows = [(f"generate ({args.requests} req, B={args.slots}) tok/s", tokens / ours_s, tokens / theirs_s, True)]
 
@@ -157,8 +194,11 @@ def main():
   bench_util.print_table(rows, "transformers")
   bench_util.print_table([("groups: shared prefixes tok/s", tokens / ours_s, tokens / unshared_s, True)],
                          "ours without sharing")
+  if args.scaling:
+    print(f"scaling: B requests of a C-token context, {args.scaling_new_tokens} generated each, B slots vs one "
+          "batch of B")
+    bench_util.print_table(scaling_rows(cfg, params, hf_model, torch, args), "transformers")
 
 
 if __name__ == "__main__":
-  host_malloc.reexec_with_kept_memory()
   main()

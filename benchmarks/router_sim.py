@@ -11,25 +11,43 @@ Workload (PAPER.md §5, §7): R rollouts of a `--prompt`-token prompt; each has 
 log-normal with median `--median_response`, sigma `--sigma`, capped at the budget, split over
 1-`--max_turns` turns) with a tool call after every turn but the last (latency log-normal, median
 `--tool_median_s`, sigma 1: most calls take a fraction of a second, a few take seconds).
-Server (SGLang's scheduler, simplified): up to `--max_running` requests decode together; a step
-takes `--step_s` + `--per_seq_s` x running + `--per_kv_token_s` x their KV tokens +
-`--prefill_s_per_token` x tokens prefilled (defaults: Qwen3-14B on one MI300X, see the flags); a
-request is admitted from the server's queue (first come, first served) when its length fits the
-free KV tokens; a finished turn's prefix stays cached (evictable, LRU) for the rollout's next
-turn; when the running requests grow past `--kv_tokens`, the newest is retracted (a KV overflow:
-its cache is dropped and it is prefilled again later).
+Server: SGLang 0.5.4's scheduler as placement meets it (the constants below, with their sources):
+  - admission (PrefillAdder, first come first served, stopping at the first request that does not
+    fit): a request's input + min(its max_new_tokens - out, 4096) must fit the capacity less the
+    running requests' lengths and min(max_new - out, 4096) x new_token_ratio each; its cached
+    prefix is reused (only the rest prefilled); at most 16384 prefill tokens a round; a prefill
+    round runs instead of that iteration's decode step and samples each admitted request's first
+    token;
+  - new_token_ratio starts at 0.7 and falls by (0.7 - 0.098) / 600 per decode step to 0.098; it
+    returns to 0.7 when the server is idle;
+  - before a decode step, if the running requests' next tokens do not fit, requests are retracted
+    (the fewest output tokens first, ties the longest input) until they do: a KV overflow; the
+    retracted request keeps its input cached (evictable), loses its decoded tokens' cache (they
+    are prefilled again, counted as recomputed) and waits at the back of the queue; the ratio is
+    then (sum out + 20 x remaining) / (sum max_new + 1);
+  - a finished turn's ids stay cached (evictable, least recently used first) for the rollout's
+    next turn, which asks for what is left of the budget as max_new_tokens;
+  - a decode step takes `--step_s` + `--per_seq_s` x running + `--per_kv_token_s` x their KV
+    tokens, a prefill round `--step_s` + `--prefill_s_per_token` x tokens prefilled (defaults:
+    Qwen3-14B on one MI300X, see the flags).
 Policies, each keeping a rollout on its first server (its prefix is cached there):
-  round_robin      rollout i goes to server i mod N, all at the start (SGLang router round_robin);
+  static_sync      the paper's baseline (PAPER.md §9.3): rollout i on server i mod N, and each
+                   server's rollouts move turn by turn together: the next turn starts when all
+                   of them have ended this one and the slowest of their tool calls has returned;
+  round_robin      rollout i goes to server i mod N, all at the start (SGLang router round_robin),
+                   each calling its tool as soon as its turn ends, as all the policies below do;
   least_in_flight  each rollout to the server with the fewest rollouts in flight at dispatch
                    (SGLang router's load counter; all dispatch at the start);
-  kv_budget        ours: a rollout waits at the router until `choose_server` finds a server whose
-                   free tokens (capacity - reservations) fit prompt + its expected response (the
-                   budget: it cannot overflow), below `--max_running` rollouts in flight there;
-                   reservations grow with the rollout (`rollout.Router`'s default);
-  kv_mean          the same, expecting the mean response of the rollouts finished so far (the
-                   budget until one has): more rollouts run at once, overflow becomes possible.
+  kv_budget        ours with expected_response_tokens="budget": a rollout waits at the router
+                   until `choose_server` finds a server whose free tokens (capacity -
+                   reservations) fit prompt + its expected response (`rollout.ResponseEstimate`:
+                   here the budget, so a server is never overcommitted), below `--max_running`
+                   rollouts in flight there; reservations grow with the rollout;
+  kv_mean          ours as `rollout.Router` runs by default ("mean"): the same, expecting the mean
+                   response of the rollouts finished so far (the budget until one has).
 Printed: step time (all rollouts done), generated tokens/s, server idle fraction before the end,
-KV overflows; then ratios of ours against each peer ("x" rows: tokens/s, higher is better).
+KV overflows (retractions) and tokens recomputed after them; then ratios of ours against each peer
+("x" rows: tokens/s, higher is better).
 """
 import argparse
 import collections
@@ -40,6 +58,14 @@ import itertools
 import numpy as np
 
 from rstar_jax import rollout
+
+# SGLang 0.5.4's scheduler (srt/managers/schedule_policy.py, schedule_batch.py, scheduler.py; srt/environ.py)
+CLIP_MAX_NEW_TOKENS = 4096          # SGLANG_CLIP_MAX_NEW_TOKENS_ESTIMATION
+INIT_NEW_TOKEN_RATIO = 0.7          # SGLANG_INIT_NEW_TOKEN_RATIO x schedule_conservativeness 1.0
+MIN_NEW_TOKEN_RATIO = 0.7 * 0.14    # x SGLANG_MIN_NEW_TOKEN_RATIO_FACTOR
+NEW_TOKEN_RATIO_DECAY = (INIT_NEW_TOKEN_RATIO - MIN_NEW_TOKEN_RATIO) / 600  # SGLANG_NEW_TOKEN_RATIO_DECAY_STEPS
+RETRACT_DECODE_STEPS = 20           # SGLANG_RETRACT_DECODE_STEPS
+MAX_PREFILL_TOKENS = 16384          # --max-prefill-tokens
 
 
 @dataclasses.dataclass
@@ -57,25 +83,88 @@ class Rollout:
 
 @dataclasses.dataclass
 class Request:
+  """One turn of a rollout at its server (SGLang's Req)."""
   rollout: Rollout
   left: int                # tokens still to generate in this turn
-  prefill: int             # tokens to prefill at admission
-  admitted: int = 0        # admission order (the newest is retracted first)
+  max_new: int             # the turn's max_new_tokens: what is left of the rollout's budget
+  start: int               # the rollout's length when the turn began (its input ids)
+  out: int = 0             # tokens generated so far in this turn (kept through a retraction)
+
+  def reserve(self) -> int:
+    """Output tokens admission sets aside for it: min(max_new - out, CLIP_MAX_NEW_TOKENS)."""
+    return min(max(self.max_new - self.out, 0), CLIP_MAX_NEW_TOKENS)
 
 
 @dataclasses.dataclass
 class Server:
+  """SGLang 0.5's scheduler, as far as placement sees it (module docstring)."""
   kv_tokens: int
   max_running: int
   running: list = dataclasses.field(default_factory=list)
   waiting: collections.deque = dataclasses.field(default_factory=collections.deque)
-  cached: collections.OrderedDict = dataclasses.field(default_factory=collections.OrderedDict)
+  cached: collections.OrderedDict = dataclasses.field(default_factory=collections.OrderedDict)  # radix, LRU
+  new_token_ratio: float = INIT_NEW_TOKEN_RATIO
+  batch_is_full: bool = False
   busy: bool = False
   busy_s: float = 0.0
   overflows: int = 0
+  recomputed: int = 0
 
   def used(self) -> int:
     return sum(r.rollout.length for r in self.running)
+
+  def evict(self, need_free: int) -> None:
+    """Evicts cached prefixes, least recently used first, until `need_free` tokens are free."""
+    while self.cached and self.kv_tokens - self.used() - sum(self.cached.values()) < need_free:
+      self.cached.popitem(last=False)
+
+  def admit(self) -> tuple[int, list[Request]]:
+    """One prefill round (PrefillAdder, FCFS): the tokens it prefills and the requests admitted."""
+    admitted = []
+    if self.batch_is_full or not self.waiting:
+      return 0, admitted
+    rem = self.kv_tokens - self.used() - sum(r.reserve() * self.new_token_ratio for r in self.running)
+    prefill = 0
+    while self.waiting and len(self.running) < self.max_running and prefill < MAX_PREFILL_TOKENS:
+      request = self.waiting[0]
+      matched = min(self.cached.get(request.rollout.index, 0), request.rollout.length - 1)
+      extend = request.rollout.length - matched
+      # its cached prefix is locked (no longer evictable), then extend + reserve must fit what is left
+      if extend + request.reserve() >= rem - matched:
+        self.batch_is_full = True
+        break
+      self.waiting.popleft()
+      self.cached.pop(request.rollout.index, None)
+      rem -= request.rollout.length + request.reserve()
+      prefill += extend
+      self.recomputed += min(extend, request.out)
+      self.running.append(request)
+      admitted.append(request)
+    self.evict(0)
+    return prefill, admitted
+
+  def retract_for_decode(self) -> None:
+    """check_decode_mem / retract_decode: while the next step's tokens (one per request) do not fit,
+    the request with the fewest output tokens (ties: the longest input) gives back its decoded
+    tokens' cache; its input stays cached (evictable) and it waits at the back of the queue. Then
+    new_token_ratio = (sum out + 20 x remaining) / (sum max_new + 1)."""
+    self.evict(len(self.running))
+    if self.kv_tokens - self.used() >= len(self.running):
+      self.new_token_ratio = max(self.new_token_ratio - NEW_TOKEN_RATIO_DECAY, MIN_NEW_TOKEN_RATIO)
+      return
+    order = sorted(self.running, key=lambda r: (r.out, -r.start), reverse=True)
+    while True:
+      victim = order.pop()
+      self.running.remove(victim)
+      self.cached[victim.rollout.index] = victim.start
+      self.waiting.append(victim)
+      self.overflows += 1
+      self.evict(len(self.running))
+      if len(order) == 1 or self.kv_tokens - self.used() >= len(self.running):
+        break
+    self.batch_is_full = False
+    self.new_token_ratio = min(1.0, (sum(r.out for r in self.running) + RETRACT_DECODE_STEPS * len(self.running))
+                               / (sum(r.max_new for r in self.running) + 1))
 
 
 def make_rollouts(args, seed: int) -> list[Rollout]:
@@ -104,7 +193,9 @@ class Simulation:
     self.held = collections.deque()      # rollouts waiting at the router (kv_budget)
     self.bound = [0] * args.servers      # rollouts in flight per server
     self.reserved = [0] * args.servers
-    self.finished_responses: list[int] = []
+    self.estimate = rollout.ResponseEstimate("mean" if policy == "kv_mean" else "budget")
+    self.round_pending = [0] * args.servers  # static_sync: rollouts still in this round's turn
+    self.round_next = [[] for _ in range(args.servers)]  # static_sync: (rollout, tool seconds) for the next
 
   def push(self, at: float, kind: str, payload) -> None:
     heapq.heappush(self.events, (at, next(self.counter), kind, payload))
@@ -114,8 +205,9 @@ class Simulation:
       if self.policy.startswith("kv_"):
         self.held.append(r)
       else:
-        self.bind(r, r.index % len(self.servers) if self.policy == "round_robin" else
-                  min(range(len(self.servers)), key=lambda s: (self.bound[s], s)))
+        self.bind(r, min(range(len(self.servers)), key=lambda s: (self.bound[s], s))
+                  if self.policy == "least_in_flight" else r.index % len(self.servers))
+    self.round_pending = list(self.bound)
     self.dispatch_held()
     while self.events:
       self.now, _, kind, payload = heapq.heappop(self.events)
@@ -127,7 +219,8 @@ class Simulation:
     generated = sum(sum(r.turns) for r in self.rollouts)
     idle = 1 - sum(s.busy_s for s in self.servers) / (end * len(self.servers))
     return {"step_s": end, "tokens_per_s": generated / end, "idle": idle,
-            "overflows": sum(s.overflows for s in self.servers)}
+            "overflows": sum(s.overflows for s in self.servers),
+            "recomputed": sum(s.recomputed for s in self.servers)}
 
   def bind(self, r: Rollout, server: int) -> None:
     r.server = server
@@ -135,10 +228,9 @@ class Simulation:
     self.submit(r)
 
   def footprint(self, r: Rollout) -> int:
-    """prompt + the budget (kv_budget), or (kv_mean) the mean response of the rollouts done so far."""
-    if self.policy == "kv_budget" or not self.finished_responses:
-      return r.prompt + self.args.budget
-    return r.prompt + int(np.mean(self.finished_responses))
+    """prompt + the response `rollout.Router` would expect: the budget (kv_budget), or (kv_mean)
+    the mean response of the rollouts done so far."""
+    return r.prompt + self.estimate.expected(self.args.budget)
 
   def dispatch_held(self) -> None:
     while self.held:
@@ -155,45 +247,44 @@ class Simulation:
 
   def submit(self, r: Rollout) -> None:
     server = self.servers[r.server]
-    cached = server.cached.pop(r.index, 0)
-    server.waiting.append(Request(r, r.turns[r.turn], r.length - cached))
+    generated = r.length - r.prompt
+    server.waiting.append(Request(r, left=r.turns[r.turn], max_new=self.args.budget - generated, start=r.length))
     if not server.busy:
       server.busy = True
       self.push(self.now, "step", r.server)
 
   def step(self, index: int) -> None:
-    server = self.servers[index]
-    prefill = 0
-    while server.waiting and len(server.running) < server.max_running:
-      request = server.waiting[0]
-      free = server.kv_tokens - server.used() - sum(server.cached.values())
-      while free < request.rollout.length + 1 and server.cached:  # evict cached prefixes, LRU
-        free += server.cached.popitem(last=False)[1]
-      if free < request.rollout.length + 1:
-        break
-      server.waiting.popleft()
-      request.admitted = next(self.counter)
-      prefill += request.prefill
-      server.running.append(request)
-    if not server.running:
-      server.busy = False
+    """One scheduler iteration: a prefill batch if one can be admitted (it samples each admitted
+    request's first token), else a decode step of every running request."""
+    server, args = self.servers[index], self.args
+    prefill, admitted = server.admit()
+    if admitted:
+      self.advance(index, admitted, args.step_s + args.prefill_s_per_token * prefill)
       return
-    dt = (self.args.step_s + self.args.per_seq_s * len(server.running) + self.args.per_kv_token_s * server.used()
-          + self.args.prefill_s_per_token * prefill)
+    if not server.running:
+      if server.waiting:
+        raise RuntimeError("a request does not fit an empty server: raise --kv_tokens")
+      server.busy = False
+      server.new_token_ratio = INIT_NEW_TOKEN_RATIO
+      return
+    server.retract_for_decode()
+    dt = (args.step_s + args.per_seq_s * len(server.running) + args.per_kv_token_s * server.used())
+    self.advance(index, server.running, dt)
+
+  def advance(self, index: int, requests: list[Request], dt: float) -> None:
+    """`requests` each sample a token in a forward of `dt` seconds; finished turns leave the batch."""
+    server = self.servers[index]
     server.busy_s += dt
     finished = []
-    for request in server.running:
+    for request in requests:
       request.rollout.length += 1
+      request.out += 1
       request.left -= 1
       if request.left == 0:
         finished.append(request)
-    server.running = [r for r in server.running if r.left > 0]
-    while server.used() > server.kv_tokens:  # KV overflow: retract the newest request
-      victim = max(server.running, key=lambda r: r.admitted)
-      server.running.remove(victim)
-      victim.prefill = victim.rollout.length
-      server.waiting.appendleft(victim)
-      server.overflows += 1
+    if finished:
+      server.running = [r for r in server.running if r.left > 0]
+      server.batch_is_full = False
     for request in finished:
       self.turn_done(request.rollout, index, self.now + dt)
     self.push(self.now + dt, "step", index)
@@ -205,17 +296,37 @@ class Simulation:
       r.reservation = r.length
 
   def turn_done(self, r: Rollout, index: int, at: float) -> None:
+    """The turn's ids stay cached at its server (evictable); then the rollout ends or calls its tool."""
+    server = self.servers[index]
+    server.cached[r.index] = r.length
+    server.evict(0)
     r.turn += 1
     self.grow(r, index)
     if r.turn == len(r.turns):
       r.done_at = at
-      self.finished_responses.append(sum(r.turns))
+      self.estimate.add(sum(r.turns))
       self.bound[index] -= 1
       self.reserved[index] -= r.reservation
       self.dispatch_held()
+    elif self.policy != "static_sync":
+      self.push(at + r.tools_s[r.turn - 1], "tool", r)
       return
-    self.servers[index].cached[r.index] = r.length
-    self.push(at + r.tools_s[r.turn - 1], "tool", r)
+    else:
+      self.round_next[index].append((r, r.tools_s[r.turn - 1]))
+    if self.policy == "static_sync":
+      self.end_of_round(index, at)
+
+  def end_of_round(self, index: int, at: float) -> None:
+    """static_sync: once every rollout of the server's batch has ended this turn, their tool calls
+    run together and the next turn starts for all when the slowest call returns."""
+    self.round_pending[index] -= 1
+    if self.round_pending[index] or not self.round_next[index]:
+      return
+    calls, self.round_next[index] = self.round_next[index], []
+    self.round_pending[index] = len(calls)
+    slowest = max(seconds for _, seconds in calls)
+    for r, _ in calls:
+      self.push(at + slowest, "tool", r)
 
 
 def main():
@@ -244,7 +355,7 @@ def main():
   args = parser.parse_args()
   if args.quick:
     args.servers, args.rollouts, args.seeds, args.kv_tokens = 2, 64, 1, 200_000
-  policies = ("round_robin", "least_in_flight", "kv_budget", "kv_mean")
+  policies = ("static_sync", "round_robin", "least_in_flight", "kv_budget", "kv_mean")
   results = {p: [] for p in policies}
   for seed in range(args.seeds):
     workload = make_rollouts(args, seed)
@@ -252,13 +363,13 @@ def main():
       results[policy].append(Simulation(args, policy, workload).run())
   print(f"{args.servers} servers x {args.kv_tokens} KV tokens, {args.rollouts} rollouts, budget {args.budget}, "
         f"median response {args.median_response:.0f}, {args.seeds} seeds (means)")
-  print(f"{'policy':<18}{'step s':>10}{'tokens/s':>12}{'idle':>8}{'KV overflows':>14}")
+  print(f"{'policy':<18}{'step s':>10}{'tokens/s':>12}{'idle':>8}{'KV overflows':>14}{'recomputed':>12}")
   mean = {p: {k: float(np.mean([r[k] for r in results[p]])) for k in results[p][0]} for p in policies}
   for p in policies:
     m = mean[p]
-    print(f"{p:<18}{m['step_s']:>10.1f}{m['tokens_per_s']:>12.0f}{m['idle']:>8.3f}{m['overflows']:>14.1f}")
+    print(f"{p:<18}{m['step_s']:>10.1f}{m['tokens_per_s']:>12.0f}{m['idle']:>8.3f}{m['overflows']:>14.1f}{m['recomputed']:>12.0f}")
   print()
-  for policy, peer in itertools.product(policies[2:], policies[:2]):
+  for policy, peer in itertools.product(policies[3:], policies[:3]):
     ours, theirs = mean[policy]["tokens_per_s"], mean[peer]["tokens_per_s"]
     print(f"tokens/s {policy} vs {peer}   {ours:.1f}   {theirs:.1f}   {ours / theirs:.2f}x")
 

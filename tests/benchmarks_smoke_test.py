@@ -102,12 +102,12 @@ def test_engine_bench_quick_checks_outputs_and_prints_the_ratio():
 
 def test_router_sim_quick_prints_every_policy_and_ratio_rows():
   stdout = _run_quick("router_sim.py")
-  for policy in ("round_robin", "least_in_flight", "kv_budget", "kv_mean"):
-    assert re.search(rf"^{policy}\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+$", stdout, re.M), stdout
+  for policy in ("static_sync", "round_robin", "least_in_flight", "kv_budget", "kv_mean"):
+    assert re.search(rf"^{policy}\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+\d+$", stdout, re.M), stdout
   # reserving the whole budget, our placement never overflows the KV cache
-  assert re.search(r"^kv_budget\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+0\.0$", stdout, re.M), stdout
+  assert re.search(r"^kv_budget\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+0\.0\s+0$", stdout, re.M), stdout
   _check_ratios(_table(stdout), {f"tokens/s {ours} vs {peer}": True for ours in ("kv_budget", "kv_mean")
-                                 for peer in ("round_robin", "least_in_flight")})
+                                 for peer in ("static_sync", "round_robin", "least_in_flight")})
 
 
 def test_serve_bench_quick_syncs_weights_and_compares_the_router():

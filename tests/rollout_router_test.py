@@ -120,3 +120,17 @@ def test_rollouts_stay_on_their_server_spread_out_and_survive_a_killed_server(ch
     outcomes = asyncio.run(with_a_crash())
     assert [ids for ids, _ in outcomes] == expected  # none lost, each one whole
     assert router.moved_turns >= 1
+
+
+def test_response_estimate_modes():
+  mean = rollout.ResponseEstimate()  # the Router's default
+  assert mean.expected(8192) == 8192 and mean.expected(None) == 1  # nothing finished yet: the budget
+  mean.add(1000)
+  mean.add(2001)
+  assert mean.expected(8192) == 1500 and mean.expected(1200) == 1200  # round(3001 / 2), capped by the budget
+  budget = rollout.ResponseEstimate("budget")
+  budget.add(10)
+  assert budget.expected(4096) == 4096
+  assert rollout.ResponseEstimate(300).expected(8192) == 300 and rollout.ResponseEstimate(300).expected(100) == 100
+  with pytest.raises(ValueError, match="expected_response_tokens must be 'mean', 'budget' or a positive int, got 0"):
+    rollout.ResponseEstimate(0)

@@ -10,7 +10,7 @@ from rstar_jax.rollout.agent_loop import FINISH_REASONS, AgentConfig, AgentRollo
 from rstar_jax.rollout.jax_engine import AsyncJaxEngine, EngineLoad, GenerateRequest, GenerateResult, JaxEngine
 from rstar_jax.rollout.problem_rollouts import (ProblemRollouts, RolloutTiming, policy_rollout_fn,
                                                 rollout_problems, rollout_seed)
-from rstar_jax.rollout.router import Router, ServerView, choose_server
+from rstar_jax.rollout.router import ResponseEstimate, Router, ServerView, choose_server
 from rstar_jax.rollout.runtime import RolloutRuntime
 from rstar_jax.rollout.sampling import SamplingParams, sample_tokens
 from rstar_jax.rollout.sglang_client import SGLangEngine, ServerError, ServerLoad, ServerUnavailable
@@ -18,6 +18,6 @@ from rstar_jax.rollout.sglang_client import SGLangEngine, ServerError, ServerLoa
 __all__ = [
     "FINISH_REASONS", "AgentConfig", "AgentRollout", "run_agent", "AsyncJaxEngine", "EngineLoad",
     "GenerateRequest", "GenerateResult", "JaxEngine", "ProblemRollouts", "RolloutTiming", "policy_rollout_fn",
-    "rollout_problems", "rollout_seed", "Router", "ServerView", "choose_server", "RolloutRuntime",
+    "rollout_problems", "rollout_seed", "ResponseEstimate", "Router", "ServerView", "choose_server", "RolloutRuntime",
     "SamplingParams", "sample_tokens", "SGLangEngine", "ServerError", "ServerLoad", "ServerUnavailable",
 ]

@@ -7,8 +7,10 @@
 A rollout is the span of one `caller()` context (`rollout_problems` opens one per rollout; a
 `generate` outside any is a rollout of one turn). Placement (`choose_server`, a pure function the
 simulation `benchmarks/router_sim.py` shares):
-  - a new rollout reserves its expected footprint, prompt + `expected_response_tokens` (default:
-    its whole budget, the turn's max_new_tokens, so it can never overflow), on the healthy server
+  - a new rollout reserves its expected footprint, prompt + the response `ResponseEstimate`
+    expects (default "mean": the mean response of the rollouts finished so far, the turn's
+    max_new_tokens until one has; "budget": always max_new_tokens, so a server can never be
+    overcommitted; or a fixed number), on the healthy server
     with the most free KV tokens, free = capacity - max(tokens the router reserved there, tokens
     the server last reported in use), among those below their in-flight cap (requests sent and
     not answered; default QUEUE_FACTOR x the server's max_running_requests, so a batch waits
@@ -54,6 +56,38 @@ def choose_server(servers: Sequence[ServerView], footprint: int) -> int | None:
 
 
 @dataclasses.dataclass
+class ResponseEstimate:
+  """The response tokens a new rollout is expected to generate, for its reservation.
+
+  mode "mean": the mean response of the rollouts finished so far (`add`), the budget until one
+  has; "budget": the budget (the turn's max_new_tokens; None: no limit, reserve 1); an int: that
+  number, at most the budget. `benchmarks/router_sim.py` compares the modes: with SGLang's own
+  admission guarding its cache, reserving whole budgets holds back rollouts a server could run.
+  """
+  mode: str | int = "mean"
+  finished: int = 0
+  finished_tokens: int = 0
+
+  def __post_init__(self):
+    if self.mode not in ("mean", "budget") and not (isinstance(self.mode, int) and self.mode >= 1):
+      raise ValueError(f"expected_response_tokens must be 'mean', 'budget' or a positive int, got {self.mode!r}")
+
+  def add(self, response_tokens: int) -> None:
+    """A rollout ended having generated `response_tokens` (tool outputs included)."""
+    self.finished += 1
+    self.finished_tokens += response_tokens
+
+  def expected(self, budget: int | None) -> int:
+    if self.mode == "budget" or (self.mode == "mean" and not self.finished):
+      guess = budget
+    else:
+      guess = round(self.finished_tokens / self.finished) if self.mode == "mean" else self.mode
+    if budget is not None:
+      guess = min(guess, budget)
+    return max(guess if guess is not None else 1, 1)
+
+
+@dataclasses.dataclass
 class _Server:
   engine: sglang_client.SGLangEngine
   capacity: int = 0
@@ -74,18 +108,20 @@ class _Server:
 class _Rollout:
   server: int | None = None
   reservation: int = 0
+  prompt: int = 0            # ids of its first turn
+  length: int = 0            # ids after its last answered turn
 
 
 class Router:
   """`await generate(request)` over several servers (module docstring)."""
 
-  def __init__(self, engines: Sequence[sglang_client.SGLangEngine], *, expected_response_tokens: int | None = None,
+  def __init__(self, engines: Sequence[sglang_client.SGLangEngine], *, expected_response_tokens: int | str = "mean",
                max_in_flight_per_server: int | None = None, poll_interval_s: float = 1.0,
                health_interval_s: float = 2.0, give_up_s: float = 600.0):
     if not engines:
       raise ValueError("Router needs at least one server")
     self._servers = [_Server(engine) for engine in engines]
-    self._expected = expected_response_tokens
+    self._estimate = ResponseEstimate(expected_response_tokens)
     self._max_in_flight = max_in_flight_per_server
     self._poll_interval_s, self._health_interval_s, self._give_up_s = poll_interval_s, health_interval_s, give_up_s
     self._last_poll = -float("inf")
@@ -152,6 +188,8 @@ class Router:
     token = self._rollout.set(rollout)
     try:
       yield self
+      if rollout.length:  # ended normally: its response counts toward the estimate
+        self._estimate.add(rollout.length - rollout.prompt)
     finally:
       self._rollout.reset(token)
       await self._release(rollout)
@@ -191,18 +229,19 @@ class Router:
       async with self.caller():
         return await self.generate(request)
     length = len(request.input_ids)
-    budget = request.sampling.max_new_tokens
-    expected = budget if self._expected is None or budget is None else min(budget, self._expected)
+    rollout.prompt = rollout.prompt or length
     while True:
       if rollout.server is None:
-        await self._place(rollout, length + (expected if expected is not None else 1))
+        await self._place(rollout, length + self._estimate.expected(request.sampling.max_new_tokens))
       server = self._servers[rollout.server]
       grown = max(rollout.reservation, length + 1)
       server.reserved += grown - rollout.reservation
       rollout.reservation = grown
       server.in_flight += 1
       try:
-        return await server.engine.generate(request)
+        result = await server.engine.generate(request)
+        rollout.length = length + len(result.output_ids)
+        return result
       except sglang_client.ServerUnavailable:
         self._mark_down(server)
         self.moved_turns += 1

@@ -1,0 +1,67 @@
+"""benchmarks/router_sim.py's server model against hand-worked SGLang 0.5.4 scheduler decisions."""
+import argparse
+import pathlib
+import sys
+
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
+import router_sim  # pylint: disable=wrong-import-position
+
+
+def _request(index: int, length: int, max_new: int, out: int = 0, left: int = 10) -> router_sim.Request:
+  r = router_sim.Rollout(index, prompt=length - out, turns=[left], tools_s=[], length=length)
+  return router_sim.Request(r, left=left, max_new=max_new, start=length - out, out=out)
+
+
+def test_admission_reserves_ratio_for_running_and_the_clip_for_new_requests():
+  server = router_sim.Server(kv_tokens=10_000, max_running=8)
+  server.running.append(_request(0, 1000, max_new=5000))
+  first, second = _request(1, 600, max_new=8192), _request(2, 600, max_new=8192)
+  server.waiting.extend([first, second])
+  # rem = 10000 - 1000 - 4096 x 0.7 = 6132.8; the first needs 600 + 4096 = 4696 and fits, leaving 1436.8
+  assert server.admit() == (600, [first])
+  assert list(server.waiting) == [second] and server.batch_is_full
+  assert server.admit() == (0, [])  # full until a request leaves the batch
+
+
+def test_admission_prefills_only_what_is_not_cached():
+  server = router_sim.Server(kv_tokens=10_000, max_running=8)
+  request = _request(3, 600, max_new=2000)
+  server.cached[3] = 500
+  assert server.admit() == (0, []) and not server.batch_is_full  # nothing waiting
+  server.waiting.append(request)
+  assert server.admit() == (100, [request])
+  assert 3 not in server.cached  # locked by the running request
+
+
+def test_retraction_takes_the_fewest_outputs_and_keeps_its_input_cached():
+  server = router_sim.Server(kv_tokens=2000, max_running=8)
+  young, old = _request(0, 999, max_new=1000, out=99), _request(1, 1000, max_new=600, out=500)
+  server.running.extend([young, old])
+  server.retract_for_decode()  # 1999 used: no room for the 2 tokens of the next step
+  assert server.running == [old] and list(server.waiting) == [young] and server.overflows == 1
+  assert server.cached[0] == 900  # its input ids; the 99 decoded ones are dropped
+  assert server.new_token_ratio == pytest.approx((500 + 20) / (600 + 1))
+  server.running.clear()
+  assert server.admit() == (99, [young]) and server.recomputed == 99
+
+
+def test_a_decode_step_that_fits_decays_the_ratio():
+  server = router_sim.Server(kv_tokens=2000, max_running=8)
+  server.running.append(_request(0, 100, max_new=1000))
+  server.retract_for_decode()
+  assert server.new_token_ratio == pytest.approx(0.7 - (0.7 - 0.098) / 600)
+  assert server.overflows == 0
+
+
+@pytest.mark.parametrize("policy, step_s", [("round_robin", 12.0), ("static_sync", 14.0)])
+def test_static_sync_waits_for_the_whole_batch_and_its_slowest_tool_call(policy, step_s):
+  """One server, 1 s per forward: A generates 1 token, calls a 10 s tool, then 1 more; B 3 tokens,
+  a 0 s tool, 1 more. Async: B ends at 4 s, A at 1 + 10 + 1 = 12 s. Static and synchronous: the
+  round ends at 3 s (B's turn), the slowest call returns at 13 s, both last turns end at 14 s."""
+  args = argparse.Namespace(servers=1, kv_tokens=100_000, max_running=8, budget=100, step_s=1.0, per_seq_s=0.0,
+                            per_kv_token_s=0.0, prefill_s_per_token=0.0)
+  workload = [router_sim.Rollout(0, 10, [1, 1], [10.0], length=10), router_sim.Rollout(1, 10, [3, 1], [0.0], length=10)]
+  result = router_sim.Simulation(args, policy, workload).run()
+  assert result["step_s"] == step_s and result["overflows"] == 0
