@@ -92,12 +92,16 @@ def test_train_bench_quick_prints_agreement_and_ratio_rows():
 
 
 def test_engine_bench_quick_checks_outputs_and_prints_the_ratio():
-  stdout = _run_quick("engine_bench.py")
-  assert re.search(r"outputs: first token equal for all 6 requests; all 8 tokens equal for \d of 6", stdout), stdout
+  stdout = _run_quick("engine_bench.py", "--scaling")
+  assert re.search(r"outputs: first token equal for all 6 requests; all 8 tokens equal for \d of 6; "
+                   r"cached_tokens 0$", stdout, re.M), stdout  # every call starts from a flushed cache
   # 2 prompts of 48 tokens x 4 samples: 3 samples per prompt reuse its first 47 ids
   assert "cached_tokens 282 (each prompt prefilled once: 282), without sharing 0" in stdout, stdout
+  scaling = {f"B={b}, context {c} tok/s ({n}/{b} equal)": True for b, c in [(1, 32), (4, 32), (4, 64)]
+             for n in range(b + 1) if f"B={b}, context {c} tok/s ({n}/{b} equal)" in stdout}
+  assert len(scaling) == 3, stdout
   _check_ratios(_table(stdout), {"generate (6 req, B=4) tok/s": True, "groups (2x4, B=4) tok/s": True,
-                                 "groups: shared prefixes tok/s": True})
+                                 "groups: shared prefixes tok/s": True, **scaling})
 
 
 def test_router_sim_quick_prints_every_policy_and_ratio_rows():
