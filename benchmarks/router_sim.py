@@ -44,7 +44,10 @@ Policies, each keeping a rollout on its first server (its prefix is cached there
                    here the budget, so a server is never overcommitted), below `--max_running`
                    rollouts in flight there; reservations grow with the rollout;
   kv_mean          ours as `rollout.Router` runs by default ("mean"): the same, expecting the mean
-                   response of the rollouts finished so far (the budget until one has).
+                   response of the rollouts finished so far (the budget until one has): the
+                   first step of a stage, when the RL job's router has seen no rollout end;
+  kv_mean_warm     the same in a later step of the stage: the router's estimate already holds
+                   the step before's rollouts (drawn like this step's, from another seed).
 Printed: step time (all rollouts done), generated tokens/s, server idle fraction before the end,
 KV overflows (retractions) and tokens recomputed after them; then ratios of ours against each peer
 ("x" rows: tokens/s, higher is better).
@@ -66,6 +69,7 @@ MIN_NEW_TOKEN_RATIO = 0.7 * 0.14    # x SGLANG_MIN_NEW_TOKEN_RATIO_FACTOR
 NEW_TOKEN_RATIO_DECAY = (INIT_NEW_TOKEN_RATIO - MIN_NEW_TOKEN_RATIO) / 600  # SGLANG_NEW_TOKEN_RATIO_DECAY_STEPS
 RETRACT_DECODE_STEPS = 20           # SGLANG_RETRACT_DECODE_STEPS
 MAX_PREFILL_TOKENS = 16384          # --max-prefill-tokens
+PREVIOUS_STEP_SEED = 1_000_000      # kv_mean_warm: the step before is drawn from seed + this
 
 
 @dataclasses.dataclass
@@ -183,7 +187,8 @@ def make_rollouts(args, seed: int) -> list[Rollout]:
 class Simulation:
   """One policy over one workload (module docstring)."""
 
-  def __init__(self, args, policy: str, rollouts: list[Rollout]):
+  def __init__(self, args, policy: str, rollouts: list[Rollout], previous: list[Rollout] = ()):
+    """`previous`: the rollouts of the step before (kv_mean_warm's estimate starts from them)."""
     self.args, self.policy = args, policy
     self.rollouts = [dataclasses.replace(r, turns=list(r.turns), tools_s=list(r.tools_s)) for r in rollouts]
     self.servers = [Server(args.kv_tokens, args.max_running) for _ in range(args.servers)]
@@ -193,7 +198,10 @@ class Simulation:
     self.held = collections.deque()      # rollouts waiting at the router (kv_budget)
     self.bound = [0] * args.servers      # rollouts in flight per server
     self.reserved = [0] * args.servers
-    self.estimate = rollout.ResponseEstimate("mean" if policy == "kv_mean" else "budget")
+    self.estimate = rollout.ResponseEstimate("budget" if policy == "kv_budget" else "mean")
+    if policy == "kv_mean_warm":
+      for r in previous:
+        self.estimate.add(sum(r.turns))
     self.round_pending = [0] * args.servers  # static_sync: rollouts still in this round's turn
     self.round_next = [[] for _ in range(args.servers)]  # static_sync: (rollout, tool seconds) for the next
 
@@ -355,12 +363,13 @@ def main():
   args = parser.parse_args()
   if args.quick:
     args.servers, args.rollouts, args.seeds, args.kv_tokens = 2, 64, 1, 200_000
-  policies = ("static_sync", "round_robin", "least_in_flight", "kv_budget", "kv_mean")
+  policies = ("static_sync", "round_robin", "least_in_flight", "kv_budget", "kv_mean", "kv_mean_warm")
   results = {p: [] for p in policies}
   for seed in range(args.seeds):
     workload = make_rollouts(args, seed)
+    previous = make_rollouts(args, PREVIOUS_STEP_SEED + seed)  # the same distribution, other draws
     for policy in policies:
-      results[policy].append(Simulation(args, policy, workload).run())
+      results[policy].append(Simulation(args, policy, workload, previous).run())
   print(f"{args.servers} servers x {args.kv_tokens} KV tokens, {args.rollouts} rollouts, budget {args.budget}, "
         f"median response {args.median_response:.0f}, {args.seeds} seeds (means)")
   print(f"{'policy':<18}{'step s':>10}{'tokens/s':>12}{'idle':>8}{'KV overflows':>14}{'recomputed':>12}")

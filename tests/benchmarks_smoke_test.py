@@ -106,11 +106,11 @@ def test_engine_bench_quick_checks_outputs_and_prints_the_ratio():
 
 def test_router_sim_quick_prints_every_policy_and_ratio_rows():
   stdout = _run_quick("router_sim.py")
-  for policy in ("static_sync", "round_robin", "least_in_flight", "kv_budget", "kv_mean"):
+  for policy in ("static_sync", "round_robin", "least_in_flight", "kv_budget", "kv_mean", "kv_mean_warm"):
     assert re.search(rf"^{policy}\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+\d+$", stdout, re.M), stdout
   # reserving the whole budget, our placement never overflows the KV cache
   assert re.search(r"^kv_budget\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+0\.0\s+0$", stdout, re.M), stdout
-  _check_ratios(_table(stdout), {f"tokens/s {ours} vs {peer}": True for ours in ("kv_budget", "kv_mean")
+  _check_ratios(_table(stdout), {f"tokens/s {ours} vs {peer}": True for ours in ("kv_budget", "kv_mean", "kv_mean_warm")
                                  for peer in ("static_sync", "round_robin", "least_in_flight")})
 
 

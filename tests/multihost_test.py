@@ -174,3 +174,13 @@ def test_process_zero_sends_large_objects_and_its_errors_to_every_process():
   assert [p.returncode != 0 for p in procs] == [True, True]  # neither waits forever
   assert "ZeroDivisionError" in errors[0]
   assert "ProcessZeroError: the test step failed on process 0: ZeroDivisionError" in errors[1]
+
+
+def test_processes_restore_the_same_step_when_one_cannot_read_the_newest(tmp_path):
+  """Step 2 fails to read on process 1 only: both set it aside (once, by process 0) and restore 1."""
+  worker = [sys.executable, os.path.join(ROOT, "tests", "multihost_worker.py")]
+  address = f"127.0.0.1:{_free_port()}"
+  outs = _run_processes(lambda i: worker + [address, "2", str(i), "restore", str(tmp_path)], 2, 4, timeout=300)
+  assert [_json_line(out) for out in outs] == [{"process": 0, "restored": 1, "steps": [1]},
+                                              {"process": 1, "restored": 1, "steps": [1]}]
+  assert [name.split("-")[0] for name in os.listdir(tmp_path / "checkpoints_unreadable")] == ["2"]

@@ -2,11 +2,14 @@
 every process; prints the update's metrics and parameter checksums as one JSON line (process 0).
 Run by tests/multihost_test.py as one process with 8 devices or two with 4 each:
 
-  python tests/multihost_worker.py [COORDINATOR_ADDRESS NUM_PROCESSES PROCESS_ID [broadcast|fail]]
+  python tests/multihost_worker.py [COORDINATOR_ADDRESS NUM_PROCESSES PROCESS_ID [broadcast|fail|restore DIR]]
 
 `broadcast`: process 0's 40 MiB object (three chunks) on every process, printed as its digest;
-`fail`: a step that raises on process 0.
+`fail`: a step that raises on process 0; `restore DIR`: checkpoints 1 and 2 of a sharded state
+written into DIR by both processes, then restored while process 1 cannot see step 2 whole (its
+check made to fail); each process prints the step it restored.
 """
+import os
 import hashlib
 import json
 import sys
@@ -17,7 +20,7 @@ import ml_collections
 import numpy as np
 
 from rstar_jax import chat, models, rl
-from rstar_jax.train import distributed, optim
+from rstar_jax.train import checkpoint, distributed, optim
 from rstar_jax.train import rl as rl_train
 
 CFG = models.qwen("qwen3", vocab_size=96, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
@@ -56,6 +59,9 @@ def main(argv) -> None:
     distributed.on_process_zero(lambda: 1 / 0, "the test step")
     return
   mesh_rules = models.MeshRules(models.make_mesh(data=2, fsdp=4, tensor=1))
+  if argv[3:4] == ["restore"]:
+    _restore_with_one_unreadable_step(argv[4], mesh_rules)
+    return
   optim_config = ml_collections.ConfigDict(dict(learning_rate=1e-2, warmup_steps=0, b1=0.9, b2=0.999, eps=1e-8,
                                                 weight_decay=0.01, max_grad_norm=1.0))
   optimizer = optim.make_optimizer(optim_config)
@@ -71,6 +77,22 @@ def main(argv) -> None:
   if distributed.is_writer():
     print(json.dumps({"processes": jax.process_count(), "devices": jax.device_count(), "metrics": metrics,
                       "param_sq_sums": checksums}), flush=True)
+
+
+def _restore_with_one_unreadable_step(directory: str, mesh_rules: models.MeshRules) -> None:
+  optimizer = optim.make_optimizer(ml_collections.ConfigDict(dict(
+      learning_rate=1e-2, warmup_steps=0, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, max_grad_norm=1.0)))
+  state = optim.init_train_state(models.init_params(CFG, jax.random.key(0), mesh_rules), optimizer, 0, mesh_rules)
+  ckpt = checkpoint.Checkpointer(os.path.join(directory, "checkpoints"), async_save=False)
+  for step in (1, 2):
+    ckpt.save(step, state, {"step": step})
+  ckpt.wait()
+  if jax.process_index() == 1:  # as if process 1's view of the shared disk lacked step 2's files
+    looks_whole = ckpt._looks_whole  # pylint: disable=protected-access
+    ckpt._looks_whole = lambda step: step != 2 and looks_whole(step)  # pylint: disable=protected-access
+  _, meta = ckpt.restore_latest(state)
+  print(json.dumps({"process": jax.process_index(), "restored": meta["step"], "steps": ckpt.steps()}), flush=True)
+  ckpt.close()
 
 
 if __name__ == "__main__":

@@ -12,7 +12,13 @@ Guarantees:
 - Restore takes the newest readable checkpoint. One that cannot be read (corrupt or partial) is
   reported, moved aside to `workdir/checkpoints_unreadable/<step>` (kept, not deleted) and the
   previous one is used.
+- In a multi-process run every process restores the same step: they try process 0's steps,
+  newest first, and a step whose files any process cannot see whole (`_looks_whole`: both items'
+  metadata present and parsable) is set aside for all of them. A step that passes that check and
+  then fails to restore on only some processes is not recovered from (orbax's restore is itself
+  collective): the run stops with JAX's distributed errors.
 """
+import json
 import os
 import shutil
 import time
@@ -22,6 +28,7 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
+from rstar_jax.train import distributed
 from rstar_jax.train.optim import TrainState
 
 UNREADABLE_DIR = "checkpoints_unreadable"
@@ -64,25 +71,40 @@ class Checkpointer:
     self._manager.close()
 
   def restore_latest(self, like: TrainState) -> tuple[TrainState, dict[str, Any]] | None:
-    """The newest readable checkpoint as (state placed like `like`, meta), or None if there is none."""
+    """The newest checkpoint every process can read, as (state placed like `like`, meta), or None
+    if there is none (module docstring)."""
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), like)
-    for step in reversed(self.steps()):
+    for step in reversed(distributed.broadcast_from_zero(self.steps())):
+      if distributed.any_process(not self._looks_whole(step)):
+        self._set_aside(step, "its metadata is missing or unreadable on at least one process")
+        continue
       try:
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
         return restored.state, dict(restored.meta)
       except Exception as e:  # pylint: disable=broad-except
-        self._set_aside(step, e)
+        self._set_aside(step, f"{type(e).__name__}: {e}")
     return None
 
-  def _set_aside(self, step: int, error: Exception) -> None:
+  def _looks_whole(self, step: int) -> bool:
+    """Whether this process sees step's `meta` and `state` metadata files and can parse them."""
+    try:
+      for item in ("meta/metadata", "state/_METADATA"):
+        with open(os.path.join(self.directory, str(step), item), encoding="utf-8") as f:
+          json.load(f)
+      return True
+    except (OSError, ValueError):
+      return False
+
+  def _set_aside(self, step: int, reason: str) -> None:
     """Moves an unreadable checkpoint out of the way (never deletes it) and reopens the manager."""
     target_dir = os.path.join(os.path.dirname(self.directory), UNREADABLE_DIR)
     target = os.path.join(target_dir, f"{step}-{int(time.time())}")
-    logging.error("checkpoint %d in %s is unreadable (%s: %s); moving it to %s and trying the "
-                  "previous one", step, self.directory, type(error).__name__, error, target)
+    logging.error("checkpoint %d in %s is unreadable (%s); moving it to %s and trying the previous one",
+                  step, self.directory, reason, target)
     self._manager.close()
-    if jax.process_index() == 0:
+    if distributed.is_writer():
       os.makedirs(target_dir, exist_ok=True)
       shutil.move(os.path.join(self.directory, str(step)), target)
+    distributed.barrier(f"checkpoint_{step}_set_aside")  # moved before any process lists steps again
     self._manager = self._open()

@@ -111,6 +111,13 @@ def on_process_zero(run: Callable[[], T], name: str = "process 0's step") -> T:
   return payload
 
 
+def any_process(flag: bool) -> bool:
+  """Whether `flag` is true on any process (every process calls it: a collective)."""
+  if jax.process_count() == 1:
+    return flag
+  return bool(np.any(multihost_utils.process_allgather(np.array(flag))))
+
+
 def barrier(name: str) -> None:
   """Waits until every process has reached the barrier `name` (a no-op for one process)."""
   if jax.process_count() > 1:
