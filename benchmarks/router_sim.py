@@ -42,7 +42,8 @@ Policies, each keeping a rollout on its first server (its prefix is cached there
                    until `choose_server` finds a server whose free tokens (capacity -
                    reservations) fit prompt + its expected response (`rollout.ResponseEstimate`:
                    here the budget, so a server is never overcommitted), below `--max_running`
-                   rollouts in flight there; reservations grow with the rollout;
+                   rollouts in flight there; reservations grow with the rollout and are lifted
+                   while it calls its tool;
   kv_mean          ours as `rollout.Router` runs by default ("mean"): the same, expecting the mean
                    response of the rollouts finished so far (the budget until one has): the
                    first step of a stage, when the RL job's router has seen no rollout end;
@@ -254,6 +255,8 @@ class Simulation:
       self.bind(r, choice)
 
   def submit(self, r: Rollout) -> None:
+    if r.turn and self.policy.startswith("kv_"):  # a later turn takes its reservation back, never held
+      self.reserved[r.server] += r.reservation
     server = self.servers[r.server]
     generated = r.length - r.prompt
     server.waiting.append(Request(r, left=r.turns[r.turn], max_new=self.args.budget - generated, start=r.length))
@@ -317,6 +320,9 @@ class Simulation:
       self.reserved[index] -= r.reservation
       self.dispatch_held()
     elif self.policy != "static_sync":
+      if self.policy.startswith("kv_"):  # lifted during the tool call, as `rollout.Router` does
+        self.reserved[index] -= r.reservation
+        self.dispatch_held()
       self.push(at + r.tools_s[r.turn - 1], "tool", r)
       return
     else:

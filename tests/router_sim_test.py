@@ -65,3 +65,15 @@ def test_static_sync_waits_for_the_whole_batch_and_its_slowest_tool_call(policy,
   workload = [router_sim.Rollout(0, 10, [1, 1], [10.0], length=10), router_sim.Rollout(1, 10, [3, 1], [0.0], length=10)]
   result = router_sim.Simulation(args, policy, workload).run()
   assert result["step_s"] == step_s and result["overflows"] == 0
+
+
+def test_a_reservation_is_lifted_while_its_rollout_calls_its_tool():
+  """Room for one budget (150 tokens, footprints 10 + 100): A's first token ends its turn at 1 s
+  and it calls a 10 s tool; B, held at the router, goes then, not when A ends (12 s): done at 2 s."""
+  args = argparse.Namespace(servers=1, kv_tokens=150, max_running=8, budget=100, step_s=1.0, per_seq_s=0.0,
+                            per_kv_token_s=0.0, prefill_s_per_token=0.0)
+  workload = [router_sim.Rollout(0, 10, [1, 1], [10.0], length=10), router_sim.Rollout(1, 10, [1], [], length=10)]
+  simulation = router_sim.Simulation(args, "kv_budget", workload)
+  assert simulation.run()["step_s"] == 12.0
+  assert [r.done_at for r in simulation.rollouts] == [12.0, 2.0]
+  assert simulation.reserved == [0]

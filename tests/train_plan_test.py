@@ -77,8 +77,10 @@ def test_tiny_default_plan_on_this_machine():
 
 
 @pytest.mark.parametrize("mesh, message", [
-    (dict(num_devices=64, data=1, fsdp=-1, tensor=48), "cannot split 64 devices"),
-    (dict(num_devices=64, data=1, fsdp=4, tensor=8), r"is not 64 devices \(config.mesh.num_devices=64\)"),
+    (dict(num_devices=64, data=1, fsdp=-1, tensor=48), "64 devices cannot be split as data=1 fsdp=-1 tensor=48"),
+    (dict(num_devices=64, data=1, fsdp=4, tensor=8),
+     r"config.mesh \(num_devices=64\): mesh data=1 x fsdp=4 x tensor=8 does not match 64 devices"),
+    (dict(num_devices=64, data=0, fsdp=-1, tensor=8), "mesh sizes must be positive"),
 ])
 def test_bad_mesh_is_named(mesh, message):
   config = _config("rstar2_qwen3_14b")

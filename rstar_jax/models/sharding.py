@@ -73,20 +73,29 @@ def normalize_rules(rules) -> tuple:
   return tuple(out)
 
 
+def mesh_shape(data: int, fsdp: int, tensor: int, num_devices: int) -> tuple[int, int, int]:
+  """(data, fsdp, tensor) sizes over `num_devices` devices; one size may be -1 (the rest).
+
+  Raises:
+    ValueError naming the sizes and the device count when they do not multiply to it.
+  """
+  shape = [data, fsdp, tensor]
+  if shape.count(-1) > 1 or any(s < 1 and s != -1 for s in shape):
+    raise ValueError(f"mesh sizes must be positive (one may be -1, the rest): data={data} fsdp={fsdp} tensor={tensor}")
+  known = int(np.prod([s for s in shape if s != -1]))
+  if -1 in shape:
+    if num_devices % known:
+      raise ValueError(f"{num_devices} devices cannot be split as data={data} fsdp={fsdp} tensor={tensor}")
+    shape[shape.index(-1)] = num_devices // known
+  if int(np.prod(shape)) != num_devices:
+    raise ValueError(f"mesh data={shape[0]} x fsdp={shape[1]} x tensor={shape[2]} does not match {num_devices} devices")
+  return tuple(shape)
+
+
 def make_mesh(data: int = 1, fsdp: int = -1, tensor: int = 1, devices=None) -> Mesh:
   """A (data, fsdp, tensor) mesh over `devices` (default: all). One size may be -1 (the rest)."""
   devices = list(jax.devices() if devices is None else devices)
-  shape = [data, fsdp, tensor]
-  if shape.count(-1) > 1:
-    raise ValueError(f"at most one mesh size may be -1, got data={data} fsdp={fsdp} tensor={tensor}")
-  known = int(np.prod([s for s in shape if s != -1]))
-  if -1 in shape:
-    if known <= 0 or len(devices) % known:
-      raise ValueError(f"{len(devices)} devices cannot be split as data={data} fsdp={fsdp} tensor={tensor}")
-    shape[shape.index(-1)] = len(devices) // known
-  if int(np.prod(shape)) != len(devices) or min(shape) < 1:
-    raise ValueError(f"mesh data={shape[0]} x fsdp={shape[1]} x tensor={shape[2]} does not match "
-                     f"{len(devices)} devices")
+  shape = mesh_shape(data, fsdp, tensor, len(devices))
   try:
     from jax.experimental import mesh_utils  # pylint: disable=g-import-not-at-top
     grid = mesh_utils.create_device_mesh(shape, devices=devices)

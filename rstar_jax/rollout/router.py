@@ -17,7 +17,10 @@ simulation `benchmarks/router_sim.py` shares):
     behind the running one); if none fits, it waits until a rollout ends or a request returns;
   - all later turns go to the same server, whose prefix cache holds the rollout so far; as the
     rollout grows its reservation grows with it (length so far + 1 at least), so admission of new
-    rollouts sees the grown sizes; a running rollout is never held back;
+    rollouts sees the grown sizes; while it calls its tool the reservation is lifted (its prefix
+    is then evictable cache there, and with short turns and slow tools a held reservation idles
+    the server: `benchmarks/serve_bench.py`), and its next turn takes it back: a running rollout
+    is never held back;
   - a server that stops answering (the client's retries spent) is marked down and probed every
     `health_interval_s`; its rollouts move to another server, resubmitting the turn that failed
     (its ids are the rollout up to its last turn boundary), so none is lost.
@@ -108,6 +111,7 @@ class _Server:
 class _Rollout:
   server: int | None = None
   reservation: int = 0
+  holding: bool = False      # its reservation counts on its server (a turn is in flight)
   prompt: int = 0            # ids of its first turn
   length: int = 0            # ids after its last answered turn
 
@@ -196,8 +200,9 @@ class Router:
 
   async def _release(self, rollout: _Rollout) -> None:
     if rollout.server is not None:
-      self._servers[rollout.server].reserved -= rollout.reservation
-      rollout.server, rollout.reservation = None, 0
+      if rollout.holding:
+        self._servers[rollout.server].reserved -= rollout.reservation
+      rollout.server, rollout.reservation, rollout.holding = None, 0, False
       async with self._changed:
         self._changed.notify_all()
 
@@ -210,7 +215,7 @@ class Router:
       # a footprint beyond every server's whole cache waits for an empty server, not forever
       choice = choose_server([s.view() for s in self._servers], min(footprint, largest))
       if choice is not None:
-        rollout.server, rollout.reservation = choice, footprint
+        rollout.server, rollout.reservation, rollout.holding = choice, footprint, True
         self._servers[choice].reserved += footprint
         self._servers[choice].rollouts += 1
         return
@@ -235,12 +240,14 @@ class Router:
         await self._place(rollout, length + self._estimate.expected(request.sampling.max_new_tokens))
       server = self._servers[rollout.server]
       grown = max(rollout.reservation, length + 1)
-      server.reserved += grown - rollout.reservation
-      rollout.reservation = grown
+      server.reserved += grown - (rollout.reservation if rollout.holding else 0)
+      rollout.reservation, rollout.holding = grown, True
       server.in_flight += 1
       try:
         result = await server.engine.generate(request)
         rollout.length = length + len(result.output_ids)
+        server.reserved -= rollout.reservation  # lifted until its next turn (module docstring)
+        rollout.holding = False
         return result
       except sglang_client.ServerUnavailable:
         self._mark_down(server)

@@ -60,19 +60,10 @@ def mesh_sizes(mesh_config: ml_collections.ConfigDict, origin: str = "") -> dict
   """{data, fsdp, tensor} sizes for config.mesh over config.mesh.num_devices devices (0: this
   machine's), -1 filled in."""
   total = mesh_config.num_devices or jax.device_count()
-  shape = [mesh_config.data, mesh_config.fsdp, mesh_config.tensor]
-  if any(s < 1 and s != -1 for s in shape):
-    raise ConfigError(f"config.mesh data={shape[0]} fsdp={shape[1]} tensor={shape[2]}: sizes must be positive "
-                      f"(one may be -1, the rest){where(origin)}")
-  known = math.prod(s for s in shape if s != -1)
-  if shape.count(-1) > 1 or known <= 0 or total % known:
-    raise ConfigError(f"config.mesh data={shape[0]} fsdp={shape[1]} tensor={shape[2]} cannot split "
-                      f"{total} devices{where(origin)}")
-  if -1 in shape:
-    shape[shape.index(-1)] = total // known
-  if math.prod(shape) != total:
-    raise ConfigError(f"config.mesh data={shape[0]} x fsdp={shape[1]} x tensor={shape[2]} is not "
-                      f"{total} devices (config.mesh.num_devices={mesh_config.num_devices}){where(origin)}")
+  try:
+    shape = models.mesh_shape(mesh_config.data, mesh_config.fsdp, mesh_config.tensor, total)
+  except ValueError as e:
+    raise ConfigError(f"config.mesh (num_devices={mesh_config.num_devices}): {e}{where(origin)}") from None
   return dict(zip(models.MESH_AXES, shape))
 
 
