@@ -52,6 +52,6 @@ setuptools.setup(
     extras_require={"test": TEST_REQUIRES},
     entry_points={"console_scripts": [
         "rstar-sandbox=rstar_jax.sandbox.cli:main",
-        "rstar-serve=rstar_jax.serve:run",
+        "rstar-serve=rstar_jax.serve_cli:run",
     ]},
 )

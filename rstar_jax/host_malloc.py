@@ -10,10 +10,9 @@ for all threads) remove that: the CPU train step of `benchmarks/train_bench.py` 
 The cost: a process keeps the heap of its peak, as a caching allocator does.
 
 glibc reads its tunables only at process start, so the entry points (`rstar_jax.main`, `.eval`,
-`.serve`, the JAX benchmarks) call `reexec_with_kept_memory()` above their other imports: it
-re-executes the same command line once with GLIBC_TUNABLES set (same pid, arguments, descriptors)
-before JAX loads. (The `rstar-serve` console script imports its module first, so it pays those
-imports twice, ~3.5 s.) Set RSTAR_JAX_HOST_MALLOC=system to keep the system's defaults. Processes
+`.serve`, the JAX benchmarks, the `rstar-serve` console script through `serve_cli`) call
+`reexec_with_kept_memory()` above their other imports: it re-executes the same command line once
+with GLIBC_TUNABLES set (same pid, arguments, descriptors) before JAX loads. Set RSTAR_JAX_HOST_MALLOC=system to keep the system's defaults. Processes
 that should not inherit the tunables (the sandbox's zygotes) start with `untuned_environment`.
 This module imports only the standard library (level 0: the sandbox uses it without JAX).
 """

@@ -114,8 +114,7 @@ def main(argv):
 
 
 def run():
-  """Console-script entry point."""
-  host_malloc.reexec_with_kept_memory()
+  """Parses the flags and serves (the `rstar-serve` console script comes here through serve_cli)."""
   app.run(main)
 
 

@@ -87,3 +87,15 @@ def test_reexecutes_once_with_the_same_pid_and_arguments(tmp_path, opt_out):
   else:
     assert out == [f"start {first_pid}  ['--flag', 'x y']", f"start {first_pid} {OURS} ['--flag', 'x y']",
                    f"after {first_pid}"]
+
+
+def test_the_serve_console_script_reexecutes_before_importing_serve():
+  run = next(node for node in ast.parse((ROOT / "rstar_jax/serve_cli.py").read_text()).body
+             if isinstance(node, ast.FunctionDef) and node.name == "run")
+  assert [ast.unparse(statement) for statement in run.body] == [
+      "host_malloc.reexec_with_kept_memory()", "from rstar_jax import serve", "serve.run()"]
+  script = pathlib.Path(sys.executable).parent / "rstar-serve"
+  if script.exists():  # installed with pip install -e .
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    done = subprocess.run([str(script), "--helpshort"], env=env, capture_output=True, text=True, timeout=120)
+    assert "--checkpoint" in done.stdout + done.stderr, done

@@ -1,7 +1,7 @@
 """The import layers of DESIGN.md: imports only point down; level 0 never loads JAX.
 
 Levels (a package may import its own modules and packages of a strictly lower level):
-  4 main, eval, serve   3 train   2 rollout, data   1 models, rl   0 chat, rewards, sandbox
+  5 serve_cli   4 main, eval, serve   3 train   2 rollout, data   1 models, rl   0 chat, rewards, sandbox
   -1 host_malloc (the standard library only; the sandbox and the entry points use it)
 """
 import ast
@@ -16,6 +16,7 @@ LEVELS = {
     "main": 4,
     "eval": 4,
     "serve": 4,
+    "serve_cli": 5,
     "train": 3,
     "rollout": 2,
     "data": 2,
