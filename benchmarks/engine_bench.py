@@ -117,6 +117,8 @@ def scaling_rows(cfg: models.ModelConfig, params, hf_model, torch, args) -> list
   cells = [(b, 256) for b in SCALING_SLOTS] + [(8, c) for c in SCALING_CONTEXTS]
   if args.quick:
     cells = [(1, 32), (4, 32), (4, 64)]
+  if not 0 < n < min(c for _, c in cells):
+    raise SystemExit(f"--scaling_new_tokens must be in [1, {min(c for _, c in cells) - 1}], got {n}")
   rows = []
   for i, (slots, context) in enumerate(cells):
     prompts = make_prompts(cfg, slots, context - n, context - n, args.seed + 10 + i)
@@ -125,9 +127,9 @@ def scaling_rows(cfg: models.ModelConfig, params, hf_model, torch, args) -> list
     ours_s, theirs_s = bench_util.median_seconds([bench_util.Timed(ours), bench_util.Timed(theirs)],
                                                  repeats=args.repeats, warmup=args.warmup)
     same = compare_outputs(ours.outputs, theirs.outputs)
-    rows.append((f"B={slots}, context {context} tok/s ({same}/{slots} equal)", slots * n / ours_s,
-                 slots * n / theirs_s, True))
-    print(f"  {rows[-1][0]}: {rows[-1][1]:.1f} vs {rows[-1][2]:.1f}", flush=True)
+    rows.append((f"B={slots}, context {context} tok/s", slots * n / ours_s, slots * n / theirs_s, True))
+    print(f"  {rows[-1][0]}: {rows[-1][1]:.1f} vs {rows[-1][2]:.1f}; all {n} tokens equal for {same} of {slots}",
+          flush=True)
   return rows
 
 

@@ -41,9 +41,9 @@ Policies, each keeping a rollout on its first server (its prefix is cached there
   kv_budget        ours with expected_response_tokens="budget": a rollout waits at the router
                    until `choose_server` finds a server whose free tokens (capacity -
                    reservations) fit prompt + its expected response (`rollout.ResponseEstimate`:
-                   here the budget, so a server is never overcommitted), below `--max_running`
-                   rollouts in flight there; reservations grow with the rollout and are lifted
-                   while it calls its tool;
+                   here the budget), with fewer than QUEUE_FACTOR x `--max_running` turns in
+                   flight there (the Router's cap); reservations grow with the rollout and are
+                   lifted while it calls its tool;
   kv_mean          ours as `rollout.Router` runs by default ("mean"): the same, expecting the mean
                    response of the rollouts finished so far (the budget until one has): the
                    first step of a stage, when the RL job's router has seen no rollout end;
@@ -157,6 +157,8 @@ class Server:
     if self.kv_tokens - self.used() >= len(self.running):
       self.new_token_ratio = max(self.new_token_ratio - NEW_TOKEN_RATIO_DECAY, MIN_NEW_TOKEN_RATIO)
       return
+    if len(self.running) == 1:
+      raise RuntimeError("one request outgrows the whole cache: raise --kv_tokens")
     order = sorted(self.running, key=lambda r: (r.out, -r.start), reverse=True)
     while True:
       victim = order.pop()
@@ -197,7 +199,8 @@ class Simulation:
     self.counter = itertools.count()
     self.now = 0.0
     self.held = collections.deque()      # rollouts waiting at the router (kv_budget)
-    self.bound = [0] * args.servers      # rollouts in flight per server
+    self.assigned = [0] * args.servers   # rollouts placed on each server (not yet ended)
+    self.in_flight = [0] * args.servers  # turns sent to each server and not yet ended (the Router's count)
     self.reserved = [0] * args.servers
     self.estimate = rollout.ResponseEstimate("budget" if policy == "kv_budget" else "mean")
     if policy == "kv_mean_warm":
@@ -214,16 +217,18 @@ class Simulation:
       if self.policy.startswith("kv_"):
         self.held.append(r)
       else:
-        self.bind(r, min(range(len(self.servers)), key=lambda s: (self.bound[s], s))
-                  if self.policy == "least_in_flight" else r.index % len(self.servers))
-    self.round_pending = list(self.bound)
-    self.dispatch_held()
+        self.bind(r, min(range(len(self.servers)), key=lambda s: (self.assigned[s], s))
+                  if self.policy == "least_in_flight" else r.index % len(self.servers), 0.0)
+    self.round_pending = list(self.assigned)
+    self.dispatch_held(0.0)
     while self.events:
       self.now, _, kind, payload = heapq.heappop(self.events)
       if kind == "step":
         self.step(payload)
       else:  # a tool call returned: the next turn goes to the rollout's server
-        self.submit(payload)
+        self.submit(payload, self.now)
+    if self.held:
+      raise RuntimeError(f"{len(self.held)} rollouts were never placed")
     end = max(r.done_at for r in self.rollouts)
     generated = sum(sum(r.turns) for r in self.rollouts)
     idle = 1 - sum(s.busy_s for s in self.servers) / (end * len(self.servers))
@@ -231,20 +236,22 @@ class Simulation:
             "overflows": sum(s.overflows for s in self.servers),
             "recomputed": sum(s.recomputed for s in self.servers)}
 
-  def bind(self, r: Rollout, server: int) -> None:
+  def bind(self, r: Rollout, server: int, at: float) -> None:
     r.server = server
-    self.bound[server] += 1
-    self.submit(r)
+    self.assigned[server] += 1
+    self.submit(r, at)
 
   def footprint(self, r: Rollout) -> int:
     """prompt + the response `rollout.Router` would expect: the budget (kv_budget), or (kv_mean)
-    the mean response of the rollouts done so far."""
-    return r.prompt + self.estimate.expected(self.args.budget)
+    the mean response of the rollouts done so far; at most a server's whole cache, as there."""
+    return min(r.prompt + self.estimate.expected(self.args.budget), self.args.kv_tokens)
 
-  def dispatch_held(self) -> None:
+  def dispatch_held(self, at: float) -> None:
+    """Places held rollouts, oldest first, while `choose_server` finds room (they start at `at`)."""
     while self.held:
       r = self.held[0]
-      views = [rollout.ServerView(s.kv_tokens - self.reserved[i], self.bound[i], s.max_running)
+      views = [rollout.ServerView(s.kv_tokens - self.reserved[i], self.in_flight[i],
+                                  rollout.router.QUEUE_FACTOR * s.max_running)
                for i, s in enumerate(self.servers)]
       choice = rollout.choose_server(views, self.footprint(r))
       if choice is None:
@@ -252,17 +259,19 @@ class Simulation:
       self.held.popleft()
       r.reservation = self.footprint(r)
       self.reserved[choice] += r.reservation
-      self.bind(r, choice)
+      self.bind(r, choice, at)
 
-  def submit(self, r: Rollout) -> None:
+  def submit(self, r: Rollout, at: float) -> None:
+    """The rollout's next turn joins its server's queue at time `at`."""
     if r.turn and self.policy.startswith("kv_"):  # a later turn takes its reservation back, never held
       self.reserved[r.server] += r.reservation
+    self.in_flight[r.server] += 1
     server = self.servers[r.server]
     generated = r.length - r.prompt
     server.waiting.append(Request(r, left=r.turns[r.turn], max_new=self.args.budget - generated, start=r.length))
     if not server.busy:
       server.busy = True
-      self.push(self.now, "step", r.server)
+      self.push(at, "step", r.server)
 
   def step(self, index: int) -> None:
     """One scheduler iteration: a prefill batch if one can be admitted (it samples each admitted
@@ -311,18 +320,19 @@ class Simulation:
     server = self.servers[index]
     server.cached[r.index] = r.length
     server.evict(0)
+    self.in_flight[index] -= 1
     r.turn += 1
     self.grow(r, index)
     if r.turn == len(r.turns):
       r.done_at = at
       self.estimate.add(sum(r.turns))
-      self.bound[index] -= 1
+      self.assigned[index] -= 1
       self.reserved[index] -= r.reservation
-      self.dispatch_held()
+      self.dispatch_held(at)
     elif self.policy != "static_sync":
       if self.policy.startswith("kv_"):  # lifted during the tool call, as `rollout.Router` does
         self.reserved[index] -= r.reservation
-        self.dispatch_held()
+        self.dispatch_held(at)
       self.push(at + r.tools_s[r.turn - 1], "tool", r)
       return
     else:

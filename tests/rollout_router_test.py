@@ -134,3 +134,5 @@ def test_response_estimate_modes():
   assert rollout.ResponseEstimate(300).expected(8192) == 300 and rollout.ResponseEstimate(300).expected(100) == 100
   with pytest.raises(ValueError, match="expected_response_tokens must be 'mean', 'budget' or a positive int, got 0"):
     rollout.ResponseEstimate(0)
+  with pytest.raises(ValueError, match="got True"):
+    rollout.ResponseEstimate(True)

@@ -81,6 +81,7 @@ def test_tiny_default_plan_on_this_machine():
     (dict(num_devices=64, data=1, fsdp=4, tensor=8),
      r"config.mesh \(num_devices=64\): mesh data=1 x fsdp=4 x tensor=8 does not match 64 devices"),
     (dict(num_devices=64, data=0, fsdp=-1, tensor=8), "mesh sizes must be positive"),
+    (dict(num_devices=-64, data=1, fsdp=-1, tensor=8), "a mesh needs at least one device, got -64"),
 ])
 def test_bad_mesh_is_named(mesh, message):
   config = _config("rstar2_qwen3_14b")

@@ -79,6 +79,8 @@ def mesh_shape(data: int, fsdp: int, tensor: int, num_devices: int) -> tuple[int
   Raises:
     ValueError naming the sizes and the device count when they do not multiply to it.
   """
+  if num_devices < 1:
+    raise ValueError(f"a mesh needs at least one device, got {num_devices}")
   shape = [data, fsdp, tensor]
   if shape.count(-1) > 1 or any(s < 1 and s != -1 for s in shape):
     raise ValueError(f"mesh sizes must be positive (one may be -1, the rest): data={data} fsdp={fsdp} tensor={tensor}")

@@ -9,8 +9,8 @@ A rollout is the span of one `caller()` context (`rollout_problems` opens one pe
 simulation `benchmarks/router_sim.py` shares):
   - a new rollout reserves its expected footprint, prompt + the response `ResponseEstimate`
     expects (default "mean": the mean response of the rollouts finished so far, the turn's
-    max_new_tokens until one has; "budget": always max_new_tokens, so a server can never be
-    overcommitted; or a fixed number), on the healthy server
+    max_new_tokens until one has, re-read while it waits; "budget": always max_new_tokens; or a
+    fixed number), on the healthy server
     with the most free KV tokens, free = capacity - max(tokens the router reserved there, tokens
     the server last reported in use), among those below their in-flight cap (requests sent and
     not answered; default QUEUE_FACTOR x the server's max_running_requests, so a batch waits
@@ -72,7 +72,8 @@ class ResponseEstimate:
   finished_tokens: int = 0
 
   def __post_init__(self):
-    if self.mode not in ("mean", "budget") and not (isinstance(self.mode, int) and self.mode >= 1):
+    if self.mode not in ("mean", "budget") and not (
+        isinstance(self.mode, int) and not isinstance(self.mode, bool) and self.mode >= 1):
       raise ValueError(f"expected_response_tokens must be 'mean', 'budget' or a positive int, got {self.mode!r}")
 
   def add(self, response_tokens: int) -> None:
@@ -206,11 +207,13 @@ class Router:
       async with self._changed:
         self._changed.notify_all()
 
-  async def _place(self, rollout: _Rollout, footprint: int) -> None:
-    """Binds the rollout to a server with room for `footprint`, waiting for one (module docstring)."""
+  async def _place(self, rollout: _Rollout, length: int, budget: int | None) -> None:
+    """Binds the rollout to a server with room for its footprint, `length` + the expected response
+    (re-estimated on every try: rollouts ending meanwhile change the mean), waiting for one."""
     waited_since = time.monotonic()
     while True:
       await self.refresh()
+      footprint = length + self._estimate.expected(budget)
       largest = max([s.capacity for s in self._servers if s.healthy], default=footprint)
       # a footprint beyond every server's whole cache waits for an empty server, not forever
       choice = choose_server([s.view() for s in self._servers], min(footprint, largest))
@@ -237,7 +240,7 @@ class Router:
     rollout.prompt = rollout.prompt or length
     while True:
       if rollout.server is None:
-        await self._place(rollout, length + self._estimate.expected(request.sampling.max_new_tokens))
+        await self._place(rollout, length, request.sampling.max_new_tokens)
       server = self._servers[rollout.server]
       grown = max(rollout.reservation, length + 1)
       server.reserved += grown - (rollout.reservation if rollout.holding else 0)

@@ -14,9 +14,9 @@ Guarantees:
   previous one is used.
 - In a multi-process run every process restores the same step: they try process 0's steps,
   newest first, and a step whose files any process cannot see whole (`_looks_whole`: both items'
-  metadata present and parsable) is set aside for all of them. A step that passes that check and
-  then fails to restore on only some processes is not recovered from (orbax's restore is itself
-  collective): the run stops with JAX's distributed errors.
+  metadata present and parsable) is set aside for all of them, and so is one whose restore raises
+  on any of them. (A restore that fails on one process inside orbax's own collectives can still
+  leave the others waiting until JAX's heartbeat timeout.)
 """
 import json
 import os
@@ -78,12 +78,15 @@ class Checkpointer:
       if distributed.any_process(not self._looks_whole(step)):
         self._set_aside(step, "its metadata is missing or unreadable on at least one process")
         continue
+      restored, error = None, ""
       try:
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-        return restored.state, dict(restored.meta)
       except Exception as e:  # pylint: disable=broad-except
-        self._set_aside(step, f"{type(e).__name__}: {e}")
+        error = f"{type(e).__name__}: {e}"
+      if not distributed.any_process(bool(error)):
+        return restored.state, dict(restored.meta)
+      self._set_aside(step, error or "another process could not restore it")
     return None
 
   def _looks_whole(self, step: int) -> bool:
@@ -93,7 +96,7 @@ class Checkpointer:
         with open(os.path.join(self.directory, str(step), item), encoding="utf-8") as f:
           json.load(f)
       return True
-    except (OSError, ValueError):
+    except Exception:  # pylint: disable=broad-except  # whatever it is, every process must vote
       return False
 
   def _set_aside(self, step: int, reason: str) -> None:
@@ -103,8 +106,11 @@ class Checkpointer:
     logging.error("checkpoint %d in %s is unreadable (%s); moving it to %s and trying the previous one",
                   step, self.directory, reason, target)
     self._manager.close()
-    if distributed.is_writer():
+
+    def move() -> None:
       os.makedirs(target_dir, exist_ok=True)
       shutil.move(os.path.join(self.directory, str(step)), target)
-    distributed.barrier(f"checkpoint_{step}_set_aside")  # moved before any process lists steps again
+
+    # moved before any process lists the steps again; a failed move is raised on every process
+    distributed.on_process_zero(move, f"setting checkpoint {step} aside")
     self._manager = self._open()
