@@ -17,6 +17,7 @@ import pytest
 from rstar_jax import models
 from rstar_jax.rollout import local_servers
 from rstar_jax.train import metrics as metrics_lib
+from rstar_jax.train import rollout_backend
 from rstar_jax.train import run as run_lib
 from rstar_jax.train import validate
 
@@ -102,6 +103,14 @@ def test_a_finished_run_rerun_recomputes_nothing(smoke_run):
   assert again["evals"] == summary["evals"]
 
 
+def test_the_router_reservation_takes_a_mode_or_a_number():
+  assert [rollout_backend.expected_response_tokens(v) for v in ("mean", "budget", "3000", 3000)] == [
+      "mean", "budget", 3000, 3000]
+  config = _smoke_config()
+  config.rollout.expected_response_tokens = "3000"  # as --config.rollout.expected_response_tokens=3000 sets it
+  validate.validate(config, ORIGIN)
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda c: c.rl.update(keep=12), r"config.rl.keep=12 exceeds config.rl.num_rollouts=8"),
     (lambda c: c.rl.update(keep=3, num_rollouts=5),
@@ -115,6 +124,8 @@ def test_a_finished_run_rerun_recomputes_nothing(smoke_run):
     (lambda c: c.update(job="ppo"), r"config.job='ppo' must be one of"),
     (lambda c: c.rollout.update(sync_dtype="fp8"),
      r"config.rollout.sync_dtype='fp8' must be one of \('', 'bfloat16', 'float32', 'float16'\)"),
+    (lambda c: c.rollout.update(expected_response_tokens="median"),
+     r"config.rollout.expected_response_tokens='median' must be 'mean', 'budget' or a positive number"),
 ])
 def test_bad_config_values_are_named_with_their_origin(change, message):
   config = _smoke_config()

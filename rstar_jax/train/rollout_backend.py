@@ -14,7 +14,10 @@ config.rollout:
     max_length, `rl.num_slots` slots each, the run's seed) and stops them at its end, also on failure;
   api_key_file: the servers' API key; weight_sync_dir: where versions are written ("" :
     WORKDIR/weight_sync), readable by every server; sync_dtype: the dtype they are written in
-    ("": the parameter dtype; "bfloat16" halves an fp32 policy's write for bf16 servers).
+    ("": the parameter dtype; "bfloat16" halves an fp32 policy's write for bf16 servers);
+  expected_response_tokens: what the router reserves for a new rollout beside its prompt
+    (`rollout.ResponseEstimate`): "mean" (ours: the mean response finished so far), "budget" (the
+    paper's prototype: the whole budget) or a number of tokens.
 Weight versions: version v is the policy after v RL updates; the servers load
 weight_sync_dir/v{v:06d} (`rollout.weight_sync`) and tag every sample with "v", so a rollout's
 `weight_versions` name the policy that produced it.
@@ -35,6 +38,16 @@ from rstar_jax.train import distributed
 
 BACKENDS = ("jax", "sglang")
 SYNC_DTYPES = ("", "bfloat16", "float32", "float16")  # "": the parameter dtype
+
+
+def expected_response_tokens(value) -> str | int:
+  """config.rollout.expected_response_tokens as `rollout.Router` takes it: "mean", "budget" or an
+  int (a number given as a string on the command line, where the key is a string, becomes one);
+  ValueError for anything else."""
+  if isinstance(value, str) and value.isdigit():
+    value = int(value)
+  rollout.ResponseEstimate(value)  # raises on a bad mode
+  return value
 
 
 class InProcessBackend:
@@ -102,7 +115,9 @@ class ServerBackend:
         servers = stack.enter_context(local_servers_lib.LocalServers(
             path, self._config.rollout.local_servers, args, log_dir=self._log_dir))
         urls = servers.urls
-      self._router = rollout.Router.from_urls(urls, api_key=self._api_key)
+      self._router = rollout.Router.from_urls(
+          urls, api_key=self._api_key,
+          expected_response_tokens=expected_response_tokens(self._config.rollout.expected_response_tokens))
       stack.callback(lambda: self._runtime.run(self._router.close()))
       self._runtime.run(self._router.__aenter__())
       if not self._config.rollout.local_servers:

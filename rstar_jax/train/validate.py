@@ -77,6 +77,14 @@ def validate(config: ml_collections.ConfigDict, origin: str = "") -> None:
   _typed(lambda: rewards.RewardConfig.from_config(config), "reward", origin)
 
 
+def _is_response_estimate(value) -> bool:
+  try:
+    rollout_backend.expected_response_tokens(value)
+  except ValueError:
+    return False
+  return True
+
+
 def _validate_rollout(config: ml_collections.ConfigDict, origin: str) -> None:
   """config.rollout: the backend and, for servers, where they are."""
   require(config, "rollout.backend", lambda v: v in rollout_backend.BACKENDS,
@@ -93,6 +101,9 @@ def _validate_rollout(config: ml_collections.ConfigDict, origin: str) -> None:
   require(config, "rollout.sync_dtype", lambda v: v in rollout_backend.SYNC_DTYPES,
           f"must be one of {rollout_backend.SYNC_DTYPES} (the dtype weight versions are written in; '': the "
           "parameter dtype)", origin)
+  require(config, "rollout.expected_response_tokens", _is_response_estimate,
+          "must be 'mean', 'budget' or a positive number of tokens (what the router reserves for a new "
+          "rollout beside its prompt)", origin)
   require(config, "rl.max_staleness", lambda v: isinstance(v, int) and v >= 0, "must be an int >= 0", origin)
   if config.rl.max_staleness:
     require(config, "rl.max_staleness", lambda v: config.rollout.backend == "sglang",
