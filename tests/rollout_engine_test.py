@@ -109,6 +109,41 @@ def test_stop_ids_end_the_output_and_are_kept(params):
   assert ignored.output_ids.tolist() == free
 
 
+def test_a_stop_check_ends_the_output_at_the_token_it_matches(params):
+  prompt = _prompts()[1]
+  free = _reference_greedy(params, prompt, MAX_NEW)
+  seen = []
+
+  def third_token(output_ids):  # a match once three tokens are out
+    seen.append(list(output_ids))
+    return "three" if len(output_ids) == 3 else None
+
+  engine = rollout.JaxEngine(CFG, params, num_slots=2, max_length=64, eos_token_ids=())
+  result = engine.generate([rollout.GenerateRequest("s", prompt, rollout.SamplingParams(
+      max_new_tokens=MAX_NEW, temperature=0.0), stop_check=third_token)])[0]
+  assert result.output_ids.tolist() == free[:3]
+  assert result.finish_reason == {"type": "stop", "matched": "three"}
+  assert seen == [free[:1], free[:2], free[:3]]  # asked after every token, with the outputs so far
+  # a stop id wins over the check at the same token, and is not shown to it
+  engine = rollout.JaxEngine(CFG, params, num_slots=2, max_length=64, eos_token_ids=(free[2],))
+  seen.clear()
+  result = engine.generate([rollout.GenerateRequest("s", prompt, rollout.SamplingParams(
+      max_new_tokens=MAX_NEW, temperature=0.0), stop_check=third_token)])[0]
+  assert result.finish_reason == {"type": "stop", "matched": free[2]} and seen == [free[:1], free[:2]]
+
+
+def test_async_progress_reports_each_step_of_a_request(params):
+  engine = rollout.JaxEngine(CFG, params, num_slots=2, max_length=64, eos_token_ids=(), prefill_chunk=4)
+  front = rollout.AsyncJaxEngine(engine)
+  request = _requests(temperature=0.0)[3]  # a 20-token prompt: 5 prefill steps, then 7 tokens
+  snapshots = []
+  result = asyncio.run(front.generate(request, snapshots.append))
+  assert [s.output_ids.tolist() for s in snapshots] == [result.output_ids[:n].tolist() for n in range(1, MAX_NEW)]
+  assert all(s.finish_reason is None and s.rid == request.rid for s in snapshots)
+  assert [len(s.output_logprobs) for s in snapshots] == list(range(1, MAX_NEW))
+  assert not front._watchers  # forgotten once answered
+
+
 def test_budgets_are_clamped_to_the_context(params):
   engine = rollout.JaxEngine(CFG, params, num_slots=2, max_length=16, eos_token_ids=(), prefill_chunk=8)
   prompt = tiny_models.random_ids((13,), seed=3, vocab=96).tolist()

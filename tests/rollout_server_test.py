@@ -124,7 +124,8 @@ def test_batches_n_and_rids(url):
     ({"input_ids": [1, 2], "sampling_params": {"foo": 1}}, 400, "unknown field sampling_params.foo"),
     ({"input_ids": [1, 2], "sampling_params": {"temperature": "hot"}}, 400, "sampling_params.temperature"),
     ({"input_ids": [1, 2], "sampling_params": {"repetition_penalty": 1.3}}, 400, "repetition_penalty=1.3 is not"),
-    ({"input_ids": [1, 2], "stream": True}, 400, "stream is not supported"),
+    ({"input_ids": [1, 2], "sampling_params": {"stop": "x"}}, 400, "sampling_params.stop needs a tokenizer"),
+    ({"input_ids": [1, 2], "logprob_start_len": -2}, 400, "logprob_start_len must be an int >= -1"),
     ({"text": "hello"}, 400, "text input needs a tokenizer"),
     ({"input_ids": [[1, 2], [3]], "sampling_params": [{}]}, 400, "sampling_params has 1 entries for 2 prompts"),
 ])

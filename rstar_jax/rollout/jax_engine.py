@@ -38,7 +38,7 @@ import collections
 import contextlib
 import contextvars
 import dataclasses
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax.numpy as jnp
 import numpy as np
@@ -51,22 +51,28 @@ from rstar_jax.rollout import sampling as sampling_lib
 
 @dataclasses.dataclass(frozen=True)
 class GenerateRequest:
-  """rid: the caller's id (unique within one `generate` call); input_ids: the prompt's token ids."""
+  """rid: the caller's id (unique within one `generate` call); input_ids: the prompt's token ids.
+
+  stop_check: None, or `stop_check(output_ids) -> matched or None`, asked after each sampled token
+  that is not a stop id: a match (e.g. a stop string seen in the decoded text) finishes the
+  request with {"type": "stop", "matched": match}, the token that completed it last."""
   rid: str
   input_ids: Sequence[int]
   sampling: sampling_lib.SamplingParams = sampling_lib.SamplingParams()
+  stop_check: Callable[[list[int]], str | None] | None = None
 
 
 @dataclasses.dataclass
 class GenerateResult:
   """output_ids: int32 [N] sampled ids (a matched stop id last); output_logprobs: fp32 [N],
-  log softmax(z / temperature) of each (SGLang's convention); finish_reason: SGLang-shaped dict;
+  log softmax(z / temperature) of each (SGLang's convention); finish_reason: SGLang-shaped dict
+  (None in a snapshot of a running request, `JaxEngine.progress`);
   cached_tokens: prompt ids whose keys/values were reused, not recomputed; weight_versions: the
   versions of the weights that produced the tokens, in order (a server's; empty in process)."""
   rid: str
   output_ids: np.ndarray
   output_logprobs: np.ndarray
-  finish_reason: dict
+  finish_reason: dict | None
   prompt_tokens: int
   cached_tokens: int = 0
   weight_versions: tuple[str, ...] = ()
@@ -136,7 +142,7 @@ def _bucket(n: int, limit: int) -> int:
   return min(1 << max(n - 1, 0).bit_length(), limit)
 
 
-def _length_bucket(n: int) -> int:
+def length_bucket(n: int) -> int:
   """n rounded up to a quarter-octave bucket: 128 at least, then multiples of 2^(k-2) in
   (2^(k-1), 2^k] (130 -> 160, 300 -> 320, 5000 -> 5120). Four compiled variants per doubling of
   the context, at most 25% attended in vain."""
@@ -273,6 +279,12 @@ class JaxEngine:
                       used_tokens=sum(slot.length for slot in busy),
                       waiting_tokens=sum(int(r.input_ids.size) for r in self._queue))
 
+  def progress(self, rids: set[str]) -> dict[str, GenerateResult]:
+    """The running requests among `rids` that have sampled tokens: their results so far
+    (finish_reason None). Call between steps."""
+    return {slot.running.request.rid: self._result(slot.running, None) for slot in self._slots
+            if slot.running is not None and slot.running.output_ids and slot.running.request.rid in rids}
+
   def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
     """Runs every request to its end on an idle engine; results in request order.
 
@@ -389,12 +401,12 @@ class JaxEngine:
 
   def _attend_length(self, rows: list[int], num_new: np.ndarray) -> int:
     """The attended positions of an extend call: the longest length after it among the rows that
-    write (idle rows' outputs are not used) rounded up to a bucket (`_length_bucket`), at most
+    write (idle rows' outputs are not used) rounded up to a bucket (`length_bucket`), at most
     max_length; updates the host copy of the lengths."""
     for b, n in zip(rows, num_new):
       self._slots[b].length += int(n)
     longest = max(self._slots[b].length for b, n in zip(rows, num_new) if n > 0)
-    return min(_length_bucket(longest), self.max_length)
+    return min(length_bucket(longest), self.max_length)
 
   def _sample(self, logits, ready: list[int]) -> list[GenerateResult]:
     """Samples the next token of each ready slot; finishes requests at a stop id or their budget."""
@@ -417,8 +429,11 @@ class JaxEngine:
       token = int(tokens[b])
       s.output_ids.append(token)
       s.output_logprobs.append(float(logprobs[b]))
+      matched = None if token in s.stop_ids or s.request.stop_check is None else s.request.stop_check(s.output_ids)
       if token in s.stop_ids:
         finish = {"type": "stop", "matched": token}
+      elif matched is not None:
+        finish = {"type": "stop", "matched": matched}
       elif len(s.output_ids) >= s.max_new:
         finish = {"type": "length", "length": s.max_new}
       else:
@@ -430,7 +445,7 @@ class JaxEngine:
     return finished
 
   @staticmethod
-  def _result(s: _Running, finish_reason: dict) -> GenerateResult:
+  def _result(s: _Running, finish_reason: dict | None) -> GenerateResult:
     return GenerateResult(s.request.rid, np.array(s.output_ids, np.int32),
                           np.array(s.output_logprobs, np.float32), finish_reason,
                           int(s.input_ids.size), s.cached_tokens)
@@ -445,6 +460,8 @@ class AsyncJaxEngine:
   `abort(rid_prefix)` ends matching requests, whose callers get their tokens so far with an
   "abort" finish reason; `pause()` stops stepping until `resume()` (requests keep their slots);
   `set_params` swaps the weights. A caller cancelled while waiting has its request aborted.
+  `generate(request, on_progress)` also hands the caller each step's snapshot of its request
+  (tokens so far, finish_reason None), for streaming.
 
   Lockstep (`lockstep=True`): a step starts only when every caller that entered `caller()` is
   waiting on the engine or has left, and the requests of a step are submitted in rid order. The
@@ -459,6 +476,7 @@ class AsyncJaxEngine:
     self.lockstep = lockstep
     self._new: list[GenerateRequest] = []
     self._waiting: dict[str, tuple[asyncio.Future, bool]] = {}
+    self._watchers: dict[str, Callable[[GenerateResult], None]] = {}
     self._driver: asyncio.Task | None = None
     self._busy_callers = 0  # tracked callers neither waiting on the engine nor gone
     self._settled = asyncio.Event()
@@ -497,8 +515,11 @@ class AsyncJaxEngine:
   def paused(self) -> bool:
     return not self._unpaused.is_set()
 
-  async def generate(self, request: GenerateRequest) -> GenerateResult:
-    """The request's result. Raises ValueError for a bad request or a rid already in flight."""
+  async def generate(self, request: GenerateRequest,
+                     on_progress: Callable[[GenerateResult], None] | None = None) -> GenerateResult:
+    """The request's result. `on_progress`, if given, is called on the event loop after each
+    step that sampled tokens for it, with its result so far (finish_reason None), never after
+    this returns. Raises ValueError for a bad request or a rid already in flight."""
     self.engine.check_request(request)
     if request.rid in self._cancelled:  # its cancelled namesake leaves the engine at the next step
       async with self._stepped:
@@ -508,6 +529,8 @@ class AsyncJaxEngine:
     future = asyncio.get_running_loop().create_future()
     tracked = self._tracked.get()
     self._waiting[request.rid] = (future, tracked)
+    if on_progress is not None:
+      self._watchers[request.rid] = on_progress
     self._idle.clear()
     self._new.append(request)
     if tracked:
@@ -568,17 +591,20 @@ class AsyncJaxEngine:
 
   def _forget(self, rid: str) -> None:
     del self._waiting[rid]
+    self._watchers.pop(rid, None)
     if not self._waiting:
       self._idle.set()
 
-  def _step(self, new: list[GenerateRequest], cancelled: set[str]) -> list[GenerateResult]:
+  def _step(self, new: list[GenerateRequest], cancelled: set[str],
+            watched: set[str]) -> tuple[list[GenerateResult], dict[str, GenerateResult]]:
+    """(requests finished by one step, snapshots of the running `watched` ones)."""
     for rid in cancelled:  # submitted before its caller was cancelled: nobody waits for it
       self.engine.abort(rid, exact=True)
     for request in new:
       self.engine.submit(request)
     finished = self.engine.step()
     self.last_load = self.engine.load()
-    return finished
+    return finished, self.engine.progress(watched) if watched else {}
 
   async def _wait_for_callers(self) -> None:
     while self._busy_callers > 0:
@@ -609,7 +635,10 @@ class AsyncJaxEngine:
         async with self._between_steps:
           new, self._new = self._new, []
           cancelled, self._cancelled = self._cancelled, set()
-          finished = await asyncio.to_thread(self._step, new, cancelled)
+          finished, snapshots = await asyncio.to_thread(self._step, new, cancelled, set(self._watchers))
+        for rid, snapshot in snapshots.items():
+          if rid in self._watchers:
+            self._watchers[rid](snapshot)
         for result in finished:
           self._deliver(result.rid, result, None)
         async with self._stepped:

@@ -6,7 +6,10 @@
 Routes:
   POST|PUT /generate            input_ids (one list or a batch) or text (needs a tokenizer);
                                 sampling_params (dict or one per item), rid, return_logprob,
-                                return_text_in_logprobs -> {text?, output_ids, meta_info} or a list
+                                logprob_start_len, return_text_in_logprobs, stream
+                                -> {text?, output_ids, meta_info} or a list; with stream, SSE
+                                events of cumulative answers (batch items carry "index"), then
+                                `data: [DONE]`
   GET  /health                  503 until the warm-up generation ran, then 200
   GET  /health_generate         200 if a 1-token generation answers within 20 s, else 503
   GET  /get_model_info, /model_info, /get_server_info, /server_info, /v1/models
@@ -18,10 +21,23 @@ Routes:
                                 flight, swaps, drops the prefix cache and sets the version
   POST /pause_generation {mode: abort | in_place}, /continue_generation, /abort_request {rid, abort_all}
 Not served (400 "not supported"): /update_weights_from_tensor, /update_weights_from_distributed
-(they need torch on the trainer's side); streaming; stop strings (use stop_token_ids); input
-log-probs (logprob_start_len must be -1); penalties, min_new_tokens and constrained decoding at
-values other than their defaults. `skip_special_tokens` is accepted; `text` always writes
-special tokens out.
+(they need torch on the trainer's side); top log-probs; penalties, min_new_tokens and constrained
+decoding at values other than their defaults. `skip_special_tokens` is accepted; `text` always
+writes special tokens out.
+
+Stop strings (`sampling_params.stop`, needs a tokenizer) end a request once the decoded output
+holds one: `output_ids` ends with the token that completed it, `text` is cut before it (after it
+with `no_stop_trim`), finish_reason {"type": "stop", "matched": the string}.
+Input log-probs (`return_logprob` with `logprob_start_len` >= 0): `input_token_logprobs` holds the
+prompt's tokens from that position on, the first with a null log-prob (as SGLang), each other
+log softmax(z / temperature) of the model's logits at the position before it (temperature 1 when
+greedy, as the output log-probs), computed by a separate forward pass over the prompt with the
+weights of the moment the request arrives. With -1 (the default) the list is the last prompt
+token with a null log-prob.
+Streaming: one event per engine step that sampled tokens (events a slow reader missed are merged:
+the last answer so far is sent), the final answer, then `data: [DONE]`; an error after the stream
+started is sent as `data: {"error": {"message": ...}}` before `[DONE]`; a client that goes away
+has its requests aborted.
 
 Errors are SGLang's: 400 `{"error": {"message": ...}}` naming the field, for bad JSON the
 `{"object": "error", ...}` shape, 503 when more than `max_queued_requests` wait; a handler never
@@ -31,12 +47,17 @@ KV load: the engine's cache has num_slots x max_length positions (`max_total_num
 token pool, and `max_running_requests` is num_slots.
 """
 import asyncio
+import dataclasses
+import functools
 import hmac
 import json
 import time
 import uuid
 from typing import Any, Callable
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 from aiohttp import web
 
 from rstar_jax import models
@@ -82,9 +103,10 @@ _SAMPLING_TYPES = {"max_new_tokens": _is_int, "temperature": _is_number, "top_p"
                    "stop_token_ids": lambda v: isinstance(v, list) and all(_is_int(t) for t in v)}
 _NULLABLE = ("max_new_tokens", "sampling_seed", "stop_token_ids")
 _DEFAULT_ONLY = {"frequency_penalty": 0.0, "presence_penalty": 0.0, "repetition_penalty": 1.0,
-                 "min_new_tokens": 0, "stop": None, "stop_regex": None, "json_schema": None, "regex": None,
+                 "min_new_tokens": 0, "stop_regex": None, "json_schema": None, "regex": None,
                  "ebnf": None, "structural_tag": None, "logit_bias": None, "custom_params": None}
 _IGNORED = ("n", "skip_special_tokens", "spaces_between_special_tokens", "no_stop_trim", "stream_interval")
+_SERVER_SIDE = ("stop",)  # read by the server (`stop_strings`), not the engine
 
 
 def sampling_from_json(params: Any) -> tuple[sampling_lib.SamplingParams, int]:
@@ -103,7 +125,7 @@ def sampling_from_json(params: Any) -> tuple[sampling_lib.SamplingParams, int]:
       if value not in (_DEFAULT_ONLY[key], None) and value != []:
         raise RequestError(f"sampling_params.{key}={value!r} is not supported by this server "
                            f"(only {_DEFAULT_ONLY[key]!r})")
-    elif key not in _IGNORED:
+    elif key not in _IGNORED + _SERVER_SIDE:
       raise RequestError(f"unknown field sampling_params.{key}")
   n = params.get("n", 1)
   if not _is_int(n) or n < 1:
@@ -112,6 +134,33 @@ def sampling_from_json(params: Any) -> tuple[sampling_lib.SamplingParams, int]:
     return sampling_lib.SamplingParams(**kwargs), n
   except ValueError as e:
     raise RequestError(str(e)) from None
+
+
+def stop_strings(params: dict) -> tuple[str, ...]:
+  """`sampling_params.stop` (a string or a list of them; null or [] for none) as a tuple;
+  RequestError for another type or an empty string."""
+  stop = params.get("stop")
+  stops = () if stop is None else (stop,) if isinstance(stop, str) else stop
+  if not isinstance(stops, (list, tuple)) or not all(isinstance(x, str) and x for x in stops):
+    raise RequestError(f"sampling_params.stop must be a non-empty string or a list of them, got {stop!r}")
+  return tuple(stops)
+
+
+class StopStringCheck:
+  """`GenerateRequest.stop_check` for stop strings: the first of `stops` found in the decoded
+  tail of the outputs, else None.
+
+  Called after every token, it decodes only the last (longest stop in UTF-8 bytes + 4) ids: a
+  match new at this token ends inside its text, so starts at most that many bytes earlier, every
+  id decodes to at least one byte, and 3 spare ids absorb a tail that starts inside a character."""
+
+  def __init__(self, tokenizer: tokenization.Tokenizer, stops: tuple[str, ...]):
+    self._tokenizer, self._stops = tokenizer, stops
+    self._tail = max(len(stop.encode()) for stop in stops) + 4
+
+  def __call__(self, output_ids: list[int]) -> str | None:
+    text = self._tokenizer.decode(output_ids[-self._tail:])
+    return next((stop for stop in self._stops if stop in text), None)
 
 
 def hf_weight_loader(cfg: models.ModelConfig, mesh_rules: models.MeshRules | None) -> Callable[[str], Any]:
@@ -131,6 +180,16 @@ def hf_weight_loader(cfg: models.ModelConfig, mesh_rules: models.MeshRules | Non
       raise ValueError(f"the weights at {path!r} are another architecture: {', '.join(differ)}")
     return params
   return load
+
+
+@dataclasses.dataclass(frozen=True)
+class _Item:
+  """One generation of a /generate call: its engine request, stop strings, whether `text` keeps
+  a matched stop, and logprob_start_len."""
+  request: jax_engine.GenerateRequest
+  stops: tuple[str, ...]
+  no_stop_trim: bool
+  logprob_start: int
 
 
 class GenerationServer:
@@ -243,8 +302,8 @@ class GenerationServer:
       return [self._tokenizer.encode(t) for t in texts], batch
     raise RequestError("Either text, input_ids or input_embeds should be provided.")
 
-  def _requests(self, body: dict) -> tuple[list[tuple[jax_engine.GenerateRequest, bool]], bool]:
-    """([(request, trim the matched stop from text)], whether the answer is a list)."""
+  def _requests(self, body: dict) -> tuple[list["_Item"], bool]:
+    """(one item per generation, whether the answer is a list)."""
     prompts, batch = self._prompts(body)
     params = body.get("sampling_params") or {}
     params = params if isinstance(params, list) else [params] * len(prompts)
@@ -264,64 +323,158 @@ class GenerationServer:
     for key in ("stream", "return_logprob", "return_text_in_logprobs"):
       if not isinstance(body.get(key, False), bool):
         raise RequestError(f"{key} must be a boolean, got {body[key]!r}")
-    if body.get("stream"):
-      raise RequestError("stream is not supported by this server")
-    if body.get("logprob_start_len", -1) != -1:
-      raise RequestError("logprob_start_len must be -1: this server returns output log-probs only")
+    start = body.get("logprob_start_len", -1)
+    if start is None:
+      start = -1
+    if not _is_int(start) or start < -1:
+      raise RequestError(f"logprob_start_len must be an int >= -1, got {start!r}")
     if body.get("top_logprobs_num", 0) or body.get("token_ids_logprob"):
       raise RequestError("top_logprobs_num and token_ids_logprob are not supported by this server")
-    requests = []
+    items = []
     for prompt, rid, item in zip(prompts, rids, params):
       sampling, n = sampling_from_json(item)
       if len(prompt) >= self.max_length:
         raise RequestError(f"The input ({len(prompt)} tokens) is longer than the model's context length "
                            f"({self.max_length} tokens).")
+      if start >= len(prompt):
+        raise RequestError(f"logprob_start_len ({start}) is not below the number of input tokens ({len(prompt)})")
+      stops = stop_strings(item)
+      if stops and self._tokenizer is None:
+        raise RequestError("sampling_params.stop needs a tokenizer; this server has none (its checkpoint holds "
+                           "no tokenizer.json): use stop_token_ids")
+      check = StopStringCheck(self._tokenizer, stops) if stops else None
       names = [rid] if n == 1 else [uuid.uuid4().hex for _ in range(n)]
-      trim = not item.get("no_stop_trim", False)
-      requests += [(jax_engine.GenerateRequest(name, prompt, sampling), trim) for name in names]
+      items += [_Item(jax_engine.GenerateRequest(name, prompt, sampling, check), stops,
+                      bool(item.get("no_stop_trim", False)), start) for name in names]
       batch = batch or n > 1
-    return requests, batch
+    return items, batch
 
-  def _answer(self, result: jax_engine.GenerateResult, request: jax_engine.GenerateRequest, trim: bool,
-              version: str, started: float, body: dict) -> dict:
-    """SGLang's answer for one result; `trim`: a matched stop id is cut from `text` (not from ids)."""
+  def _text(self, item: "_Item", output_ids: list[int], finish_reason: dict | None) -> str:
+    """The decoded output, a matched stop id or string cut off (SGLang; kept with no_stop_trim)."""
+    stopped = finish_reason is not None and finish_reason.get("type") == "stop" and output_ids
+    if not stopped or item.no_stop_trim:
+      return self._tokenizer.decode(output_ids)
+    if finish_reason["matched"] in item.stops:
+      text = self._tokenizer.decode(output_ids)
+      return text[:text.find(finish_reason["matched"])]
+    return self._tokenizer.decode(output_ids[:-1])
+
+  def _answer(self, result: jax_engine.GenerateResult, item: "_Item", version: str, started: float,
+              body: dict, input_logprobs: list | None) -> dict:
+    """SGLang's answer for one result (or a snapshot of a running one, finish_reason None)."""
     output_ids = [int(t) for t in result.output_ids]
     meta = {"id": result.rid, "finish_reason": result.finish_reason, "prompt_tokens": result.prompt_tokens,
             "completion_tokens": len(output_ids), "cached_tokens": result.cached_tokens,
             "weight_version": version, "e2e_latency": time.monotonic() - started}
     answer = {"output_ids": output_ids, "meta_info": meta}
     if self._tokenizer is not None:
-      cut = trim and result.finish_reason.get("type") == "stop" and output_ids
-      answer["text"] = self._tokenizer.decode(output_ids[:-1] if cut else output_ids)
+      answer["text"] = self._text(item, output_ids, result.finish_reason)
     if body.get("return_logprob"):
       with_text = body.get("return_text_in_logprobs") and self._tokenizer is not None
       text = (lambda t: self._tokenizer.decode([t])) if with_text else (lambda t: None)
       meta["output_token_logprobs"] = [[float(lp), t, text(t)] for lp, t in zip(result.output_logprobs, output_ids)]
-      last = int(request.input_ids[-1])
-      meta["input_token_logprobs"] = [[None, last, text(last)]]
+      prompt = [int(t) for t in item.request.input_ids]
+      start = len(prompt) - 1 if item.logprob_start == -1 else item.logprob_start
+      values = [None] + (input_logprobs or [])
+      meta["input_token_logprobs"] = [[lp, t, text(t)] for lp, t in zip(values, prompt[start:])]
     return answer
 
-  async def _generate(self, request: web.Request) -> web.Response:
-    started = time.monotonic()
-    body = await self._body(request)
-    requests, batch = self._requests(body)
-    if self.engine.in_flight + self._held + len(requests) > self._max_queued + self.engine.engine.num_slots:
+  async def _input_logprobs(self, items: list["_Item"], body: dict) -> list[list | None]:
+    """Per item: log-probs of its prompt tokens after logprob_start_len (module docstring), or
+    None when not asked for."""
+    engine = self.engine.engine
+    params = engine.params  # the weights of this moment, whatever a later update swaps in
+
+    def compute(item: _Item) -> list[float]:
+      prompt = np.asarray(item.request.input_ids, np.int32)
+      padded = np.zeros((1, jax_engine.length_bucket(prompt.size)), np.int32)
+      padded[0, :prompt.size] = prompt  # right padding: causal, so the prompt's logits are unchanged
+      logits = models.forward(engine.cfg, params, padded, mesh_rules=engine.mesh_rules)[0, :prompt.size - 1]
+      sampling = item.request.sampling
+      logprobs = jax.nn.log_softmax(logits / (1.0 if sampling.is_greedy else sampling.temperature), axis=-1)
+      picked = np.asarray(jnp.take_along_axis(logprobs, jnp.asarray(prompt[1:, None]), axis=-1)[:, 0])
+      return [float(x) for x in picked[item.logprob_start:]]
+
+    wanted = body.get("return_logprob") and body.get("logprob_start_len", -1) not in (-1, None)
+    return [await asyncio.to_thread(compute, item) if wanted else None for item in items]
+
+  async def _admitted(self, items: list["_Item"]) -> str:
+    """Waits while a weight update drains the engine; 503 when the server is full. Returns the
+    weight version the items start with."""
+    if self.engine.in_flight + self._held + len(items) > self._max_queued + self.engine.engine.num_slots:
       raise RequestError(f"the server is full: {self.engine.in_flight + self._held} requests in flight", 503)
-    self._held += len(requests)
+    self._held += len(items)
     try:
       await self._accepting.wait()
     finally:
-      self._held -= len(requests)
-    version = self.weight_version
+      self._held -= len(items)
+    return self.weight_version
+
+  def _versions(self, version: str) -> str:
+    """`version`, or 'old,new' when the weights were updated in place while the request was paused."""
+    return version if version == self.weight_version else f"{version},{self.weight_version}"
+
+  async def _generate(self, request: web.Request) -> web.StreamResponse:
+    started = time.monotonic()
+    body = await self._body(request)
+    items, batch = self._requests(body)
+    version = await self._admitted(items)
+    input_logprobs = await self._input_logprobs(items, body)
+    if body.get("stream"):
+      return await self._stream(request, items, batch, body, version, started, input_logprobs)
     try:
-      results = await asyncio.gather(*(self.engine.generate(r) for r, _ in requests))
+      results = await asyncio.gather(*(self.engine.generate(item.request) for item in items))
     except ValueError as e:  # a rid already in flight
       raise RequestError(str(e)) from None
-    if version != self.weight_version:  # updated in place while paused: tokens of both
-      version = f"{version},{self.weight_version}"
-    answers = [self._answer(result, r, trim, version, started, body)
-               for result, (r, trim) in zip(results, requests)]
+    version = self._versions(version)
+    answers = [self._answer(result, item, version, started, body, logprobs)
+               for result, item, logprobs in zip(results, items, input_logprobs)]
     return _json(answers if batch else answers[0])
+
+  async def _stream(self, request: web.Request, items: list["_Item"], batch: bool, body: dict, version: str,
+                    started: float, input_logprobs: list) -> web.StreamResponse:
+    """SSE: the newest answer of each item whenever it changed, then `data: [DONE]`."""
+    newest: dict[int, jax_engine.GenerateResult] = {}  # not yet sent
+    changed = asyncio.Event()
+
+    def update(index: int, result: jax_engine.GenerateResult) -> None:
+      newest[index] = result
+      changed.set()
+
+    async def run(index: int, item: _Item) -> None:
+      try:
+        update(index, await self.engine.generate(item.request, functools.partial(update, index)))
+      finally:
+        changed.set()
+
+    tasks = [asyncio.create_task(run(i, item)) for i, item in enumerate(items)]
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    try:
+      await response.prepare(request)
+      while True:
+        await changed.wait()
+        changed.clear()
+        sent = dict(newest)
+        newest.clear()
+        for index in sorted(sent):
+          answer = self._answer(sent[index], items[index], self._versions(version), started, body,
+                                input_logprobs[index])
+          if batch:
+            answer["index"] = index
+          await response.write(b"data: " + json.dumps(answer, separators=(",", ":")).encode() + b"\n\n")
+        if all(task.done() for task in tasks) and not newest:
+          break
+      failed = next((task.exception() for task in tasks if not task.cancelled() and task.exception()), None)
+      if failed is not None:
+        await response.write(b"data: " + json.dumps({"error": {"message": str(failed)}}).encode() + b"\n\n")
+      await response.write(b"data: [DONE]\n\n")
+      await response.write_eof()
+    except ConnectionResetError:  # the client went away
+      pass
+    finally:  # ended early (the client went away, the handler was cancelled): stop its requests
+      for task in tasks:
+        task.cancel()
+    return response
 
   # -- health and information ----------------------------------------------------------------------
 
