@@ -68,7 +68,7 @@ def get_config(arg=None):
       keep=16, num_rollouts=32, roc_mode=None, eps_low=0.2, eps_high=0.28, temperature=1.0, top_p=1.0,
       # one packing row holds the longest trajectory (2048 + 12288 tokens); 8 rows = 1 per fsdp group
       row_length=14336, rows_per_microbatch=8, logits_chunk=1024, num_slots=64,
-      max_parallel_calls=1, fixed_execution_time_s=None, hard_filter_chunk=4096,
+      fixed_execution_time_s=None, hard_filter_chunk=4096,
       optim=dict(learning_rate=1e-6, warmup_steps=20, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01,
                  max_grad_norm=1.0))
   # The SGLang servers compute in bf16, so each weight version is written in bf16: half the bytes of

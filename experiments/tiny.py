@@ -115,8 +115,6 @@ def get_config(arg=None):
       num_microbatches=None,
       logits_chunk=0,
       num_slots=64,  # sequences the JAX engine decodes at once
-      max_parallel_calls=1,
-      max_tool_response_chars=256,
       fixed_execution_time_s=0.01,  # tool texts report this time, so rollouts repeat exactly
       max_sandbox_error_fraction=0.5,  # stop when more of a step's calls fail in the sandbox
       hard_filter_chunk=128,
@@ -133,6 +131,12 @@ def get_config(arg=None):
   # finished so far), "budget" (the paper's prototype: the whole budget) or a number of tokens.
   config.rollout = dict(backend="jax", urls=(), local_servers=0, api_key_file="", weight_sync_dir="",
                         sync_dtype="", expected_response_tokens="mean")
+
+  # The tool environment of the SFT traces, the rollouts and the evaluations (rollout.ToolEnvironment,
+  # PAPER.md §11 rows 14-16), saved with each policy: the released code's by default; the paper's
+  # texts are output_format="paper", traceback="full".
+  config.env = dict(output_format="code", traceback="short", max_stream_chars=1000, max_tool_response_chars=256,
+                    tool_response_truncate_side="middle", max_parallel_calls=1)
 
   # Sandbox for every tool call: an in-process pool (needs root) or a running `rstar-sandbox serve`
   # at url (api_key_file: a file holding its API key, if it has one).

@@ -5,7 +5,8 @@ Defaults are the paper's protocol (PAPER.md §10): 16 samples per problem at tem
 to 30 assistant turns and 30,720 response tokens, tool calls run in a sandbox (in process, as root or
 rootless in user namespaces, or `--sandbox-url` of a running `rstar-sandbox serve`). The policy directory is a
 Hugging Face checkpoint with its tokenizer.json (a run's policies/<phase> or policy/; its chat
-format is read from rstar_chat_format.json when present). Writes to --out (default
+format and tool environment are read from rstar_chat_format.json and rstar_environment.json when
+present, else the released ones). Writes to --out (default
 DIR/eval_<name of the problems file>): eval.json (avg@k, pass@k, tool and length statistics),
 eval_problems.jsonl (per problem), eval_samples.jsonl (every rollout) and eval_samples.md.
 
@@ -131,11 +132,12 @@ def _check_flags() -> None:
 def _engine(runtime: rollout.RolloutRuntime):
   """`evaluate(eval_config, problems, out_dir, label) -> metrics` on a router over --rollout-urls
   (the policy loaded on its servers), or on a JAX engine of the policy in this process."""
+  environment = rollout.ToolEnvironment.load(_POLICY.value)  # as it was trained
   if not _ROLLOUT_URLS.value:
     cfg, params, tokenizer, chat_format = policy.load_policy(_POLICY.value)
     yield (lambda eval_config, problems, out_dir, label: evaluate.evaluate_policy(
         eval_config, cfg, params, tokenizer, problems, out_dir, runtime, chat_format=chat_format,
-        reward_config=rewards.RewardConfig(), label=label))
+        reward_config=rewards.RewardConfig(), label=label, environment=environment))
     return
   tokenizer, chat_format = policy.load_prompting(_POLICY.value)
   api_key = processes.read_api_key(_ROLLOUT_KEY.value)
@@ -146,7 +148,7 @@ def _engine(runtime: rollout.RolloutRuntime):
       runtime.run(weight_sync.sync_servers(router.engines, os.path.abspath(_POLICY.value), "eval"))
     yield (lambda eval_config, problems, out_dir, label: evaluate.evaluate_rollouts(
         eval_config, router, tokenizer, problems, out_dir, runtime, chat_format, rewards.RewardConfig(),
-        label))
+        label, environment=environment))
   finally:
     runtime.run(router.close())
 

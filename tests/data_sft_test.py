@@ -69,6 +69,21 @@ def test_tool_texts_are_what_the_snippets_really_print(traces):
       assert envs == [] and trace.num_tool_calls == 0
 
 
+def test_traces_read_as_the_rollouts_environment_writes():
+  """With the paper's environment (rollout.ToolEnvironment, which the RL job passes), the fix
+  traces show Python's own error report in the paper's text, and clean ones stdout alone."""
+  from rstar_jax import rollout  # the trainer's layer, which joins the two
+  paper = rollout.ToolEnvironment(output_format="paper", traceback="full")
+  traces = sft_traces.make_sft_traces(data.synthetic_problems(0, "sft", 16), seed=0, mix=MIX,
+                                      tool_text=paper.tool_text, traceback=paper.traceback)
+  kinds = {trace.kind: [t for t, model in trace.segments[1:] if not model] for trace in traces}
+  fix_error = kinds["fix"][0].split("<tool_response>\n")[1]
+  assert fix_error.startswith("tool call failed\nreason: error message: ")
+  assert "Error: " in fix_error and "Error at line 1: " not in fix_error  # Python's report, not the short one
+  clean = [trace for trace in traces if trace.kind == "clean"][0]
+  assert [t for t, model in clean.segments[1:] if not model] == [chat.tool_response_text([f"{clean.answer}\n"])]
+
+
 def test_a_known_error_text_byte_for_byte():
   result = sft_traces.run_trusted_snippet("print(533 * 970", exec_time_s=0.01)
   assert sandbox.tool_output_text(result) == (

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from rstar_jax import models
+from rstar_jax import rollout
 from rstar_jax.rollout import local_servers
 from rstar_jax.train import metrics as metrics_lib
 from rstar_jax.train import rollout_backend
@@ -74,6 +75,8 @@ def test_smoke_job_writes_policies_evaluations_plots_and_summary(smoke_run):
     cfg, params = models.load_hf(str(workdir / "policies" / phase))
     assert (workdir / "policies" / phase / "tokenizer.json").exists()
     assert json.loads((workdir / "policies" / phase / "rstar_chat_format.json").read_text())["variant"] == "compact"
+    assert rollout.ToolEnvironment.load(str(workdir / "policies" / phase)) == rollout.ToolEnvironment.from_dict(
+        _smoke_config().env)  # the environment it was trained in, for `python -m rstar_jax.eval`
     metrics = json.loads((workdir / "evals" / phase / "eval.json").read_text())
     assert metrics["eval/num_rollouts"] == 4 * 2 and 0 <= metrics["eval/avg@2"] <= metrics["eval/pass@2"] <= 1
     assert summary["evals"][phase] == metrics
@@ -124,6 +127,7 @@ def test_the_router_reservation_takes_a_mode_or_a_number():
     (lambda c: c.update(job="ppo"), r"config.job='ppo' must be one of"),
     (lambda c: c.rollout.update(sync_dtype="fp8"),
      r"config.rollout.sync_dtype='fp8' must be one of \('', 'bfloat16', 'float32', 'float16'\)"),
+    (lambda c: c.env.update(output_format="html"), r"config.env: output_format must be one of \('code', 'paper'\)"),
     (lambda c: c.rollout.update(expected_response_tokens="median"),
      r"config.rollout.expected_response_tokens='median' must be 'mean', 'budget' or a positive number"),
 ])

@@ -211,10 +211,46 @@ def test_the_tool_name_comes_from_the_chat_format():
 def test_bad_agent_configs_name_the_field():
   with pytest.raises(ValueError, match="AgentConfig.max_assistant_turns must be an int >= 1"):
     rollout.AgentConfig(max_assistant_turns=0)
-  with pytest.raises(ValueError, match="AgentConfig.output_format must be one of"):
-    rollout.AgentConfig(output_format="html")
+  with pytest.raises(ValueError, match="output_format must be one of"):
+    rollout.ToolEnvironment(output_format="html")
+  with pytest.raises(ValueError, match="traceback must be one of"):
+    rollout.ToolEnvironment(traceback="long")
   with pytest.raises(ValueError, match="side must be one of"):
-    rollout.AgentConfig(tool_response_truncate_side="top")
+    rollout.ToolEnvironment(tool_response_truncate_side="top")
+  with pytest.raises(ValueError, match="max_parallel_calls must be an int >= 1"):
+    rollout.ToolEnvironment(max_parallel_calls=0)
+  with pytest.raises(ValueError, match=r"unknown tool environment keys \['colour'\]"):
+    rollout.ToolEnvironment.from_dict({"colour": "red"})
+
+
+def test_the_papers_environment_writes_the_papers_tool_texts():
+  """PAPER.md §3.3: stdout alone on success; `tool call failed` and the raw traceback on an error;
+  and a second call block of a turn handled when max_parallel_calls allows it."""
+  paper = rollout.ToolEnvironment(output_format="paper", traceback="full", max_tool_response_chars=None,
+                                  max_parallel_calls=2)
+  config = rollout.AgentConfig(max_response_length=2000, environment=paper)
+  result, _, _ = _run_scripted([_call("print(6 * 7)"), ANSWER], config)
+  assert _segments(result)[1][0].startswith("<|im_start|>user\n<tool_response>\n42\n\n</tool_response>")
+  result, _, _ = _run_scripted([_call("1 / 0"), ANSWER], config)
+  env = _segments(result)[1][0]
+  assert env.startswith("<|im_start|>user\n<tool_response>\ntool call failed\nreason: error message: "
+                        "Traceback (most recent call last):\n")
+  assert "ZeroDivisionError: division by zero" in env
+  two_calls = _call("print(1)")[:-len(EOS)] + "\n" + _call("print(2)")
+  result, _, runs = _run_scripted([two_calls, ANSWER], config)
+  assert runs == 2 and result.record.tool_statuses == ("ok", "ok")
+  result, _, runs = _run_scripted([two_calls, ANSWER])  # the released environment: the first only
+  assert runs == 1
+
+
+def test_a_saved_environment_loads_back_and_a_missing_one_is_the_released(tmp_path):
+  paper = rollout.ToolEnvironment(output_format="paper", traceback="full", max_stream_chars=500)
+  paper.save(str(tmp_path))
+  assert rollout.ToolEnvironment.load(str(tmp_path)) == paper
+  assert rollout.ToolEnvironment.load(str(tmp_path / "elsewhere")) == rollout.ToolEnvironment()
+  (tmp_path / "rstar_environment.json").write_text('{"output_format": "html"}')
+  with pytest.raises(ValueError, match="rstar_environment.json: output_format must be one of"):
+    rollout.ToolEnvironment.load(str(tmp_path))
 
 
 # ---------------------------------------------------------------- with the real JAX engine

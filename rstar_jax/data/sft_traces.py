@@ -20,10 +20,12 @@ Kinds (fractions set by `TraceMix`):
          output given as the answer (wrong unless the slip happens not to matter)
 
 Tool texts are truthful: each snippet is run in a fresh Python process through
-`sandbox.wrap_code` (the §3.1 notebook-cell wrapper), and `sandbox.tool_output_text`
-formats what it really printed, real error messages included, with the execution
-time fixed (`exec_time_s`) so the bytes are deterministic; texts longer than the
-rollout's limit are cut as the rollout cuts them (`chat.truncate_tool_response`).
+`sandbox.wrap_code` (the §3.1 notebook-cell wrapper, with the rollouts' error report),
+and `tool_text` formats what it really printed, real error messages included, with the
+execution time fixed (`exec_time_s`) so the bytes are deterministic. By default that is
+the released environment's text (`sandbox.tool_output_text`, cut by
+`chat.truncate_tool_response`); the RL job passes its `rollout.ToolEnvironment.tool_text`,
+so traces read as its rollouts do.
 
 Lengths with `chat.CharTokenizer` (one token per character, one per special token),
 measured on 300 traces of seed 0: the prompt is 1,862 tokens plus the problem text
@@ -39,7 +41,7 @@ import pathlib
 import subprocess
 import sys
 import tempfile
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from rstar_jax import chat
 from rstar_jax import sandbox
@@ -148,8 +150,13 @@ class SftTrace:
     return cls(**(row | {"segments": segments}))
 
 
-def run_trusted_snippet(code: str, exec_time_s: float) -> sandbox.ExecutionResult:
-  """Runs `sandbox.wrap_code(code)` in a fresh Python process with empty stdin, unprotected.
+def released_tool_text(result: sandbox.ExecutionResult) -> str:
+  """The released environment's tool text: the Code Judge text cut to 256 characters in the middle."""
+  return chat.truncate_tool_response(sandbox.tool_output_text(result), chat.DEFAULT_MAX_TOOL_RESPONSE_CHARS)
+
+
+def run_trusted_snippet(code: str, exec_time_s: float, traceback: str = "short") -> sandbox.ExecutionResult:
+  """Runs `sandbox.wrap_code(code, traceback)` in a fresh Python process with empty stdin, unprotected.
 
   Returns the result with `wall_time_s=exec_time_s` (fixed, for deterministic text).
   NOT A SANDBOX: no memory, file-system or network limits, only a wall-clock timeout. Only for
@@ -158,7 +165,7 @@ def run_trusted_snippet(code: str, exec_time_s: float) -> sandbox.ExecutionResul
   with tempfile.TemporaryDirectory() as workdir:
     try:
       # -I -S: isolated, no site packages (3x faster start-up); -u: unbuffered streams.
-      proc = subprocess.run([sys.executable, "-I", "-S", "-u", "-c", sandbox.wrap_code(code)],
+      proc = subprocess.run([sys.executable, "-I", "-S", "-u", "-c", sandbox.wrap_code(code, traceback)],
                             input="", capture_output=True, text=True, cwd=workdir,
                             timeout=_SNIPPET_TIMEOUT_S, env={"PATH": os.environ.get("PATH", "")})
     except subprocess.TimeoutExpired as e:
@@ -196,7 +203,7 @@ def _guess(item: synthetic.SyntheticItem, draw: synthetic.Draw, accuracy: float)
 
 def _trace(index: int, item: synthetic.SyntheticItem, kind: str, results: dict[str, Any],
            seed: int, mix: TraceMix, prompt_format: chat.ChatFormat,
-           max_tool_response_chars: int | None) -> SftTrace:
+           tool_text: Callable[[sandbox.ExecutionResult], str]) -> SftTrace:
   problem = item.problem
   plan = _PLANS[problem.meta["family"]]
   segments: list[tuple[str, bool]] = [(chat.prompt_text(problem.problem, prompt_format), False)]
@@ -205,7 +212,7 @@ def _trace(index: int, item: synthetic.SyntheticItem, kind: str, results: dict[s
            "guess": []}[kind]
   for code in codes:
     result = results[code]
-    text = chat.truncate_tool_response(sandbox.tool_output_text(result), max_tool_response_chars)
+    text = tool_text(result)
     segments.append((_call_turn(plan if calls == 0 else _FIX_NOTE, code, prompt_format), True))
     segments.append((chat.tool_response_text([text]), False))
     calls += 1
@@ -224,7 +231,8 @@ def _trace(index: int, item: synthetic.SyntheticItem, kind: str, results: dict[s
 def make_sft_traces(items: Sequence[synthetic.SyntheticItem], seed: int,
                     mix: TraceMix = TraceMix(), *, exec_time_s: float = 0.01,
                     prompt_format: chat.ChatFormat = chat.DEFAULT_FORMAT,
-                    max_tool_response_chars: int | None = chat.DEFAULT_MAX_TOOL_RESPONSE_CHARS,
+                    tool_text: Callable[[sandbox.ExecutionResult], str] = released_tool_text,
+                    traceback: str = "short",
                     max_workers: int | None = None) -> list[SftTrace]:
   """One trace per item, kinds in the exact proportions of `mix` (per family where it says so),
   deterministically.
@@ -235,8 +243,9 @@ def make_sft_traces(items: Sequence[synthetic.SyntheticItem], seed: int,
     mix: kind fractions and guess accuracy.
     exec_time_s: the execution time written in every tool text.
     prompt_format: the chat format of the prompt and of the tool calls.
-    max_tool_response_chars: the rollout's cut of long tool texts (PAPER.md §3.4 layer
-      2, `chat.truncate_tool_response`; None: no cut), so traces read as rollouts do.
+    tool_text: the text the model reads for a run (the rollouts' `ToolEnvironment.tool_text`,
+      so traces read as rollouts do).
+    traceback: the error report of `sandbox.wrap_code`, as the rollouts' environment has it.
     max_workers: parallel snippet runs (default: the CPU count).
 
   Returns:
@@ -262,9 +271,9 @@ def make_sft_traces(items: Sequence[synthetic.SyntheticItem], seed: int,
   snippets = sorted({getattr(item, name) for item, kind in zip(items, kinds)
                      for name in needed[kind]})
   with concurrent.futures.ThreadPoolExecutor(max_workers or os.cpu_count() or 1) as pool:
-    outputs = pool.map(lambda code: run_trusted_snippet(code, exec_time_s), snippets)
+    outputs = pool.map(lambda code: run_trusted_snippet(code, exec_time_s, traceback), snippets)
     results = dict(zip(snippets, outputs))
-  return [_trace(i, item, kind, results, seed, mix, prompt_format, max_tool_response_chars)
+  return [_trace(i, item, kind, results, seed, mix, prompt_format, tool_text)
           for i, (item, kind) in enumerate(zip(items, kinds))]
 
 

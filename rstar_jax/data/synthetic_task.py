@@ -14,11 +14,12 @@ nor evaluation meets a problem the SFT traces solved.
 import collections
 import os
 import pathlib
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from absl import logging
 
 from rstar_jax import chat
+from rstar_jax import sandbox
 from rstar_jax.data import records
 from rstar_jax.data import sft_traces
 from rstar_jax.data import synthetic
@@ -60,7 +61,9 @@ def write_synthetic_task(out_dir: str | os.PathLike, seed: int, *, num_train: in
                          mix: sft_traces.TraceMix = sft_traces.TraceMix(),
                          families: Sequence[str] = synthetic.FAMILIES,
                          levels: Sequence[int] = synthetic.LEVELS,
-                         prompt_format: chat.ChatFormat = chat.DEFAULT_FORMAT) -> dict[str, Any]:
+                         prompt_format: chat.ChatFormat = chat.DEFAULT_FORMAT,
+                         tool_text: Callable[[sandbox.ExecutionResult], str] = sft_traces.released_tool_text,
+                         traceback: str = "short") -> dict[str, Any]:
   """Generates and writes the task; returns the statistics also written to task_stats.json.
 
   Args:
@@ -70,12 +73,14 @@ def write_synthetic_task(out_dir: str | os.PathLike, seed: int, *, num_train: in
     mix: the SFT trace kinds (`sft_traces.TraceMix`).
     families, levels: the problem grid (`synthetic.synthetic_problems`).
     prompt_format: the chat format of the SFT prompts.
+    tool_text, traceback: the tool environment of the SFT traces (`sft_traces.make_sft_traces`).
   """
   out_dir = pathlib.Path(out_dir)
   splits = synthetic_splits(seed, num_train=num_train, num_eval=num_eval, num_sft=num_sft,
                             families=families, levels=levels)
   train, evaluation, sft_items = splits["train"], splits["eval"], splits["sft"]
-  traces = sft_traces.make_sft_traces(sft_items, seed, mix, prompt_format=prompt_format)
+  traces = sft_traces.make_sft_traces(sft_items, seed, mix, prompt_format=prompt_format, tool_text=tool_text,
+                                      traceback=traceback)
   records.write_problems(out_dir / "train.jsonl", [item.problem for item in train])
   records.write_problems(out_dir / "eval.jsonl", [item.problem for item in evaluation])
   sft_traces.write_sft_traces(out_dir / "sft.jsonl", traces)

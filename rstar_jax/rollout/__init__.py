@@ -14,10 +14,12 @@ from rstar_jax.rollout.router import ResponseEstimate, Router, ServerView, choos
 from rstar_jax.rollout.runtime import RolloutRuntime
 from rstar_jax.rollout.sampling import SamplingParams, sample_tokens
 from rstar_jax.rollout.sglang_client import SGLangEngine, ServerError, ServerLoad, ServerUnavailable
+from rstar_jax.rollout.tool_environment import ToolEnvironment
 
 __all__ = [
     "FINISH_REASONS", "AgentConfig", "AgentRollout", "run_agent", "AsyncJaxEngine", "EngineLoad",
     "GenerateRequest", "GenerateResult", "JaxEngine", "ProblemRollouts", "RolloutTiming", "policy_rollout_fn",
     "rollout_problems", "rollout_seed", "ResponseEstimate", "Router", "ServerView", "choose_server", "RolloutRuntime",
     "SamplingParams", "sample_tokens", "SGLangEngine", "ServerError", "ServerLoad", "ServerUnavailable",
+    "ToolEnvironment",
 ]

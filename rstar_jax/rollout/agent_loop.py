@@ -19,11 +19,11 @@ Turn loop (released `rstar2_agent_loop.py`, PAPER.md §2.5):
      the tool response would leave no room for another token (`>=` the remaining budget, as
      released: "tool_response_overflow"; it is not appended, nor counted in the record's tool
      statuses);
-  4. else the decoded turn's first max_parallel_calls call blocks are parsed
+  4. else the decoded turn's first `environment.max_parallel_calls` call blocks are parsed
      (`chat.parse_tool_calls`); calls that do not decode or that the tool refuses answer with
      their error text; valid calls run concurrently as `sandbox.wrap_code(code)` with the call's
-     input, each result becoming `sandbox.tool_output_text` cut by `chat.truncate_tool_response`
-     (a sandbox that raises answers `Error when executing tool: ...`); the texts form one
+     input, each result becoming `environment.tool_text` (`ToolEnvironment`: the sandbox's text,
+     then the whole-text cut; a sandbox that raises answers `Error when executing tool: ...`); the texts form one
      `chat.tool_response_text` segment, tokenized on its own and appended with loss mask 0.
 Token ids are never re-tokenized: the next turn is generated from exactly the ids so far.
 Seeds: turn t of a rollout samples with seed crc32("{sampling_seed}/{t}") when `sampling_seed`
@@ -43,6 +43,7 @@ from rstar_jax import sandbox
 from rstar_jax.chat import tokenization
 from rstar_jax.rollout import jax_engine
 from rstar_jax.rollout import sampling as sampling_lib
+from rstar_jax.rollout import tool_environment
 
 FINISH_REASONS = ("stop", "length", "max_turns", "tool_response_overflow")
 
@@ -64,12 +65,8 @@ class AgentConfig:
   Attributes:
     max_response_length: tokens after the prompt, model and environment tokens together.
     max_assistant_turns: paper 10 (stages 1-2), 15 (stage 3), 30 (evaluation); released 5.
-    max_parallel_calls: call blocks of a turn that are handled (released 1).
-    max_tool_response_chars: cut of one tool text (released 256); None: no cut.
-    tool_response_truncate_side: "middle", "left" or "right".
-    output_format: tool text format, "code" (released) or "paper".
-    max_stream_chars: the sandbox's per-stream cut (released 1000).
-    traceback: `sandbox.wrap_code` error report, "short" (released) or "full" (pairs with "paper").
+    environment: how tool calls are read and their results written (`ToolEnvironment`, config
+      `env.*`: call blocks per turn, tool text format, error report, cuts).
     chat_format: the conversation format: the prompt's wording and the tool's function name,
       the one name calls are accepted under (`chat.ChatFormat`).
     fixed_execution_time_s: the `execution time` the tool texts report; None: the measured
@@ -78,25 +75,16 @@ class AgentConfig:
   """
   max_response_length: int = 8192
   max_assistant_turns: int = 10
-  max_parallel_calls: int = chat.DEFAULT_MAX_PARALLEL_CALLS
-  max_tool_response_chars: int | None = chat.DEFAULT_MAX_TOOL_RESPONSE_CHARS
-  tool_response_truncate_side: str = "middle"
-  output_format: str = "code"
-  max_stream_chars: int = sandbox.codejudge.MAX_STREAM_CHARS
-  traceback: str = "short"
+  environment: tool_environment.ToolEnvironment = tool_environment.ToolEnvironment()
   chat_format: chat.ChatFormat = chat.DEFAULT_FORMAT
   fixed_execution_time_s: float | None = None
   sampling: sampling_lib.SamplingParams = sampling_lib.SamplingParams(max_new_tokens=None)
 
   def __post_init__(self):
-    for name in ("max_response_length", "max_assistant_turns", "max_parallel_calls"):
+    for name in ("max_response_length", "max_assistant_turns"):
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"AgentConfig.{name} must be an int >= 1, got {value!r}")
-    if self.output_format not in sandbox.OUTPUT_FORMATS:
-      raise ValueError(f"AgentConfig.output_format must be one of {sandbox.OUTPUT_FORMATS}, "
-                       f"got {self.output_format!r}")
-    chat.truncate_tool_response("", self.max_tool_response_chars, self.tool_response_truncate_side)
 
 
 @dataclasses.dataclass
@@ -126,14 +114,12 @@ class AgentRollout:
 async def _tool_text(tools: Tools, request: chat.PythonRequest, config: AgentConfig) -> tuple[str, str]:
   """(tool text, status) of one valid call run in the sandbox."""
   try:
-    result = await tools.run(sandbox.wrap_code(request.code, config.traceback), request.input)
+    result = await tools.run(sandbox.wrap_code(request.code, config.environment.traceback), request.input)
   except Exception as error:  # a sandbox that gave up: the model reads the error, as released
     return chat.execution_error_text(error), "sandbox_error"
   if config.fixed_execution_time_s is not None:
     result = dataclasses.replace(result, wall_time_s=config.fixed_execution_time_s)
-  text = sandbox.tool_output_text(result, config.max_stream_chars, config.output_format)
-  return chat.truncate_tool_response(text, config.max_tool_response_chars,
-                                     config.tool_response_truncate_side), result.status
+  return config.environment.tool_text(result), result.status
 
 
 async def _answer_calls(tools: Tools, calls: Sequence[chat.ToolCall | chat.ToolCallError],
@@ -192,7 +178,7 @@ async def run_agent(engine: Engine, tools: Tools, tokenizer: tokenization.Tokeni
     if result.finish_reason["type"] == "length":
       finish = "length"
       break
-    calls = chat.parse_tool_calls(tokenizer.decode(output_ids), config.max_parallel_calls)
+    calls = chat.parse_tool_calls(tokenizer.decode(output_ids), config.environment.max_parallel_calls)
     if not calls:
       finish = "stop"
       break

@@ -121,7 +121,8 @@ def evaluate_policy(eval_config: ml_collections.ConfigDict, cfg: models.ModelCon
                     runtime: rollout.RolloutRuntime, mesh_rules: models.MeshRules | None = None,
                     chat_format: chat.ChatFormat = chat.DEFAULT_FORMAT,
                     reward_config: rewards.RewardConfig | None = None,
-                    label: str = "eval") -> dict[str, float]:
+                    label: str = "eval", *,
+                    environment: rollout.ToolEnvironment = rollout.ToolEnvironment()) -> dict[str, float]:
   """`evaluate_rollouts` on a JAX engine of `params` in this process (lockstep, so a rerun repeats
   its rollouts); also reads eval_config.num_slots."""
   problems = list(problems)[:eval_config.num_problems or None]
@@ -131,17 +132,19 @@ def evaluate_policy(eval_config: ml_collections.ConfigDict, cfg: models.ModelCon
                              eos_token_ids=cfg.eos_token_ids, seed=eval_config.seed,
                              vocab_limit=tokenizer.vocab_size, mesh_rules=mesh_rules)
   return evaluate_rollouts(eval_config, rollout.AsyncJaxEngine(engine, lockstep=True), tokenizer, problems, out_dir,
-                           runtime, chat_format, reward_config, label)
+                           runtime, chat_format, reward_config, label, environment=environment)
 
 
 def evaluate_rollouts(eval_config: ml_collections.ConfigDict, engine, tokenizer: chat.Tokenizer,
                       problems: Sequence[data.Problem], out_dir: str, runtime: rollout.RolloutRuntime,
                       chat_format: chat.ChatFormat = chat.DEFAULT_FORMAT,
-                      reward_config: rewards.RewardConfig | None = None, label: str = "eval") -> dict[str, float]:
+                      reward_config: rewards.RewardConfig | None = None, label: str = "eval", *,
+                      environment: rollout.ToolEnvironment = rollout.ToolEnvironment()) -> dict[str, float]:
   """Rolls out on `engine` (an `AsyncJaxEngine`, or a `rollout.Router` over servers), scores and
   writes the evaluation (module docstring); returns its metrics.
 
-  The tool calls go to `runtime.tools` (`rollout.RolloutRuntime` over `tools_for(...)`).
+  The tool calls go to `runtime.tools` (`rollout.RolloutRuntime` over `tools_for(...)`), in
+  `environment` (the one the policy was trained in: tool text format, error report, cuts).
   Reads eval_config.{num_problems, num_samples, temperature, top_p, max_response_length,
   max_assistant_turns, seed, fixed_execution_time_s}.
   """
@@ -149,7 +152,7 @@ def evaluate_rollouts(eval_config: ml_collections.ConfigDict, engine, tokenizer:
   n = eval_config.num_samples
   agent_config = rollout.AgentConfig(
       max_response_length=eval_config.max_response_length,
-      max_assistant_turns=eval_config.max_assistant_turns, chat_format=chat_format,
+      max_assistant_turns=eval_config.max_assistant_turns, chat_format=chat_format, environment=environment,
       fixed_execution_time_s=eval_config.get("fixed_execution_time_s", None),
       sampling=rollout.SamplingParams(max_new_tokens=None, temperature=eval_config.temperature,
                                       top_p=eval_config.get("top_p", 1.0)))

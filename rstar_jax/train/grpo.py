@@ -82,13 +82,18 @@ from rstar_jax.train import rollout_backend
 StageEnd = Callable[[data.Stage, optim.TrainState], None]
 
 
+def tool_environment(config: ml_collections.ConfigDict) -> rollout.ToolEnvironment:
+  """The tool environment of SFT traces, rollouts and evaluations (config.env)."""
+  return rollout.ToolEnvironment.from_dict(config.env)
+
+
 def agent_config(config: ml_collections.ConfigDict, chat_format: chat.ChatFormat,
                  max_response_tokens: int, max_turns: int) -> rollout.AgentConfig:
-  """The rollouts' agent settings for a stage's budget and turn limit (config.rl.*)."""
+  """The rollouts' agent settings for a stage's budget and turn limit (config.rl.*, config.env)."""
   rl = config.rl
   return rollout.AgentConfig(
       max_response_length=max_response_tokens, max_assistant_turns=max_turns,
-      max_parallel_calls=rl.max_parallel_calls, max_tool_response_chars=rl.max_tool_response_chars,
+      environment=tool_environment(config),
       chat_format=chat_format, fixed_execution_time_s=rl.fixed_execution_time_s,
       sampling=rollout.SamplingParams(max_new_tokens=None, temperature=rl.temperature, top_p=rl.top_p))
 

@@ -16,6 +16,7 @@ from absl import logging
 
 from rstar_jax import chat
 from rstar_jax import models
+from rstar_jax import rollout
 
 
 def build_mesh_rules(mesh_config: ml_collections.ConfigDict) -> models.MeshRules:
@@ -101,10 +102,11 @@ CHAT_FORMAT_FILE = "rstar_chat_format.json"
 
 
 def save_policy(directory: str, cfg: models.ModelConfig, params, tokenizer: chat.Tokenizer,
-                chat_format: chat.ChatFormat) -> None:
+                chat_format: chat.ChatFormat, environment: rollout.ToolEnvironment) -> None:
   """Writes a Hugging Face checkpoint (config.json, safetensors), the tokenizer when it is an
-  `HFTokenizer`, and the chat format the policy was trained with (`CHAT_FORMAT_FILE`), so that
-  `load_policy` (and `python -m rstar_jax.eval`) prompt it as it was trained."""
+  `HFTokenizer`, and the chat format and tool environment the policy was trained with
+  (`CHAT_FORMAT_FILE`, `rollout.tool_environment.FILE`), so that `load_policy` (and
+  `python -m rstar_jax.eval`) prompt it and answer its tool calls as it was trained."""
   models.save_hf(cfg, params, directory)  # every process takes part; process 0 writes
   if jax.process_index() != 0:
     return
@@ -114,6 +116,7 @@ def save_policy(directory: str, cfg: models.ModelConfig, params, tokenizer: chat
   with open(path + ".tmp", "w", encoding="utf-8") as f:
     json.dump(dataclasses.asdict(chat_format), f)
   os.replace(path + ".tmp", path)
+  environment.save(directory)
 
 
 def load_policy(directory: str, mesh_rules: models.MeshRules | None = None, dtype: str = "float32"

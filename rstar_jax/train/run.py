@@ -42,7 +42,7 @@ SYNTHETIC_SPLITS = ("train", "eval", "sft")
 
 # Keys that fix what a workdir's data, tokenizer and checkpoints are; a rerun in the same workdir
 # must not change them (anything else, e.g. sft.steps or the mesh, may change on resume).
-_WORKDIR_KEYS = ("job", "seed", "data", "model", "prompt", "tool", "sft.batch_size", "sft.row_length",
+_WORKDIR_KEYS = ("job", "seed", "data", "model", "prompt", "tool", "env", "sft.batch_size", "sft.row_length",
                  "sft.num_eval", "rl.keep", "rl.num_rollouts")
 _FREE_MODEL_KEYS = ("model.remat", "model.dtype", "model.attention_chunk")
 
@@ -89,10 +89,12 @@ def _synthetic_task(config: ml_collections.ConfigDict, workdir: str) -> str:
   synthetic = config.data.synthetic
   out_dir = os.path.join(workdir, "data")
   if not os.path.exists(os.path.join(out_dir, "task_stats.json")):
+    environment = grpo.tool_environment(config)
     data.write_synthetic_task(out_dir, synthetic.seed, num_train=synthetic.num_train,
                               num_eval=synthetic.num_eval, num_sft=synthetic.num_sft,
                               mix=data.TraceMix(**synthetic.mix), levels=tuple(synthetic.levels),
-                              prompt_format=chat.ChatFormat.from_config(config))
+                              prompt_format=chat.ChatFormat.from_config(config),
+                              tool_text=environment.tool_text, traceback=environment.traceback)
   return out_dir
 
 
@@ -156,10 +158,11 @@ class _Phases:
     self.config, self.workdir, self.cfg = config, workdir, cfg
     self.tokenizer, self.chat_format, self.mesh_rules = tokenizer, chat_format, mesh_rules
     self.runtime, self.harness = runtime, harness
+    self.environment = grpo.tool_environment(config)
 
   def end(self, phase: str, params, global_step: int) -> None:
     policy.save_policy(os.path.join(self.workdir, "policies", phase), self.cfg, params, self.tokenizer,
-                       self.chat_format)
+                       self.chat_format, self.environment)
     if not self.config.eval.num_problems:
       return
     out_dir = os.path.join(self.workdir, "evals", phase)
@@ -168,7 +171,7 @@ class _Phases:
       metrics = evaluate.evaluate_policy(
           self.config.eval, self.cfg, params, self.tokenizer, _eval_problems(self.config, self.workdir), out_dir,
           self.runtime, self.mesh_rules, self.chat_format, rewards.RewardConfig.from_config(self.config),
-          label=f"eval after {phase}")
+          label=f"eval after {phase}", environment=self.environment)
     self.harness.writer.scalars(global_step, metrics)
 
 
@@ -240,7 +243,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, origin: str = "") -> di
         state, meta = trainer.initial_state(state.params), None
       state = trainer.run(state, meta)
   harness.close()
-  policy.save_policy(os.path.join(workdir, "policy"), cfg, state.params, tokenizer, chat_format)
+  policy.save_policy(os.path.join(workdir, "policy"), cfg, state.params, tokenizer, chat_format,
+                     grpo.tool_environment(config))
   summary.update(_summaries(read_metrics(workdir), config))
   summary["skipped_rows"] = dict(stats.skipped)
   evals = {name: evaluate.read_evaluation(os.path.join(workdir, "evals", name)) for name in _phase_names(config)}

@@ -18,6 +18,7 @@ from rstar_jax import data
 from rstar_jax import models
 from rstar_jax import rewards
 from rstar_jax import rl
+from rstar_jax import rollout
 from rstar_jax.sandbox import isolation
 from rstar_jax.train import distributed
 from rstar_jax.train import rollout_backend
@@ -52,6 +53,7 @@ def validate(config: ml_collections.ConfigDict, origin: str = "") -> None:
   require(config, "seed", lambda v: isinstance(v, int) and 0 <= v < 2**31, "must be in [0, 2**31)", origin)
   require(config, "data.seed", lambda v: isinstance(v, int) and 0 <= v < 2**31, "must be in [0, 2**31)", origin)
   _typed(lambda: chat.ChatFormat.from_config(config), "prompt", origin)
+  _typed(lambda: rollout.ToolEnvironment.from_dict(config.env), "env", origin)
   _validate_model(config, origin)
   _all(config, origin, _POSITIVE_INT, "checkpoint.every_steps", "checkpoint.max_to_keep")
   if config.job in ("sft", "sft_rl"):
@@ -187,7 +189,7 @@ def _validate_sft(config, origin: str) -> None:
 def _validate_rl(config, origin: str) -> None:
   rl_config = config.rl
   _all(config, origin, _POSITIVE_INT, "rl.keep", "rl.num_rollouts", "rl.updates_per_step", "rl.row_length",
-       "rl.rows_per_microbatch", "rl.num_slots", "rl.max_parallel_calls", "rl.hard_filter_chunk",
+       "rl.rows_per_microbatch", "rl.num_slots", "rl.hard_filter_chunk",
        "checkpoint.rl_every_steps", "data.prompts_per_step", "data.max_prompt_tokens")
   _all(config, origin, _NON_NEGATIVE_INT, "rl.logits_chunk")
   require(config, "rl.num_microbatches", lambda v: v is None or (isinstance(v, int) and v > 0),
