@@ -136,7 +136,8 @@ def print_header(title: str, cfg: models.ModelConfig, params, torch_module=None,
   print(f"model: {cfg.model_type} L={cfg.num_layers} E={cfg.hidden_size} F={cfg.intermediate_size} "
         f"H={cfg.num_heads} K={cfg.num_kv_heads} D={cfg.head_dim} V={cfg.vocab_size} "
         f"tied={cfg.tie_word_embeddings}; {num_params(params) / 1e6:.1f}M parameters "
-        f"({matmul_params(cfg) / 1e6:.1f}M in matmuls), dtype {cfg.dtype}, param dtype {cfg.param_dtype}")
+        f"({matmul_params(cfg) / 1e6:.1f}M in matmuls), dtype {cfg.dtype}, param dtype {cfg.param_dtype}, "
+        f"ours' layer scan unrolled {cfg.scan_unroll}")
 
 
 def _significant(x: float, digits: int = 4) -> str:
@@ -173,3 +174,10 @@ def add_common_flags(flags) -> None:
   flags.add_argument("--peak_tflops", type=float, default=H100_BF16_PEAK_TFLOPS,
                      help="dense bf16 peak of the GPU (H100 SXM: 989)")
   flags.add_argument("--seed", type=int, default=0)
+  flags.add_argument("--scan_unroll", type=int, default=0,
+                     help="ours: layers per iteration of the layer scan (ModelConfig.scan_unroll); 0: all")
+
+
+def with_scan_unroll(cfg: models.ModelConfig, scan_unroll: int) -> models.ModelConfig:
+  """cfg with --scan_unroll applied (0: every layer unrolled)."""
+  return cfg.replace(scan_unroll=scan_unroll or cfg.num_layers)

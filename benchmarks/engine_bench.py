@@ -159,7 +159,8 @@ def main():
       setattr(args, name, value)
   if args.quick:
     args.repeats = 1
-  cfg = bench_util.quick_config() if args.quick else bench_util.cpu_config()
+  cfg = bench_util.with_scan_unroll(bench_util.quick_config() if args.quick else bench_util.cpu_config(),
+                                   args.scan_unroll)
   torch = bench_util.load_torch(bench_util.cpu_threads())
   params = models.init_params(cfg, jax.random.key(args.seed))
   hf_model = bench_util.to_transformers(cfg, params, torch).eval()

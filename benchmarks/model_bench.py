@@ -239,10 +239,12 @@ def main():
       flags.error(f"--device gpu needs a GPU, but JAX's default backend is {jax.default_backend()!r}")
     cfg = bench_util.quick_config().replace(dtype="bfloat16", param_dtype="bfloat16") if args.quick else \
         bench_util.gpu_config()
+    cfg = bench_util.with_scan_unroll(cfg, args.scan_unroll)
     measure_forward_mfu(cfg, args.batch or 8, args.prompt_len or 2048, args.repeats, args.peak_tflops, args.seed)
   else:
     args.batch, args.prompt_len = args.batch or 4, args.prompt_len or 512
-    run_cpu(args, bench_util.quick_config() if args.quick else bench_util.cpu_config())
+    run_cpu(args, bench_util.with_scan_unroll(bench_util.quick_config() if args.quick else bench_util.cpu_config(),
+                                              args.scan_unroll))
 
 
 if __name__ == "__main__":

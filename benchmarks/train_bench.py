@@ -260,14 +260,15 @@ def main():
     if jax.default_backend() != "gpu":
       flags.error(f"--device gpu needs a GPU, but JAX's default backend is {jax.default_backend()!r}")
     cfg = bench_util.quick_config() if args.quick else bench_util.gpu_config()
-    cfg = cfg.replace(dtype="bfloat16", param_dtype=args.param_dtype)
+    cfg = bench_util.with_scan_unroll(cfg.replace(dtype="bfloat16", param_dtype=args.param_dtype), args.scan_unroll)
     logits_chunk = 512 if args.logits_chunk is None else args.logits_chunk
     measure_train_mfu(cfg, args.batch or 8, args.length or 2048, args.prompt_len, args.microbatches,
                       args.remat or "dots", logits_chunk, args.repeats, args.peak_tflops, args.seed)
   else:
     args.batch, args.length = args.batch or 4, args.length or 512
     args.remat, args.logits_chunk = args.remat or "none", args.logits_chunk or 0
-    run_cpu(args, bench_util.quick_config() if args.quick else bench_util.cpu_config())
+    run_cpu(args, bench_util.with_scan_unroll(bench_util.quick_config() if args.quick else bench_util.cpu_config(),
+                                              args.scan_unroll))
 
 
 if __name__ == "__main__":

@@ -70,6 +70,9 @@ def get_config(arg=None):
       param_dtype="float32",
       remat="none",
       attention_chunk=0,  # rows of <= 1024 tokens: one block (models.ModelConfig.attention_chunk)
+      # training unrolls all 4 layers, so XLA:CPU reads each layer's weights in place (RL updates
+      # ~13% faster on CPU; the engine's cached passes loop either way: models.ModelConfig.scan_unroll)
+      scan_unroll=4,
   )
   # Mesh: the first num_devices devices (0: all), all on fsdp by default.
   config.mesh = dict(num_devices=0, data=1, fsdp=-1, tensor=1, rules=DEFAULT_RULES)

@@ -132,7 +132,7 @@ def _extend_body(cfg, params, cache, tokens, num_new, mesh_rules, attend_length)
   mask = (key_pos[None, None, :] <= positions[:, :, None]) & (key_pos[None, None, :] < new_lengths[:, None, None])
   rows = jnp.broadcast_to(jnp.arange(b, dtype=jnp.int32)[:, None], (b, t))
   ctx = AttentionContext(positions, mask, (rows, positions))
-  model = Decoder(cfg, mesh_rules)
+  model = Decoder(cfg.replace(scan_unroll=1), mesh_rules)  # cached passes loop (ModelConfig.scan_unroll)
   hidden, (k, v) = model.apply({"params": params}, tokens, ctx, (cache.k, cache.v))
   last = jnp.clip(num_new - 1, 0, t - 1)
   last_hidden = jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]

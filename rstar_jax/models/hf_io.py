@@ -157,7 +157,7 @@ def load_hf(path: str, dtype=jnp.float32, compute_dtype=None, mesh_rules: MeshRu
   """(cfg, params) from a directory holding config.json and safetensors (qwen2 or qwen3).
 
   dtype: parameter dtype; compute_dtype: matmul dtype (default: dtype); run_time: ModelConfig's
-  run-time fields (remat, attention_chunk), not in config.json. With mesh_rules each
+  run-time fields (remat, attention_chunk, scan_unroll), not in config.json. With mesh_rules each
   parameter is built directly in its NamedSharding, one shard at a time.
   """
   param_dtype = jnp.dtype(dtype).name

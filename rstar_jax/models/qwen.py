@@ -248,7 +248,7 @@ class Decoder(nn.Module):
       block = nn.remat(Block, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=False)
     self.layers = nn.scan(
         block, variable_axes={"params": 0}, split_rngs={"params": True},
-        in_axes=(0, nn.broadcast), length=cfg.num_layers,
+        in_axes=(0, nn.broadcast), length=cfg.num_layers, unroll=min(cfg.scan_unroll, cfg.num_layers),
         metadata_params={nn.PARTITION_NAME: "layers"})(cfg, self.mesh_rules)
     self.norm = RMSNorm(cfg)
     if not cfg.tie_word_embeddings:

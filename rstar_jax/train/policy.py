@@ -2,7 +2,7 @@
 
 Reads config.mesh.{num_devices, data, fsdp, tensor, rules} and config.model.{hf_path, model_type, hidden_size,
 intermediate_size, num_layers, num_heads, num_kv_heads, head_dim, rope_theta, tie_word_embeddings,
-vocab_size (0: from the tokenizer), vocab_multiple, dtype, param_dtype, remat, attention_chunk} and
+vocab_size (0: from the tokenizer), vocab_multiple, dtype, param_dtype, remat, attention_chunk, scan_unroll} and
 config.data.tokenizer.
 """
 import dataclasses
@@ -51,8 +51,9 @@ def _eos_ids(tokenizer: chat.Tokenizer) -> int | tuple[int, ...]:
 
 
 def run_time_fields(model_config: ml_collections.ConfigDict) -> dict:
-  """config.model's run-time ModelConfig fields (not in config.json): remat, attention_chunk."""
-  return dict(remat=model_config.remat, attention_chunk=model_config.attention_chunk)
+  """config.model's run-time ModelConfig fields (not in config.json): remat, attention_chunk, scan_unroll."""
+  return dict(remat=model_config.remat, attention_chunk=model_config.attention_chunk,
+              scan_unroll=model_config.scan_unroll)
 
 
 def model_config_from_fields(model_config: ml_collections.ConfigDict, vocab_size: int,

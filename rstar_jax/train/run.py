@@ -44,7 +44,7 @@ SYNTHETIC_SPLITS = ("train", "eval", "sft")
 # must not change them (anything else, e.g. sft.steps or the mesh, may change on resume).
 _WORKDIR_KEYS = ("job", "seed", "data", "model", "prompt", "tool", "env", "sft.batch_size", "sft.row_length",
                  "sft.num_eval", "rl.keep", "rl.num_rollouts")
-_FREE_MODEL_KEYS = ("model.remat", "model.dtype", "model.attention_chunk")
+_FREE_MODEL_KEYS = ("model.remat", "model.dtype", "model.attention_chunk", "model.scan_unroll")
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:

@@ -147,6 +147,8 @@ def _validate_model(config, origin: str) -> None:
           f"must be one of {models.REMAT_POLICIES}", origin)
   require(config, "model.attention_chunk", lambda v: isinstance(v, int) and v >= 0,
           "must be an integer >= 0 (0: no chunks)", origin)
+  require(config, "model.scan_unroll", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+          "must be an integer >= 1 (layers per scan iteration)", origin)
   if not config.model.hf_path:
     _all(config, origin, _POSITIVE_INT, "model.hidden_size", "model.intermediate_size", "model.num_layers",
          "model.num_heads", "model.num_kv_heads", "model.head_dim", "model.vocab_multiple",
