@@ -93,8 +93,8 @@ class Timed(NamedTuple):
   setup: Callable[[], Any] = lambda: None
 
 
-def median_seconds(timed: Sequence[Timed], repeats: int, warmup: int = 1) -> list[float]:
-  """Median wall time of each `Timed` over `repeats` calls after `warmup` untimed ones.
+def timed_seconds(timed: Sequence[Timed], repeats: int, warmup: int = 1) -> list[list[float]]:
+  """Wall times of each `Timed` over `repeats` calls after `warmup` untimed ones.
 
   Calls are interleaved (all warm-ups, then round r calls each in turn), so a change of machine
   load during the run falls on every side of a comparison alike.
@@ -111,7 +111,12 @@ def median_seconds(timed: Sequence[Timed], repeats: int, warmup: int = 1) -> lis
       start = time.perf_counter()
       item.run(state)
       item_times.append(time.perf_counter() - start)
-  return [statistics.median(item_times) for item_times in times]
+  return times
+
+
+def median_seconds(timed: Sequence[Timed], repeats: int, warmup: int = 1) -> list[float]:
+  """Median wall time of each `Timed` (`timed_seconds`)."""
+  return [statistics.median(item_times) for item_times in timed_seconds(timed, repeats, warmup)]
 
 
 def print_header(title: str, cfg: models.ModelConfig, params, torch_module=None, hf_model=None) -> None:

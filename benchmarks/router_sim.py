@@ -50,8 +50,9 @@ Policies, each keeping a rollout on its first server (its prefix is cached there
   kv_mean_warm     the same in a later step of the stage: the router's estimate already holds
                    the step before's rollouts (drawn like this step's, from another seed).
 Printed: step time (all rollouts done), generated tokens/s, server idle fraction before the end,
-KV overflows (retractions) and tokens recomputed after them; then ratios of ours against each peer
-("x" rows: tokens/s, higher is better).
+KV overflows (retractions) and tokens recomputed after them; the ceiling no placement can pass
+(`throughput_ceiling`); then ratios of ours against each peer and the ceiling ("x" rows:
+tokens/s, higher is better).
 """
 import argparse
 import collections
@@ -185,6 +186,36 @@ def make_rollouts(args, seed: int) -> list[Rollout]:
     tools = rng.lognormal(np.log(args.tool_median_s), 1.0, size=len(lengths) - 1).tolist()
     rollouts.append(Rollout(i, args.prompt, lengths, tools, length=args.prompt))
   return rollouts
+
+
+def throughput_ceiling(args, rollouts: list[Rollout]) -> dict:
+  """Tokens/s no schedule of this workload on these servers can exceed: generated tokens / the
+  larger of two lower bounds on the step time.
+    work:  every server-second spent, over N servers, with each decode step's fixed `step_s`
+           shared by `max_running` sequences (the most a step runs) and each prefill round's by
+           as many first tokens: per generated token step_s / max_running, plus, for tokens after a
+           turn's first, per_seq_s + per_kv_token_s x its context; each prompt prefilled once and
+           each later turn's one uncached token;
+    chain: the slowest rollout alone on a server: its turns' prefill rounds, decode steps at
+           batch 1 and tool calls, one after another.
+  A turn of L tokens starting at length s decodes L - 1 of them at contexts s + 1 .. s + L - 1
+  (its first comes from the prefill round), summing to (L - 1) s + L (L - 1) / 2."""
+  work = chain = 0.0
+  generated = 0
+  for r in rollouts:
+    lengths = np.asarray(r.turns, dtype=np.float64)
+    starts = r.prompt + np.concatenate([[0.0], np.cumsum(lengths)[:-1]])
+    decoded = lengths - 1
+    context = float(np.sum(decoded * starts + lengths * decoded / 2))
+    prefilled = r.prompt + len(r.turns) - 1
+    kv_and_seq = args.per_seq_s * decoded.sum() + args.per_kv_token_s * context
+    work += lengths.sum() * args.step_s / args.max_running + args.prefill_s_per_token * prefilled + kv_and_seq
+    chain = max(chain, len(r.turns) * args.step_s + args.prefill_s_per_token * prefilled + args.step_s * decoded.sum()
+                + kv_and_seq + sum(r.tools_s))
+    generated += int(lengths.sum())
+  step_s = max(work / args.servers, chain)
+  return {"step_s": step_s, "tokens_per_s": generated / step_s, "work_bound_s": work / args.servers,
+          "chain_bound_s": chain}
 
 
 class Simulation:
@@ -381,9 +412,11 @@ def main():
     args.servers, args.rollouts, args.seeds, args.kv_tokens = 2, 64, 1, 200_000
   policies = ("static_sync", "round_robin", "least_in_flight", "kv_budget", "kv_mean", "kv_mean_warm")
   results = {p: [] for p in policies}
+  ceilings = []
   for seed in range(args.seeds):
     workload = make_rollouts(args, seed)
     previous = make_rollouts(args, PREVIOUS_STEP_SEED + seed)  # the same distribution, other draws
+    ceilings.append(throughput_ceiling(args, workload))
     for policy in policies:
       results[policy].append(Simulation(args, policy, workload, previous).run())
   print(f"{args.servers} servers x {args.kv_tokens} KV tokens, {args.rollouts} rollouts, budget {args.budget}, "
@@ -393,10 +426,17 @@ def main():
   for p in policies:
     m = mean[p]
     print(f"{p:<18}{m['step_s']:>10.1f}{m['tokens_per_s']:>12.0f}{m['idle']:>8.3f}{m['overflows']:>14.1f}{m['recomputed']:>12.0f}")
+  ceiling = {k: float(np.mean([c[k] for c in ceilings])) for k in ceilings[0]}
+  print(f"{'ceiling':<18}{ceiling['step_s']:>10.1f}{ceiling['tokens_per_s']:>12.0f}   (step-time bounds: work "
+        f"{ceiling['work_bound_s']:.1f} s, slowest rollout alone {ceiling['chain_bound_s']:.1f} s)")
   print()
   for policy, peer in itertools.product(policies[3:], policies[:3]):
     ours, theirs = mean[policy]["tokens_per_s"], mean[peer]["tokens_per_s"]
     print(f"tokens/s {policy} vs {peer}   {ours:.1f}   {theirs:.1f}   {ours / theirs:.2f}x")
+  for policy in policies:
+    ours = mean[policy]["tokens_per_s"]
+    print(f"tokens/s {policy} vs ceiling   {ours:.1f}   {ceiling['tokens_per_s']:.1f}   "
+          f"{ours / ceiling['tokens_per_s']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -22,9 +22,14 @@ Both use AdamW(lr 1e-5 constant, betas 0.9/0.999, eps 1e-8, weight decay 0.01 on
 after global-norm clipping to 1.0, in fp32. The first (untimed) step's loss and pre-clip gradient
 norm must agree within 1e-3 relative, a check that both do the same work. Tokens/s counts all
 B x T trained positions (each is run forward and backward; the mask only weights the loss).
-Times are medians of `--repeats` steps after `--warmup` untimed ones (compilation excluded), ours
-and torch steps interleaved; torch runs with as many intra-op threads as XLA's CPU pool has (both
-follow the CPU affinity, so `taskset -c 0` compares on one core).
+Times are medians of `--repeats` steps after `--warmup` untimed ones (compilation excluded); torch
+runs with as many intra-op threads as XLA's CPU pool has (both follow the CPU affinity, so
+`taskset -c 0` compares on one core). By default each side runs in a process of its own, as a
+user runs either, `--rounds` times in alternating order (ours, torch, torch, ours, ...), every
+process with the same host malloc tunables; the median is over all of a side's timed steps.
+`--processes same` runs both in this process, their steps interleaved: there each side's freed
+heap is reused by the other's allocations, and on one core ours then took 6.6 s per step instead
+of 3.6 s alone, torch's 6.7 instead of 7.0 (WORKSPACE_NOTES.md).
 
 With `--scaling`, a table of how the step's cost grows with the row length: one row of T = 512 ..
 8192 tokens per step, each side with its layers recomputed in the backward pass (ours remat
@@ -44,6 +49,11 @@ if __name__ == "__main__":  # first, before JAX loads and its threads start (hos
   host_malloc.reexec_with_kept_memory()
 
 import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
 
 import jax
 import ml_collections
@@ -168,34 +178,90 @@ def check_first_step_agrees(ours_metrics: dict, torch_history: list, loss_key: s
   return loss_diff, norm_diff
 
 
+def _build(args, cfg: models.ModelConfig, batch_size: int, length: int, remat: str, rl: bool, torch=None):
+  """(params, transformers model or None, batch) of one comparison: the same for both sides."""
+  params = models.init_params(cfg, jax.random.key(args.seed))
+  hf_model = None
+  if torch is not None:
+    hf_model = bench_util.to_transformers(cfg, params, torch).train()
+    if remat != "none":  # transformers 5.x renamed it; 4.x has only the old name
+      getattr(hf_model, "activation_checkpointing_enable", hf_model.gradient_checkpointing_enable)()
+  return params, hf_model, make_batch(cfg, batch_size, length, args.prompt_len, args.microbatches, args.seed + 1, rl=rl)
+
+
+def _side_step(args, cfg: models.ModelConfig, side: str, batch_size: int, length: int, remat: str, rl: bool, torch):
+  """The step of one side ('ours' or 'torch') on its fresh model and batch."""
+  params, hf_model, batch = _build(args, cfg, batch_size, length, remat, rl, torch if side == "torch" else None)
+  if side == "ours":
+    return OurStep(cfg, params, batch, remat, args.logits_chunk, args.seed, rl=rl)  # donates params
+  return (TorchRLStep if rl else TorchStep)(hf_model, torch, batch)
+
+
+def _history(step, rl: bool) -> list[tuple[float, float]]:
+  """(loss, pre-clip grad norm) of every step so far."""
+  if isinstance(step, OurStep):
+    key = "loss/policy" if rl else "loss/sft"
+    return [(float(m[key]), float(m["grad/norm"])) for m in step.metrics]
+  return step.history
+
+
+def _side_in_own_process(args, side: str, batch_size: int, length: int, remat: str, rl: bool) -> dict:
+  """Runs this script with --side: one side's timed steps and history, from a process of its own."""
+  command = [sys.executable, os.path.abspath(__file__), "--side", side, "--batch", str(batch_size), "--length",
+             str(length), "--remat", remat, "--logits_chunk", str(args.logits_chunk), "--prompt_len",
+             str(args.prompt_len), "--microbatches", str(args.microbatches), "--attention_chunk",
+             str(args.attention_chunk), "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--seed",
+             str(args.seed), "--scan_unroll", str(args.scan_unroll)] + ["--rl"] * rl + ["--quick"] * args.quick
+  done = subprocess.run(command, capture_output=True, text=True, check=False)
+  if done.returncode:
+    raise RuntimeError(f"the {side} side failed:\n{done.stdout}\n{done.stderr}")
+  return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_one_side(args, cfg: models.ModelConfig) -> None:
+  """--side: prints one JSON line, {"seconds": [each timed step], "history": [[loss, norm], ...]}."""
+  torch = bench_util.load_torch(bench_util.cpu_threads()) if args.side == "torch" else None
+  step = _side_step(args, cfg, args.side, args.batch, args.length, args.remat, args.rl, torch)
+  [seconds] = bench_util.timed_seconds([bench_util.Timed(step)], args.repeats, args.warmup)
+  print(json.dumps({"seconds": seconds, "history": _history(step, args.rl)}))
+
+
 def compare_step(args, cfg: models.ModelConfig, torch, batch_size: int, length: int, remat: str,
                  verbose: bool, rl: bool = False, header: bool = False) -> tuple[float, float]:
-  """Median seconds per step of ours and of PyTorch + transformers on one fresh model and batch;
-  checks the first step agrees (`check_first_step_agrees`). `verbose` prints the losses, `header`
-  the run's versions, threads and model first.
-  `rl`: the RL update with its old log-prob pass on both sides (OurStep, TorchRLStep)."""
-  params = models.init_params(cfg, jax.random.key(args.seed))
-  hf_model = bench_util.to_transformers(cfg, params, torch).train()
-  if remat != "none":  # transformers 5.x renamed it; 4.x has only the old name
-    getattr(hf_model, "activation_checkpointing_enable", hf_model.gradient_checkpointing_enable)()
+  """Median seconds per step of ours and of PyTorch + transformers on one fresh model and batch,
+  each in processes of its own (`args.processes` "separate") or both here; checks the first step
+  agrees (`check_first_step_agrees`). `verbose` prints the losses, `header` the run's versions,
+  threads and model first. `rl`: the RL update with its old log-prob pass on both sides (OurStep,
+  TorchRLStep)."""
   if header:
+    params, hf_model, _ = _build(args, cfg, batch_size, length, remat, rl, torch)
     bench_util.print_header("train step: ours (JAX) vs PyTorch + transformers, fp32 CPU", cfg, params, torch,
                             hf_model)
     print(f"ours: remat {remat}, logits_chunk {args.logits_chunk}, attention_chunk {cfg.attention_chunk}, "
-          f"{args.microbatches} microbatch(es)")
-  batch = make_batch(cfg, batch_size, length, args.prompt_len, args.microbatches, args.seed + 1, rl=rl)
-  ours = OurStep(cfg, params, batch, remat, args.logits_chunk, args.seed, rl=rl)  # donates params
-  theirs = (TorchRLStep if rl else TorchStep)(hf_model, torch, batch)
-  timing = dict(repeats=args.repeats, warmup=args.warmup)
-  ours_s, theirs_s = bench_util.median_seconds([bench_util.Timed(ours), bench_util.Timed(theirs)], **timing)
+          f"{args.microbatches} microbatch(es); "
+          + (f"each side in processes of its own, {args.rounds} round(s)" if args.processes == "separate"
+             else "both sides in this process, steps interleaved"))
+  if args.processes == "separate":
+    runs = {"ours": [], "torch": []}
+    for r in range(args.rounds):
+      for side in (("ours", "torch") if r % 2 == 0 else ("torch", "ours")):
+        runs[side].append(_side_in_own_process(args, side, batch_size, length, remat, rl))
+    ours_s, theirs_s = (statistics.median(t for run in runs[side] for t in run["seconds"]) for side in ("ours", "torch"))
+    ours_history, theirs_history = runs["ours"][0]["history"], runs["torch"][0]["history"]
+  else:
+    ours = _side_step(args, cfg, "ours", batch_size, length, remat, rl, torch)
+    theirs = _side_step(args, cfg, "torch", batch_size, length, remat, rl, torch)
+    ours_s, theirs_s = bench_util.median_seconds([bench_util.Timed(ours), bench_util.Timed(theirs)],
+                                                 repeats=args.repeats, warmup=args.warmup)
+    ours_history, theirs_history = _history(ours, rl), _history(theirs, rl)
   key = "loss/policy" if rl else "loss/sft"
-  loss_diff, norm_diff = check_first_step_agrees(ours.metrics[0], theirs.history, key)
+  first_loss, first_norm = ours_history[0]
+  loss_diff, norm_diff = check_first_step_agrees({key: first_loss, "grad/norm": first_norm}, theirs_history, key)
   if verbose:
-    print(f"{'RL update' if rl else 'SFT step'}, first step: loss {float(ours.metrics[0][key]):.6f} "
-          f"(relative diff {loss_diff:.1e}), grad norm {float(ours.metrics[0]['grad/norm']):.5f} "
-          f"(relative diff {norm_diff:.1e})")
-    print("loss per step, ours:  " + " ".join(f"{float(m[key]):.6f}" for m in ours.metrics))
-    print("loss per step, torch: " + " ".join(f"{loss:.6f}" for loss, _ in theirs.history))
+    print(f"{'RL update' if rl else 'SFT step'}, first step: loss {first_loss:.6f} "
+          f"(relative diff {loss_diff:.1e}), grad norm {first_norm:.5f} (relative diff {norm_diff:.1e})")
+    print("loss per step, ours:  " + " ".join(f"{loss:.6f}" for loss, _ in ours_history))
+    print("loss per step, torch: " + " ".join(f"{loss:.6f}" for loss, _ in theirs_history))
   return ours_s, theirs_s
 
 
@@ -203,7 +269,6 @@ def run_cpu(args, cfg: models.ModelConfig) -> None:
   """Ours vs PyTorch + transformers, fp32, same CPU, same run; prints the header and the ratio, and
   with --scaling the row-length table."""
   torch = bench_util.load_torch(bench_util.cpu_threads())
-  cfg = cfg.replace(attention_chunk=args.attention_chunk)
   ours_s, theirs_s = compare_step(args, cfg, torch, args.batch, args.length, args.remat, verbose=True, header=True)
   rl_ours_s, rl_theirs_s = compare_step(args, cfg, torch, args.batch, args.length, args.remat, verbose=True, rl=True)
   tokens = args.batch * args.length
@@ -252,7 +317,14 @@ def main():
   flags.add_argument("--scaling", action="store_true", help="cpu: also the row-length table (module docstring)")
   flags.add_argument("--attention_chunk", type=int, default=512,
                      help="cpu: ours' ModelConfig.attention_chunk (quick: at most 16)")
+  flags.add_argument("--processes", choices=("separate", "same"), default="separate",
+                     help="cpu: each side in processes of its own (default) or both in this one")
+  flags.add_argument("--rounds", type=int, default=2, help="cpu, separate: processes per side, alternating")
+  flags.add_argument("--side", choices=("ours", "torch"), help=argparse.SUPPRESS)  # one side's process
+  flags.add_argument("--rl", action="store_true", help=argparse.SUPPRESS)  # with --side: the RL update
   args = flags.parse_args()
+  if args.rounds < 1:
+    flags.error(f"--rounds must be >= 1, got {args.rounds}")
   if args.quick:
     args.batch, args.length, args.prompt_len, args.repeats = args.batch or 2, args.length or 32, 8, 1
     args.attention_chunk = min(args.attention_chunk, 16)  # the chunked path at the quick lengths
@@ -264,11 +336,15 @@ def main():
     logits_chunk = 512 if args.logits_chunk is None else args.logits_chunk
     measure_train_mfu(cfg, args.batch or 8, args.length or 2048, args.prompt_len, args.microbatches,
                       args.remat or "dots", logits_chunk, args.repeats, args.peak_tflops, args.seed)
+    return
+  args.batch, args.length = args.batch or 4, args.length or 512
+  args.remat, args.logits_chunk = args.remat or "none", args.logits_chunk or 0
+  cfg = bench_util.with_scan_unroll(bench_util.quick_config() if args.quick else bench_util.cpu_config(),
+                                    args.scan_unroll).replace(attention_chunk=args.attention_chunk)
+  if args.side:
+    run_one_side(args, cfg)
   else:
-    args.batch, args.length = args.batch or 4, args.length or 512
-    args.remat, args.logits_chunk = args.remat or "none", args.logits_chunk or 0
-    run_cpu(args, bench_util.with_scan_unroll(bench_util.quick_config() if args.quick else bench_util.cpu_config(),
-                                              args.scan_unroll))
+    run_cpu(args, cfg)
 
 
 if __name__ == "__main__":

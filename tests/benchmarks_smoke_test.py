@@ -71,8 +71,9 @@ def test_model_bench_quick_prints_parity_and_ratio_rows():
                                  "decode ms/step (B=2, P=16, N=4)": False, "decode tok/s (B=2)": True, **scaling})
 
 
-def test_train_bench_quick_prints_agreement_and_ratio_rows():
-  stdout = _run_quick("train_bench.py", "--scaling")
+@pytest.mark.parametrize("flags", [("--scaling", "--rounds", "1"), ("--processes", "same")])
+def test_train_bench_quick_prints_agreement_and_ratio_rows(flags):
+  stdout = _run_quick("train_bench.py", *flags)
   assert "host malloc: GLIBC_TUNABLES=glibc.malloc.mmap_max=0:" in stdout, stdout
   losses = re.search(r"SFT step, first step: loss (\S+) \(relative diff (\S+)\), grad norm (\S+) \(relative diff (\S+)\)",
                      stdout)
@@ -86,9 +87,11 @@ def test_train_bench_quick_prints_agreement_and_ratio_rows():
   # ratio 1 (old log-probs of the same parameters): loss = -mean advantage over the trained tokens
   assert float(rl[1]) == pytest.approx(-0.25, abs=1e-5)
   assert float(rl[2]) <= 1e-3 and float(rl[3]) <= 1e-3
+  scaling = {"T=32 ms per step": False, "T=64 ms per step": False} if "--scaling" in flags else {}
   _check_ratios(_table(stdout), {"train step (2x32) tok/s": True, "train step ms": False,
-                                 "RL update + old log-probs ms": False,
-                                 "T=32 ms per step": False, "T=64 ms per step": False})
+                                 "RL update + old log-probs ms": False, **scaling})
+  assert ("each side in processes of its own, 1 round(s)" if "--rounds" in flags
+          else "both sides in this process, steps interleaved") in stdout, stdout
 
 
 def test_engine_bench_quick_checks_outputs_and_prints_the_ratio():
@@ -102,12 +105,17 @@ def test_engine_bench_quick_checks_outputs_and_prints_the_ratio():
                                  "groups: shared prefixes tok/s": True, **scaling})
 
 
-def test_router_sim_quick_prints_every_policy_and_ratio_rows():
+def test_router_sim_quick_prints_every_policy_ratio_rows_and_the_ceiling():
   stdout = _run_quick("router_sim.py")
-  for policy in ("static_sync", "round_robin", "least_in_flight", "kv_budget", "kv_mean", "kv_mean_warm"):
+  policies = ("static_sync", "round_robin", "least_in_flight", "kv_budget", "kv_mean", "kv_mean_warm")
+  for policy in policies:
     assert re.search(rf"^{policy}\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+\d+$", stdout, re.M), stdout
-  _check_ratios(_table(stdout), {f"tokens/s {ours} vs {peer}": True for ours in ("kv_budget", "kv_mean", "kv_mean_warm")
-                                 for peer in ("static_sync", "round_robin", "least_in_flight")})
+  assert re.search(r"^ceiling\s+[\d.]+\s+[\d.]+\s+\(step-time bounds", stdout, re.M), stdout
+  ratios = _table(stdout)
+  _check_ratios(ratios, {**{f"tokens/s {ours} vs {peer}": True for ours in policies[3:] for peer in policies[:3]},
+                         **{f"tokens/s {policy} vs ceiling": True for policy in policies}})
+  for policy in policies:  # no schedule passes the ceiling
+    assert ratios[f"tokens/s {policy} vs ceiling"][2] <= 1.0, stdout
 
 
 def test_serve_bench_quick_syncs_weights_and_compares_the_router():

@@ -77,3 +77,34 @@ def test_a_reservation_is_lifted_while_its_rollout_calls_its_tool():
   assert simulation.run()["step_s"] == 12.0
   assert [r.done_at for r in simulation.rollouts] == [12.0, 2.0]
   assert simulation.reserved == [0]
+
+
+def _args(**overrides) -> argparse.Namespace:
+  values = dict(servers=1, kv_tokens=100_000, max_running=8, budget=100, step_s=1.0, per_seq_s=0.0,
+                per_kv_token_s=0.0, prefill_s_per_token=0.0)
+  return argparse.Namespace(**{**values, **overrides})
+
+
+def test_the_ceiling_is_the_slowest_rollouts_chain_when_it_dominates():
+  """The two rollouts above: A's chain is 1 + 10 + 1 = 12 s (two prefill rounds, its tool call),
+  B's 1 + 2 + 1 = 4 s; the work is 6 tokens x 1/8 s. Asynchronous round-robin reaches it."""
+  args = _args()
+  workload = [router_sim.Rollout(0, 10, [1, 1], [10.0], length=10), router_sim.Rollout(1, 10, [3, 1], [0.0], length=10)]
+  ceiling = router_sim.throughput_ceiling(args, workload)
+  assert ceiling["chain_bound_s"] == 12.0 and ceiling["work_bound_s"] == 0.75
+  assert ceiling["tokens_per_s"] == 6 / 12.0
+  assert router_sim.Simulation(args, "round_robin", workload).run()["tokens_per_s"] == ceiling["tokens_per_s"]
+
+
+def test_the_ceiling_counts_shared_steps_context_and_prefills():
+  """Work: 4 rollouts of 3 tokens, at most 2 per step: 12 x 1/2 s = 6 s of step time; a decode
+  token at context c adds 0.01 c and 0.1 (per sequence), a prefilled token 0.001. Each rollout
+  decodes its 2nd and 3rd tokens at contexts 11 and 12: 2 x 0.1 + 0.23 = 0.43 s, plus 0.01 s of
+  prefill: work 6 + 4 x 0.44 = 7.76 s; alone one takes 3 + 0.44 = 3.44 s. Round-robin runs two
+  full waves of a prefill round (1.02 s) and 2 decode steps (1.42, 1.44 s): 7.76 s, the bound."""
+  args = _args(max_running=2, per_seq_s=0.1, per_kv_token_s=0.01, prefill_s_per_token=0.001)
+  workload = [router_sim.Rollout(i, 10, [3], [], length=10) for i in range(4)]
+  ceiling = router_sim.throughput_ceiling(args, workload)
+  assert ceiling["work_bound_s"] == pytest.approx(7.76) and ceiling["chain_bound_s"] == pytest.approx(3.44)
+  simulated = router_sim.Simulation(args, "round_robin", workload).run()
+  assert simulated["step_s"] == pytest.approx(ceiling["step_s"])
