@@ -132,6 +132,22 @@ def test_a_stop_check_ends_the_output_at_the_token_it_matches(params):
   assert result.finish_reason == {"type": "stop", "matched": free[2]} and seen == [free[:1], free[:2]]
 
 
+def test_a_failing_stop_check_aborts_its_request_only(params):
+  prompts = _prompts()
+  free = _reference_greedy(params, prompts[0], MAX_NEW)
+
+  def broken(output_ids):
+    raise KeyError(output_ids[-1])
+
+  engine = rollout.JaxEngine(CFG, params, num_slots=2, max_length=64, eos_token_ids=())
+  sampling = rollout.SamplingParams(max_new_tokens=MAX_NEW, temperature=0.0)
+  healthy, failed = engine.generate([rollout.GenerateRequest("ok", prompts[0], sampling),
+                                     rollout.GenerateRequest("bad", prompts[1], sampling, stop_check=broken)])
+  assert healthy.output_ids.tolist() == free and healthy.finish_reason["type"] == "length"
+  assert failed.output_ids.size == 1 and failed.finish_reason["type"] == "abort"
+  assert failed.finish_reason["message"].startswith("stop_check failed: KeyError")
+
+
 def test_async_progress_reports_each_step_of_a_request(params):
   engine = rollout.JaxEngine(CFG, params, num_slots=2, max_length=64, eos_token_ids=(), prefill_chunk=4)
   front = rollout.AsyncJaxEngine(engine)

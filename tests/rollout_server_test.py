@@ -21,6 +21,7 @@ import safetensors
 from rstar_jax import models
 from rstar_jax import rollout
 from rstar_jax.rollout import local_servers
+from rstar_jax.rollout import server
 from rstar_jax.rollout import sglang_client
 from rstar_jax.rollout import weight_sync
 from tests import tiny_models
@@ -295,3 +296,15 @@ def test_api_key_and_the_loopback_rule(checkpoints, tmp_path):
   refused = subprocess.run([sys.executable, "-m", "rstar_jax.serve", "--checkpoint", checkpoints[0],
                             "--host", "0.0.0.0"], capture_output=True, text=True, timeout=120)
   assert refused.returncode != 0 and "beyond loopback: give --api-key" in refused.stderr
+
+
+@pytest.mark.parametrize("length, temperature", [(7, 1.0), (700, 0.7)])
+def test_prompt_logprobs_equal_the_log_softmax_of_the_models_logits(length, temperature):
+  """The input log-prob pass (padded, in chunks of PROMPT_CHUNK past it) against the whole logits."""
+  params = _params(0)
+  prompt = [int(t) for t in tiny_models.random_ids((1, length), seed=length, vocab=CFG.vocab_size)[0]]
+  logits = models.logits(CFG, params, np.asarray([prompt], np.int32))[0, :-1] / temperature
+  want = np.take_along_axis(np.asarray(jax.nn.log_softmax(logits, axis=-1)), np.asarray(prompt[1:])[:, None], -1)[:, 0]
+  got = server.prompt_logprobs(CFG, params, prompt, temperature)
+  assert got.shape == (length - 1,)
+  np.testing.assert_allclose(got, want, atol=2e-5)

@@ -46,7 +46,7 @@ def test_token_logprobs_match_log_softmax_of_logits_chunked_or_not():
   logits = np.asarray(models.logits(CFG, params, ids[:, :8]), np.float64)
   expected = np.take_along_axis(logits - np.log(np.exp(logits).sum(-1, keepdims=True)), targets[..., None], -1)[..., 0]
   for chunk in (0, 4):
-    got = step.token_logprobs(CFG, params, ids[:, :8], targets, positions, segments, logits_chunk=chunk)
+    got = models.token_logprobs(CFG, params, ids[:, :8], targets, positions, segments, logits_chunk=chunk)
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 

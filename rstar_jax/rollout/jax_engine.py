@@ -55,7 +55,8 @@ class GenerateRequest:
 
   stop_check: None, or `stop_check(output_ids) -> matched or None`, asked after each sampled token
   that is not a stop id: a match (e.g. a stop string seen in the decoded text) finishes the
-  request with {"type": "stop", "matched": match}, the token that completed it last."""
+  request with {"type": "stop", "matched": match}, the token that completed it last; an exception
+  in it ends only this request, {"type": "abort", "message": ...}."""
   rid: str
   input_ids: Sequence[int]
   sampling: sampling_lib.SamplingParams = sampling_lib.SamplingParams()
@@ -429,8 +430,15 @@ class JaxEngine:
       token = int(tokens[b])
       s.output_ids.append(token)
       s.output_logprobs.append(float(logprobs[b]))
-      matched = None if token in s.stop_ids or s.request.stop_check is None else s.request.stop_check(s.output_ids)
-      if token in s.stop_ids:
+      matched, failure = None, None
+      if token not in s.stop_ids and s.request.stop_check is not None:
+        try:
+          matched = s.request.stop_check(s.output_ids)
+        except Exception as e:  # pylint: disable=broad-except  # ends this request only
+          failure = f"stop_check failed: {type(e).__name__}: {e}"
+      if failure is not None:
+        finish = {"type": "abort", "message": failure}
+      elif token in s.stop_ids:
         finish = {"type": "stop", "matched": token}
       elif matched is not None:
         finish = {"type": "stop", "matched": matched}

@@ -27,13 +27,18 @@ writes special tokens out.
 
 Stop strings (`sampling_params.stop`, needs a tokenizer) end a request once the decoded output
 holds one: `output_ids` ends with the token that completed it, `text` is cut before it (after it
-with `no_stop_trim`), finish_reason {"type": "stop", "matched": the string}.
+with `no_stop_trim`), finish_reason {"type": "stop", "matched": the string}. A stop id or string
+on the last allowed token finishes as "stop" (SGLang 0.5 checks the length first and says
+"length"): the output is complete. While streaming, `text` holds back a trailing character whose
+bytes are not all out yet, as SGLang's detokenizer does.
 Input log-probs (`return_logprob` with `logprob_start_len` >= 0): `input_token_logprobs` holds the
 prompt's tokens from that position on, the first with a null log-prob (as SGLang), each other
 log softmax(z / temperature) of the model's logits at the position before it (temperature 1 when
-greedy, as the output log-probs), computed by a separate forward pass over the prompt with the
-weights of the moment the request arrives. With -1 (the default) the list is the last prompt
-token with a null log-prob.
+greedy, as the output log-probs), computed by a separate forward pass over the prompt
+(`prompt_logprobs`: attention and logits in chunks of PROMPT_CHUNK positions, only the picked
+log-probs leave the device; one pass at a time, once per distinct prompt of a request) with the
+weights the request then generates with (a weight update during the pass redoes it). With -1 (the
+default) the list is the last prompt token with a null log-prob.
 Streaming: one event per engine step that sampled tokens (events a slow reader missed are merged:
 the last answer so far is sent), the final answer, then `data: [DONE]`; an error after the stream
 started is sent as `data: {"error": {"message": ...}}` before `[DONE]`; a client that goes away
@@ -192,6 +197,31 @@ class _Item:
   logprob_start: int
 
 
+PROMPT_CHUNK = 512  # positions per attention and logits chunk of the input log-prob pass
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "mesh_rules"))
+def _prompt_logprobs(cfg: models.ModelConfig, params, ids, temperature, mesh_rules):
+  targets = jnp.concatenate([ids[:, 1:], ids[:, :1]], axis=1)  # position s predicts ids[s + 1]; the last is unused
+  chunk = PROMPT_CHUNK if ids.shape[1] > PROMPT_CHUNK else 0
+  return models.token_logprobs(cfg.replace(attention_chunk=chunk), params, ids, targets, None, None, mesh_rules,
+                               logits_chunk=chunk, temperature=temperature)[0]
+
+
+def prompt_logprobs(cfg: models.ModelConfig, params, prompt: list[int], temperature: float,
+                    mesh_rules=None) -> np.ndarray:
+  """log softmax(z_s / temperature)[prompt[s + 1]] fp32 [P - 1] for s = 0 .. P - 2: the prompt
+  right-padded (causal, so its logits are unchanged) to `jax_engine.length_bucket`, and past
+  PROMPT_CHUNK positions to a multiple of it, so few lengths compile."""
+  size = jax_engine.length_bucket(len(prompt))
+  if size > PROMPT_CHUNK:
+    size = -(-size // PROMPT_CHUNK) * PROMPT_CHUNK
+  padded = np.zeros((1, size), np.int32)
+  padded[0, :len(prompt)] = prompt
+  values = _prompt_logprobs(cfg, params, padded, jnp.float32(temperature), mesh_rules)
+  return np.asarray(values)[:len(prompt) - 1]
+
+
 class GenerationServer:
   """The aiohttp application over one `AsyncJaxEngine` (module docstring)."""
 
@@ -212,6 +242,7 @@ class GenerationServer:
     self._accepting.set()
     self._weights_lock = asyncio.Lock()
     self._held = 0  # requests waiting for a weight update to end
+    self._prompt_pass = asyncio.Lock()  # one input log-prob pass at a time
     self.app = web.Application(client_max_size=256 << 20, middlewares=[self._middleware])
     self.app.on_startup.append(self._warm_up)
     routes = self.app.router
@@ -369,6 +400,8 @@ class GenerationServer:
     answer = {"output_ids": output_ids, "meta_info": meta}
     if self._tokenizer is not None:
       answer["text"] = self._text(item, output_ids, result.finish_reason)
+      if result.finish_reason is None:  # a snapshot: a character whose bytes are not all out yet is held back
+        answer["text"] = answer["text"].rstrip("\ufffd")
     if body.get("return_logprob"):
       with_text = body.get("return_text_in_logprobs") and self._tokenizer is not None
       text = (lambda t: self._tokenizer.decode([t])) if with_text else (lambda t: None)
@@ -379,24 +412,26 @@ class GenerationServer:
       meta["input_token_logprobs"] = [[lp, t, text(t)] for lp, t in zip(values, prompt[start:])]
     return answer
 
-  async def _input_logprobs(self, items: list["_Item"], body: dict) -> list[list | None]:
-    """Per item: log-probs of its prompt tokens after logprob_start_len (module docstring), or
-    None when not asked for."""
-    engine = self.engine.engine
-    params = engine.params  # the weights of this moment, whatever a later update swaps in
-
-    def compute(item: _Item) -> list[float]:
-      prompt = np.asarray(item.request.input_ids, np.int32)
-      padded = np.zeros((1, jax_engine.length_bucket(prompt.size)), np.int32)
-      padded[0, :prompt.size] = prompt  # right padding: causal, so the prompt's logits are unchanged
-      logits = models.forward(engine.cfg, params, padded, mesh_rules=engine.mesh_rules)[0, :prompt.size - 1]
-      sampling = item.request.sampling
-      logprobs = jax.nn.log_softmax(logits / (1.0 if sampling.is_greedy else sampling.temperature), axis=-1)
-      picked = np.asarray(jnp.take_along_axis(logprobs, jnp.asarray(prompt[1:, None]), axis=-1)[:, 0])
-      return [float(x) for x in picked[item.logprob_start:]]
-
+  async def _input_logprobs(self, items: list["_Item"], body: dict) -> tuple[str, list[list | None]]:
+    """Admits the items (`_admitted`) and returns their weight version and, per item, the
+    log-probs of its prompt tokens after logprob_start_len (module docstring) or None when not
+    asked for; a weight update while they were computed makes them be computed again."""
     wanted = body.get("return_logprob") and body.get("logprob_start_len", -1) not in (-1, None)
-    return [await asyncio.to_thread(compute, item) if wanted else None for item in items]
+    keys = [(tuple(item.request.input_ids), 1.0 if item.request.sampling.is_greedy else item.request.sampling.temperature)
+            for item in items]
+    while True:
+      version = await self._admitted(items)
+      if not wanted:
+        return version, [None] * len(items)
+      engine = self.engine.engine
+      params = engine.params
+      computed: dict[tuple, np.ndarray] = {}
+      async with self._prompt_pass:
+        for prompt, temperature in dict.fromkeys(keys):
+          computed[prompt, temperature] = await asyncio.to_thread(
+              prompt_logprobs, engine.cfg, params, list(prompt), temperature, engine.mesh_rules)
+      if engine.params is params and self._accepting.is_set():
+        return version, [[float(x) for x in computed[key][item.logprob_start:]] for key, item in zip(keys, items)]
 
   async def _admitted(self, items: list["_Item"]) -> str:
     """Waits while a weight update drains the engine; 503 when the server is full. Returns the
@@ -418,13 +453,15 @@ class GenerationServer:
     started = time.monotonic()
     body = await self._body(request)
     items, batch = self._requests(body)
-    version = await self._admitted(items)
-    input_logprobs = await self._input_logprobs(items, body)
+    version, input_logprobs = await self._input_logprobs(items, body)
     if body.get("stream"):
       return await self._stream(request, items, batch, body, version, started, input_logprobs)
+    tasks = [asyncio.ensure_future(self.engine.generate(item.request)) for item in items]
     try:
-      results = await asyncio.gather(*(self.engine.generate(item.request) for item in items))
-    except ValueError as e:  # a rid already in flight
+      results = await asyncio.gather(*tasks)
+    except ValueError as e:  # a rid already in flight: the batch's other items are stopped too
+      for task in tasks:
+        task.cancel()
       raise RequestError(str(e)) from None
     version = self._versions(version)
     answers = [self._answer(result, item, version, started, body, logprobs)

@@ -12,12 +12,12 @@ from rstar_jax.train.optim import TrainState, init_train_state, make_optimizer, 
 from rstar_jax.train.packing import PackedBatch, pack_trajectories
 from rstar_jax.train.rl import RLUpdater, RolloutGroups
 from rstar_jax.train.step import (Objective, grpo_objective, jit_logprobs, jit_train_step, make_logprob_fn,
-                                  make_train_step, sft_objective, token_logprobs)
+                                  make_train_step, sft_objective)
 
 __all__ = [
     "Checkpointer", "ConfigError", "GrpoTrainer", "MetricsWriter", "Objective", "PackedBatch", "RLUpdater",
     "RolloutGroups", "StepHarness", "TrainState", "checkpoint", "evaluate", "evaluate_policy", "grpo",
     "grpo_objective", "harness", "init_train_state", "jit_logprobs", "jit_train_step", "make_logprob_fn",
     "make_optimizer", "make_train_step", "metrics", "optim", "pack_trajectories", "packing", "pass_at_k",
-    "read_metrics", "reset_at_steps", "rl", "sft", "sft_objective", "step", "token_logprobs", "validate",
+    "read_metrics", "reset_at_steps", "rl", "sft", "sft_objective", "step", "validate",
 ]

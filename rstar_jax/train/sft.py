@@ -60,7 +60,7 @@ def _eval_fn(cfg: models.ModelConfig, mesh_rules, logits_chunk: int):
   """Held-out NLL sum and token count over the policy's tokens of a packed batch."""
   def evaluate(params, batch: packing.PackedBatch):
     def one(mb):
-      logp = step.token_logprobs(cfg, params, mb.input_ids, mb.targets, mb.positions, mb.segment_ids,
+      logp = models.token_logprobs(cfg, params, mb.input_ids, mb.targets, mb.positions, mb.segment_ids,
                                  mesh_rules, logits_chunk)
       return -(logp * mb.loss_mask).sum(), mb.loss_mask.sum()
     nll, count = jax.lax.map(one, batch)

@@ -30,41 +30,6 @@ from rstar_jax.train.packing import PackedBatch
 BATCH_AXES = ("batch", "length")
 
 
-def target_log_softmax(logits: jax.Array, targets: jax.Array) -> jax.Array:
-  """log_softmax(logits)[..., targets] fp32 [...], without a [..., V] log-softmax array.
-
-  With m = max_v z_v (a constant for differentiation): log p_y = (z_y - m) - log sum_v exp(z_v - m),
-  the same arithmetic as jax.nn.log_softmax followed by the gather, so the values agree bitwise.
-  The gradient z -> onehot(y) - softmax(z) then fuses into one elementwise pass; gathering from a
-  full log_softmax instead made XLA:CPU fuse the max and subtraction into the logits matmul, which
-  ran 2.3x slower than the matmul alone (1.8 s vs 0.78 s on the CPU train-step benchmark).
-  """
-  shift = jax.lax.stop_gradient(jnp.max(logits, axis=-1))
-  picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-  return (picked - shift) - jnp.log(jnp.sum(jnp.exp(logits - shift[..., None]), axis=-1))
-
-
-def token_logprobs(cfg: models.ModelConfig, params, input_ids, targets, positions, segment_ids,
-                   mesh_rules: MeshRules | None = None, logits_chunk: int = 0,
-                   temperature: float = 1.0) -> jax.Array:
-  """log softmax(z / temperature)[targets] fp32 [b, T] for one packed microbatch (traceable)."""
-  hidden = models.hidden_states(cfg, params, input_ids, positions, segment_ids, mesh_rules)
-  b, t = targets.shape
-
-  def logprobs(h, y):
-    logits = models.output_logits(cfg, params, h)
-    return target_log_softmax(logits if temperature == 1.0 else logits / temperature, y)
-
-  if not logits_chunk or logits_chunk >= t:  # keep the [b, T, V] logits for the backward pass
-    return logprobs(hidden, targets)
-  if t % logits_chunk:
-    raise ValueError(f"logits_chunk={logits_chunk} must divide the row length {t}")
-  h = hidden.reshape(b, t // logits_chunk, logits_chunk, -1).swapaxes(0, 1)
-  y = targets.reshape(b, t // logits_chunk, logits_chunk).swapaxes(0, 1)
-  chunk_logprobs = jax.checkpoint(logprobs)  # the backward pass recomputes each chunk's logits
-  return jax.lax.map(lambda hy: chunk_logprobs(*hy), (h, y)).swapaxes(0, 1).reshape(b, t)
-
-
 class Objective(NamedTuple):
   """A loss as masked sums: `sums(logp, mb)` -> (numerator, sums pytree); `add` combines two
   sums; `zeros()` is the empty sum; `finalize(sums)` -> (loss, metrics) divides once."""
@@ -147,7 +112,7 @@ def make_train_step(cfg: models.ModelConfig, objective: Objective, optimizer: op
                     mesh_rules: MeshRules | None = None, logits_chunk: int = 0, temperature: float = 1.0):
   """A pure `train_step(state, batch) -> (state, metrics)` (not jitted; see `jit_train_step`)."""
   def microbatch_sums(params, mb):
-    logp = token_logprobs(cfg, params, mb.input_ids, mb.targets, mb.positions, mb.segment_ids,
+    logp = models.token_logprobs(cfg, params, mb.input_ids, mb.targets, mb.positions, mb.segment_ids,
                           mesh_rules, logits_chunk, temperature)
     return objective.sums(logp, mb)
 
@@ -179,7 +144,7 @@ def make_logprob_fn(cfg: models.ModelConfig, mesh_rules: MeshRules | None = None
                     temperature: float = 1.0):
   """A pure `logprobs(params, batch) -> [M, b, T]` fp32 (the trainer's old log-probs, §11 row 19)."""
   def logprobs(params, batch: PackedBatch):
-    return jax.lax.map(lambda mb: token_logprobs(cfg, params, mb.input_ids, mb.targets, mb.positions,
+    return jax.lax.map(lambda mb: models.token_logprobs(cfg, params, mb.input_ids, mb.targets, mb.positions,
                                                  mb.segment_ids, mesh_rules, logits_chunk, temperature),
                        batch)
   return logprobs
