@@ -159,6 +159,20 @@ def test_a_changed_workdir_key_is_refused_before_anything_is_touched(smoke_run):
   assert (workdir / "config.json").read_text() == config_json
 
 
+def test_a_workdir_from_before_config_env_resumes_with_the_environment_it_ran(tmp_path):
+  """config.json of an older run: no `env`, the tool settings under rl. Its implied environment
+  (the released one, with those settings) is compared, so an equal config resumes."""
+  config = _smoke_config()
+  older = json.loads(config.to_json_best_effort())
+  env = older.pop("env")
+  older["rl"].update(max_parallel_calls=env["max_parallel_calls"], max_tool_response_chars=512)
+  (tmp_path / "config.json").write_text(json.dumps(older))
+  with pytest.raises(validate.ConfigError, match=r"changed: config.env.max_tool_response_chars=256 \(was 512\)"):
+    run_lib._check_workdir(config, str(tmp_path), ORIGIN)  # pylint: disable=protected-access
+  config.env.max_tool_response_chars = 512
+  run_lib._check_workdir(config, str(tmp_path), ORIGIN)  # pylint: disable=protected-access
+
+
 def _main(workdir):
   command = [sys.executable, "-m", "rstar_jax.main", "--config", "experiments/tiny.py:smoke",
              "--workdir", str(workdir), *OVERRIDES]

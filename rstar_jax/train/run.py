@@ -25,6 +25,7 @@ summary.json (the eval table per phase, the final metrics).
 String values in file specs may hold `{workdir}`, replaced by the run's directory.
 """
 import contextlib
+import dataclasses
 import json
 import os
 
@@ -55,6 +56,19 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
   return out
 
 
+def _with_implied_env(recorded: dict) -> dict:
+  """A config.json written before `config.env` existed ran the released tool environment
+  (rollout.ToolEnvironment's defaults) with rl.max_parallel_calls and rl.max_tool_response_chars
+  where they were set; that environment is filled in, so such a workdir resumes."""
+  if "env" in recorded:
+    return recorded
+  env = dataclasses.asdict(rollout.ToolEnvironment())
+  for key in ("max_parallel_calls", "max_tool_response_chars"):
+    if key in recorded.get("rl", {}):
+      env[key] = recorded["rl"][key]
+  return {**recorded, "env": env}
+
+
 def _check_workdir(config: ml_collections.ConfigDict, workdir: str, origin: str) -> None:
   """Records the config in workdir/config.json; a rerun may only change keys outside _WORKDIR_KEYS.
 
@@ -67,7 +81,7 @@ def _check_workdir(config: ml_collections.ConfigDict, workdir: str, origin: str)
     data.write_json_atomic(path, new)
     return
   with open(path, encoding="utf-8") as f:
-    old_flat, new_flat = _flatten(json.load(f)), _flatten(new)
+    old_flat, new_flat = _flatten(_with_implied_env(json.load(f))), _flatten(new)
   changed = sorted(k for k in set(old_flat) | set(new_flat) if old_flat.get(k) != new_flat.get(k))
   fixed = [k for k in changed if k not in _FREE_MODEL_KEYS
            and any(k == p or k.startswith(p + ".") for p in _WORKDIR_KEYS)]
