@@ -15,6 +15,7 @@ import pytest
 from rstar_jax import chat
 from rstar_jax import models
 from rstar_jax.rollout import local_servers
+from rstar_jax.rollout import server
 from rstar_jax.rollout import weight_sync
 from tests import tiny_models
 from tests.rollout_server_test import _call
@@ -172,3 +173,27 @@ def test_a_client_that_leaves_a_stream_has_its_request_aborted(served):
     time.sleep(0.05)
   assert _call(url, "/continue_generation", {})[0] == 200
   assert _greedy(url, tokenizer.encode(PROMPT_TEXT), 4)["meta_info"]["finish_reason"]["type"] == "length"
+
+
+def test_stream_text_is_decoded_incrementally_and_holds_back_an_incomplete_character(tmp_path):
+  """Byte-level BPE trained on ASCII: 'é' and '€' are 2 and 3 byte tokens. Each call's text is the
+  whole decode without its trailing incomplete character, built from the new ids only."""
+  tokenizer = chat.train_bpe_tokenizer(TEXTS, 300, tmp_path)
+  ids = tokenizer.encode("so é costs 5€ x")
+  decoded = []
+
+  class Counting:
+    def decode(self, part):
+      decoded.append(len(part))
+      return tokenizer.decode(part)
+
+  item = server._Item(None, (), False, -1)  # pylint: disable=protected-access
+  rendering = server._Rendering(Counting(), False, item, False, None)  # pylint: disable=protected-access
+  held = 0
+  for n in range(1, len(ids) + 1):
+    full = tokenizer.decode(ids[:n])
+    text = rendering.running_text(ids[:n])
+    assert text == full.rstrip("\ufffd")
+    held += full.endswith("\ufffd")
+  assert held >= 3  # 1 byte of 'é' and 2 of '€' out before the rest
+  assert max(decoded) <= 6 < len(ids)  # never the whole output: the last segment and the new ids

@@ -40,7 +40,8 @@ log-probs leave the device; one pass at a time, once per distinct prompt of a re
 weights the request then generates with (a weight update during the pass redoes it). With -1 (the
 default) the list is the last prompt token with a null log-prob.
 Streaming: one event per engine step that sampled tokens (events a slow reader missed are merged:
-the last answer so far is sent), the final answer, then `data: [DONE]`; an error after the stream
+the last answer so far is sent; each decodes only its new tokens, `_Rendering`), the final answer,
+then `data: [DONE]`; an error after the stream
 started is sent as `data: {"error": {"message": ...}}` before `[DONE]`; a client that goes away
 has its requests aborted.
 
@@ -195,6 +196,50 @@ class _Item:
   stops: tuple[str, ...]
   no_stop_trim: bool
   logprob_start: int
+
+
+class _Rendering:
+  """What an item's answers repeat from one stream event to the next, kept so that an event costs
+  what its new tokens cost, not the whole output: the text so far, decoded incrementally with
+  SGLang's detokenizer offsets (the ids since the last complete character, after the segment
+  before them as context; a trailing character whose bytes are not all out yet held back), the
+  text of each output token (with return_text_in_logprobs) and the input log-prob entries."""
+
+  def __init__(self, tokenizer: tokenization.Tokenizer | None, with_token_text: bool, item: _Item,
+               return_logprob: bool, input_logprobs: list | None):
+    """input_logprobs: the prompt's log-probs after logprob_start_len (None with -1: only the last
+    prompt token, with a null log-prob, is listed)."""
+    self._tokenizer, self._with_token_text = tokenizer, with_token_text
+    self._context = self._read = 0  # ids[_context:_read]: the last committed segment
+    self._text = ""
+    self._token_texts: list[str | None] = []
+    self.input_entries = None
+    if return_logprob:
+      prompt = [int(t) for t in item.request.input_ids]
+      start = len(prompt) - 1 if item.logprob_start == -1 else item.logprob_start
+      values = [None] + (input_logprobs or [])
+      self.input_entries = [[lp, t, self._token_text(t)] for lp, t in zip(values, prompt[start:])]
+
+  def _token_text(self, token: int) -> str | None:
+    return self._tokenizer.decode([token]) if self._with_token_text else None
+
+  def running_text(self, output_ids: list[int]) -> str:
+    """The text of `output_ids` (which extend the ids of every earlier call), its incomplete last
+    character held back."""
+    if len(output_ids) == self._read:
+      return self._text
+    before = self._tokenizer.decode(output_ids[self._context:self._read])
+    after = self._tokenizer.decode(output_ids[self._context:])
+    new = after[len(before):]
+    if new.endswith("\ufffd"):  # not committed: the next call decodes these ids again
+      return self._text + new.rstrip("\ufffd")
+    self._text += new
+    self._context, self._read = self._read, len(output_ids)
+    return self._text
+
+  def token_texts(self, output_ids: list[int]) -> list[str | None]:
+    self._token_texts += [self._token_text(t) for t in output_ids[len(self._token_texts):]]
+    return self._token_texts[:len(output_ids)]
 
 
 PROMPT_CHUNK = 512  # positions per attention and logits chunk of the input log-prob pass
@@ -380,6 +425,10 @@ class GenerationServer:
       batch = batch or n > 1
     return items, batch
 
+  def _rendering(self, item: "_Item", body: dict, input_logprobs: list | None) -> "_Rendering":
+    with_text = bool(body.get("return_text_in_logprobs")) and self._tokenizer is not None
+    return _Rendering(self._tokenizer, with_text, item, bool(body.get("return_logprob")), input_logprobs)
+
   def _text(self, item: "_Item", output_ids: list[int], finish_reason: dict | None) -> str:
     """The decoded output, a matched stop id or string cut off (SGLang; kept with no_stop_trim)."""
     stopped = finish_reason is not None and finish_reason.get("type") == "stop" and output_ids
@@ -391,7 +440,7 @@ class GenerationServer:
     return self._tokenizer.decode(output_ids[:-1])
 
   def _answer(self, result: jax_engine.GenerateResult, item: "_Item", version: str, started: float,
-              body: dict, input_logprobs: list | None) -> dict:
+              body: dict, rendering: "_Rendering") -> dict:
     """SGLang's answer for one result (or a snapshot of a running one, finish_reason None)."""
     output_ids = [int(t) for t in result.output_ids]
     meta = {"id": result.rid, "finish_reason": result.finish_reason, "prompt_tokens": result.prompt_tokens,
@@ -399,17 +448,12 @@ class GenerationServer:
             "weight_version": version, "e2e_latency": time.monotonic() - started}
     answer = {"output_ids": output_ids, "meta_info": meta}
     if self._tokenizer is not None:
-      answer["text"] = self._text(item, output_ids, result.finish_reason)
-      if result.finish_reason is None:  # a snapshot: a character whose bytes are not all out yet is held back
-        answer["text"] = answer["text"].rstrip("\ufffd")
+      answer["text"] = (rendering.running_text(output_ids) if result.finish_reason is None
+                        else self._text(item, output_ids, result.finish_reason))
     if body.get("return_logprob"):
-      with_text = body.get("return_text_in_logprobs") and self._tokenizer is not None
-      text = (lambda t: self._tokenizer.decode([t])) if with_text else (lambda t: None)
-      meta["output_token_logprobs"] = [[float(lp), t, text(t)] for lp, t in zip(result.output_logprobs, output_ids)]
-      prompt = [int(t) for t in item.request.input_ids]
-      start = len(prompt) - 1 if item.logprob_start == -1 else item.logprob_start
-      values = [None] + (input_logprobs or [])
-      meta["input_token_logprobs"] = [[lp, t, text(t)] for lp, t in zip(values, prompt[start:])]
+      meta["output_token_logprobs"] = [[float(lp), t, text] for lp, t, text in
+                                       zip(result.output_logprobs, output_ids, rendering.token_texts(output_ids))]
+      meta["input_token_logprobs"] = rendering.input_entries
     return answer
 
   async def _input_logprobs(self, items: list["_Item"], body: dict) -> tuple[str, list[list | None]]:
@@ -464,7 +508,7 @@ class GenerationServer:
         task.cancel()
       raise RequestError(str(e)) from None
     version = self._versions(version)
-    answers = [self._answer(result, item, version, started, body, logprobs)
+    answers = [self._answer(result, item, version, started, body, self._rendering(item, body, logprobs))
                for result, item, logprobs in zip(results, items, input_logprobs)]
     return _json(answers if batch else answers[0])
 
@@ -485,6 +529,7 @@ class GenerationServer:
         changed.set()
 
     tasks = [asyncio.create_task(run(i, item)) for i, item in enumerate(items)]
+    renderings = [self._rendering(item, body, logprobs) for item, logprobs in zip(items, input_logprobs)]
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     try:
       await response.prepare(request)
@@ -495,7 +540,7 @@ class GenerationServer:
         newest.clear()
         for index in sorted(sent):
           answer = self._answer(sent[index], items[index], self._versions(version), started, body,
-                                input_logprobs[index])
+                                renderings[index])
           if batch:
             answer["index"] = index
           await response.write(b"data: " + json.dumps(answer, separators=(",", ":")).encode() + b"\n\n")
