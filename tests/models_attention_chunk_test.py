@@ -37,7 +37,9 @@ def test_chunked_packed_rows_equal_one_block_in_value_and_gradient():
   chunked = jax.value_and_grad(_packed_loss, argnums=1)(cfg.replace(attention_chunk=5), params, ids, positions,
                                                         segments)
   np.testing.assert_allclose(chunked[0], one_block[0], rtol=1e-6)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), chunked[1], one_block[1])
+  # fp32 sums in another order: a gradient of ~1e-2 differed by 3.6e-7 on an AVX-512 CPU (a wrong
+  # mask or chunk boundary moves them by orders of magnitude more)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), chunked[1], one_block[1])
 
 
 def test_a_chunk_at_least_the_length_is_one_block_exactly():
