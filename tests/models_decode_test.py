@@ -129,3 +129,54 @@ def test_repeated_calls_of_equal_shape_compile_once():
   with compile_counter.count_compiles() as compiles:
     models.logits(CFG, params, tiny_models.random_ids((2, 7)))
   assert len(compiles) == 1  # the counter does see a new shape
+
+
+def test_split_layers_compute_what_the_stacked_parameters_compute():
+  params = _params(5)
+  split = models.split_layers(params)
+  assert isinstance(split["layers"], tuple) and len(split["layers"]) == CFG.num_layers
+  assert models.split_layers(split) is split
+  np.testing.assert_array_equal(split["layers"][1]["mlp"]["up_proj_kernel"], params["layers"]["mlp"]["up_proj_kernel"][1])
+  ids = tiny_models.random_ids((2, 9), seed=50)
+  np.testing.assert_allclose(models.logits(CFG, split, ids), models.logits(CFG, params, ids), atol=1e-6)
+  caches = [models.init_cache(CFG, 2, 16) for _ in range(2)]
+  for t, n in ((0, 6), (6, 1), (7, 2)):
+    outs = []
+    for i, p in enumerate((params, split)):
+      last, caches[i] = models.extend(CFG, p, caches[i], ids[:, t:t + n], np.array([n, n]))
+      outs.append(np.asarray(last))
+    np.testing.assert_allclose(outs[1], outs[0], atol=1e-6, err_msg=f"tokens {t}..{t + n}")
+  np.testing.assert_allclose(caches[1].k, caches[0].k, atol=1e-6)
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_a_packed_prefill_equals_the_padded_one(split):
+  """Rows of 11, 2, 0 and 6 new tokens after 0, 3, 0 and 5 cached ones, packed into one row of 24:
+  the same logits of every row's last token and the same keys/values at every written position."""
+  params = _params(6)
+  params = models.split_layers(params) if split else params
+  prefix = tiny_models.random_ids((4, 5), seed=60)
+  tokens = tiny_models.random_ids((4, 11), seed=61)
+  num_new, cached = np.array([11, 2, 0, 6], np.int32), np.array([0, 3, 0, 5], np.int32)
+  results = []
+  for packed_length in (None, 24):
+    cache = models.init_cache(CFG, 5, 20)
+    _, cache = models.extend(CFG, params, cache, prefix, cached, slots=np.array([4, 0, 1, 3]))
+    last, cache = models.extend(CFG, params, cache, tokens, num_new, slots=np.array([4, 0, 1, 3]),
+                                packed_length=packed_length)
+    results.append((np.asarray(last), cache))
+  (padded, padded_cache), (packed, packed_cache) = results
+  np.testing.assert_allclose(packed[num_new > 0], padded[num_new > 0], atol=1e-5)
+  np.testing.assert_array_equal(packed_cache.lengths, padded_cache.lengths)
+  np.testing.assert_array_equal(packed_cache.lengths, [5, 0, 0, 11, 11])
+  for slot, length in enumerate(np.asarray(packed_cache.lengths)):
+    for got, want in ((packed_cache.k, padded_cache.k), (packed_cache.v, padded_cache.v)):
+      np.testing.assert_allclose(got[:, slot, :, :length], want[:, slot, :, :length], atol=1e-5)
+  full = np.asarray(models.logits(CFG, params, np.concatenate([prefix[3, :5], tokens[3, :6]])[None]))[0]
+  np.testing.assert_allclose(packed[3], full[10], atol=1e-5)
+
+
+def test_a_packed_length_shorter_than_the_tokens_is_refused():
+  cache = models.init_cache(CFG, 2, 16)
+  with pytest.raises(ValueError, match=r"packed_length must be in \[7 \(the real tokens\), 8 \(b x T\)\]"):
+    models.extend(CFG, _params(), cache, np.zeros((2, 4), np.int32), np.array([4, 3]), packed_length=6)

@@ -247,7 +247,7 @@ def test_async_errors_reach_every_caller_and_the_engine_recovers(params):
     return await first
 
   assert asyncio.run(duplicate()).output_ids.tolist() == _reference_greedy(params, _prompts()[0], MAX_NEW)
-  engine.set_params({"broken": np.zeros(3)})
+  engine.set_params({**params, "embed_tokens": np.zeros(3)})  # fails inside the step
 
   async def all_fail():
     return await asyncio.gather(*(front.generate(r) for r in requests[:3]), return_exceptions=True)

@@ -5,7 +5,8 @@
   models.save_hf(cfg, params, path)
 """
 from rstar_jax.models.api import (extend, forward, hidden_states, init_params, logits, lower_extend, output_logits,
-                                  param_logical_axes, param_shapes, param_shardings, token_logprobs)
+                                  param_logical_axes, param_shapes, param_shardings, split_layers,
+                                  token_logprobs)
 from rstar_jax.models.config import (DTYPES, REMAT_POLICIES, ModelConfig, from_hf_dict, qwen, read_hf_config,
                                      to_hf_dict)
 from rstar_jax.models.hf_io import load_hf, save_hf
@@ -18,5 +19,5 @@ __all__ = [
     "from_hf_dict", "hidden_states", "init_cache", "init_params", "load_hf", "logits", "lower_extend", "make_mesh", "mesh_shape",
     "output_logits", "param_logical_axes", "param_shapes", "param_shardings", "qwen", "read_hf_config",
     "REMAT_POLICIES",
-    "reset_slots", "save_hf", "to_hf_dict", "token_logprobs",
+    "reset_slots", "save_hf", "split_layers", "to_hf_dict", "token_logprobs",
 ]

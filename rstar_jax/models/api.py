@@ -17,7 +17,7 @@ from flax import linen as nn
 
 from rstar_jax.models.config import ModelConfig
 from rstar_jax.models.kv_cache import KVCache
-from rstar_jax.models.qwen import AttentionContext, Decoder
+from rstar_jax.models.qwen import AttentionContext, Decoder, call_layerwise
 from rstar_jax.models.sharding import MeshRules, check_divisible, constrain
 
 
@@ -84,11 +84,47 @@ def _check_tokens(cfg: ModelConfig, input_ids, what: str) -> None:
       raise ValueError(f"{what} holds ids in [{low}, {high}], outside the vocabulary [0, {cfg.vocab_size})")
 
 
+def split_layers(params):
+  """The same parameters with "layers" a tuple of per-layer trees (layer l: the stacked arrays'
+  slice l, in the stacked array's sharding less its layer axis); already split ones unchanged.
+
+  Every entry point takes either form and computes the same function; split ones run the blocks
+  in a Python loop over their own arrays (`qwen.call_layerwise`), which the engine's cached
+  passes need for speed, at the price of a copy of the weights and a compiled program L times
+  larger. Training keeps the stacked form (the scan, remat)."""
+  if not isinstance(params, dict) or "layers" not in params:
+    raise ValueError(f"split_layers takes a parameter tree with 'layers', got {type(params).__name__} "
+                     f"{list(params) if isinstance(params, dict) else ''}")
+  if isinstance(params["layers"], tuple):
+    return params
+
+  num_layers = jax.tree.leaves(params["layers"])[0].shape[0]
+
+  def layer_slices(x):
+    sharding = getattr(x, "sharding", None)
+    if not isinstance(sharding, jax.sharding.NamedSharding):
+      return tuple(x[layer] for layer in range(num_layers))
+    sharding = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(*sharding.spec[1:]))
+    return tuple(jax.device_put(x[layer], sharding) for layer in range(num_layers))
+
+  slices = jax.tree.map(layer_slices, params["layers"])
+  layers = tuple(jax.tree.map(lambda per_layer, layer=layer: per_layer[layer], slices,
+                              is_leaf=lambda node: isinstance(node, tuple)) for layer in range(num_layers))
+  return {**params, "layers": layers}
+
+
+def _decoder(cfg, params, tokens, ctx, cache, mesh_rules):
+  """(final hidden states, cache) of the decoder on either parameter form (`split_layers`)."""
+  if isinstance(params["layers"], tuple):
+    return call_layerwise(cfg, params, tokens, ctx, cache, mesh_rules)
+  return Decoder(cfg, mesh_rules).apply({"params": params}, tokens, ctx, cache)
+
+
 @functools.partial(jax.jit, static_argnames=("cfg", "mesh_rules", "return_hidden"))
 def _forward(cfg, params, input_ids, positions, segment_ids, mesh_rules, return_hidden=False):
   model = Decoder(cfg, mesh_rules)
   input_ids = constrain(input_ids, ("batch", "length"), mesh_rules)
-  hidden, _ = model.apply({"params": params}, input_ids, _causal_ctx(input_ids, positions, segment_ids))
+  hidden, _ = _decoder(cfg, params, input_ids, _causal_ctx(input_ids, positions, segment_ids), None, mesh_rules)
   if return_hidden:
     return hidden
   return constrain(model.apply({"params": params}, hidden, method=Decoder.project),
@@ -161,7 +197,7 @@ def logits(cfg: ModelConfig, params, input_ids):
   return forward(cfg, params, input_ids)
 
 
-def _extend_body(cfg, params, cache, tokens, num_new, mesh_rules, attend_length):
+def _extend_body(cfg, params, cache, tokens, num_new, mesh_rules, attend_length, packed_length=None):
   b, t = tokens.shape
   start = cache.lengths
   positions = start[:, None] + jnp.arange(t, dtype=jnp.int32)[None, :]
@@ -169,23 +205,39 @@ def _extend_body(cfg, params, cache, tokens, num_new, mesh_rules, attend_length)
   key_pos = jnp.arange(attend_length or cache.max_length, dtype=jnp.int32)
   mask = (key_pos[None, None, :] <= positions[:, :, None]) & (key_pos[None, None, :] < new_lengths[:, None, None])
   rows = jnp.broadcast_to(jnp.arange(b, dtype=jnp.int32)[:, None], (b, t))
-  ctx = AttentionContext(positions, mask, (rows, positions))
-  model = Decoder(cfg.replace(scan_unroll=1), mesh_rules)  # cached passes loop (ModelConfig.scan_unroll)
-  hidden, (k, v) = model.apply({"params": params}, tokens, ctx, (cache.k, cache.v))
-  last = jnp.clip(num_new - 1, 0, t - 1)
-  last_hidden = jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]
+  if packed_length is None:
+    ctx = AttentionContext(positions, mask, (rows, positions))
+  else:  # the real tokens in row order, then padding (index b * t: written nowhere, read as 0)
+    real = (jnp.arange(t)[None, :] < num_new[:, None]).reshape(-1)
+    unpack = jnp.nonzero(real, size=packed_length, fill_value=b * t)[0].astype(jnp.int32)
+
+    def packed(x, fill):
+      return jnp.take(x.reshape(-1), unpack, mode="fill", fill_value=fill)[None]
+
+    ctx = AttentionContext(packed(positions, 0), mask, (packed(rows, 0), packed(positions, cache.max_length)),
+                           unpack)
+    tokens = packed(tokens, 0)
+  cfg = cfg.replace(scan_unroll=1)  # stacked parameters: cached passes loop (ModelConfig.scan_unroll)
+  model = Decoder(cfg, mesh_rules)
+  hidden, (k, v) = _decoder(cfg, params, tokens, ctx, (cache.k, cache.v), mesh_rules)
+  if packed_length is None:
+    last = jnp.clip(num_new - 1, 0, t - 1)
+    last_hidden = jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]
+  else:
+    last_hidden = hidden[0, jnp.clip(jnp.cumsum(num_new) - 1, 0, packed_length - 1)]
   out = model.apply({"params": params}, last_hidden, method=Decoder.project)
   return out, KVCache(k, v, new_lengths)
 
 
-_extend = jax.jit(_extend_body, static_argnames=("cfg", "mesh_rules", "attend_length"),
+_extend = jax.jit(_extend_body, static_argnames=("cfg", "mesh_rules", "attend_length", "packed_length"),
                   donate_argnames=("cache",))
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "mesh_rules", "attend_length"), donate_argnames=("cache",))
-def _extend_slots(cfg, params, cache, tokens, num_new, slots, mesh_rules, attend_length):
+@functools.partial(jax.jit, static_argnames=("cfg", "mesh_rules", "attend_length", "packed_length"),
+                   donate_argnames=("cache",))
+def _extend_slots(cfg, params, cache, tokens, num_new, slots, mesh_rules, attend_length, packed_length):
   sub = KVCache(cache.k[:, slots], cache.v[:, slots], cache.lengths[slots])
-  out, sub = _extend_body(cfg, params, sub, tokens, num_new, mesh_rules, attend_length)
+  out, sub = _extend_body(cfg, params, sub, tokens, num_new, mesh_rules, attend_length, packed_length)
   return out, KVCache(cache.k.at[:, slots].set(sub.k), cache.v.at[:, slots].set(sub.v),
                       cache.lengths.at[slots].set(sub.lengths))
 
@@ -198,7 +250,7 @@ def lower_extend(cfg: ModelConfig, params, cache: KVCache, tokens, num_new, mesh
 
 
 def extend(cfg: ModelConfig, params, cache: KVCache, tokens, num_new, mesh_rules: MeshRules | None = None,
-           slots=None, attend_length: int | None = None):
+           slots=None, attend_length: int | None = None, packed_length: int | None = None):
   """Appends tokens to cache slots; returns (logits fp32 [b, V] of each row's last new token, cache).
 
   tokens: int [b, T], right-padded; num_new: int32 [b], real tokens per row (0: slot unchanged,
@@ -209,8 +261,17 @@ def extend(cfg: ModelConfig, params, cache: KVCache, tokens, num_new, mesh_rules
   limits attention to the first positions of each slot: it must cover every row's new length
   (callers pass a power-of-two bucket of the longest live sequence, so short sequences do not
   pay for the allocated length). See kv_cache.py for the padding convention.
+  `packed_length` (static; one device only): the real tokens, at most that many, are computed
+  packed into one row of that length (AttentionContext.unpack), so rows of different lengths do
+  not pay for each other's padding in the projections and the MLP; the values equal the padded
+  call's up to fp32 rounding.
   """
   _check_tokens(cfg, tokens, "tokens")
+  if packed_length is not None:
+    real = int(np.sum(num_new))
+    if mesh_rules is not None or not real <= packed_length <= tokens.size:
+      raise ValueError(f"packed_length must be in [{real} (the real tokens), {tokens.size} (b x T)] and the call "
+                       f"on one device (mesh_rules None), got {packed_length} with mesh_rules {mesh_rules}")
   num_new = jnp.asarray(num_new, jnp.int32)
   if attend_length is not None and not 0 < attend_length <= cache.max_length:
     raise ValueError(f"attend_length must be in [1, {cache.max_length}], got {attend_length}")
@@ -219,11 +280,11 @@ def extend(cfg: ModelConfig, params, cache: KVCache, tokens, num_new, mesh_rules
   if slots is None:
     if tokens.shape[0] != cache.num_slots:
       raise ValueError(f"tokens has {tokens.shape[0]} rows but the cache has {cache.num_slots} slots")
-    return _extend(cfg, params, cache, tokens, num_new, mesh_rules, attend_length)
+    return _extend(cfg, params, cache, tokens, num_new, mesh_rules, attend_length, packed_length)
   slots = np.asarray(slots)
   if slots.shape != (tokens.shape[0],) or len(set(slots.tolist())) != slots.size or (
       slots.size and not 0 <= slots.min() <= slots.max() < cache.num_slots):
     raise ValueError(f"slots must be {tokens.shape[0]} distinct indices in [0, {cache.num_slots}), "
                      f"one per row of tokens, got {slots.tolist()}")
   return _extend_slots(cfg, params, cache, tokens, num_new, jnp.asarray(slots, jnp.int32), mesh_rules,
-                       attend_length)
+                       attend_length, packed_length)

@@ -33,10 +33,15 @@ class AttentionContext(NamedTuple):
       without a cache; with one, the leading S cache positions, S <= the cache length).
     write_index: with a cache, (rows, cols) int32 [B, T]: the slot and position each new token's
       key and value are written to; None without a cache.
+    unpack: None, or (packed tokens) int32 [N]: the tokens arrive packed as one row [1, N] (their
+      positions and write_index [1, N] too), token n being entry unpack[n] of the flattened
+      [B, T] = mask.shape[:2] layout attention runs in (B*T or more: a padding token, dropped).
+      The projections and the MLP then cost N rows instead of B*T.
   """
   positions: jax.Array
   mask: jax.Array
   write_index: tuple[jax.Array, jax.Array] | None = None
+  unpack: jax.Array | None = None
 
 
 def _param(module: nn.Module, name: str, init, shape, axes, cfg: ModelConfig):
@@ -172,7 +177,13 @@ class Attention(nn.Module):
     else:
       key, value = key.transpose(0, 2, 1, 3), value.transpose(0, 2, 1, 3)
 
-    if cache is None and 0 < cfg.attention_chunk < q.shape[1]:
+    if ctx.unpack is not None:  # packed [1, N] -> the [B, T] layout of the mask, and back after
+      rows, length = ctx.mask.shape[:2]
+      q = jnp.zeros((rows * length,) + q.shape[2:], q.dtype).at[ctx.unpack].set(q[0], mode="drop")
+      out = _attend(q.reshape((rows, length) + q.shape[1:]), key, value, ctx.mask)
+      out = jnp.take(out.reshape((rows * length,) + out.shape[2:]), ctx.unpack, axis=0, mode="fill",
+                     fill_value=0)[None]
+    elif cache is None and 0 < cfg.attention_chunk < q.shape[1]:
       out = _attend_causal_chunks(q, key, value, ctx.mask, cfg.attention_chunk)
     else:
       out = _attend(q, key, value, ctx.mask)
@@ -232,8 +243,9 @@ class Decoder(nn.Module):
   """Embedding, scanned blocks, final norm, output projection -> fp32 hidden states or logits.
 
   __call__(tokens [B, T], ctx, cache) returns (final hidden states [B, T, E], new cache), where
-  ctx is an AttentionContext and cache is None or (k, v) of shape [L, B, S_max, K, D]. `project`
-  maps hidden states to fp32 logits [..., V].
+  ctx is an AttentionContext and cache is None or (k, v) of shape [L, B, K, S_max, D]. `project`
+  maps hidden states to fp32 logits [..., V]. `call_layerwise` runs the same function on
+  parameters split by layer.
   """
   cfg: ModelConfig
   mesh_rules: MeshRules | None = None
@@ -256,13 +268,36 @@ class Decoder(nn.Module):
                                 (cfg.hidden_size, cfg.vocab_size), jnp.dtype(cfg.param_dtype))
 
   def __call__(self, tokens, ctx: AttentionContext, cache=None):
-    x = jnp.take(self.embed_tokens, tokens, axis=0).astype(jnp.dtype(self.cfg.dtype))
-    x = constrain(x, ("batch", "length", "embed"), self.mesh_rules)
-    (x, cache), _ = self.layers((x, cache), jnp.arange(self.cfg.num_layers, dtype=jnp.int32), ctx)
+    (x, cache), _ = self.layers((self.embed(tokens), cache), jnp.arange(self.cfg.num_layers, dtype=jnp.int32), ctx)
     return self.norm(x), cache
+
+  def embed(self, tokens):
+    """Token embeddings [B, T, E] in the compute dtype."""
+    x = jnp.take(self.embed_tokens, tokens, axis=0).astype(jnp.dtype(self.cfg.dtype))
+    return constrain(x, ("batch", "length", "embed"), self.mesh_rules)
+
+  def final_norm(self, x):
+    return self.norm(x)
 
   def project(self, hidden):
     dtype = jnp.dtype(self.cfg.dtype)
     if self.cfg.tie_word_embeddings:
       return _dense(hidden, self.embed_tokens.astype(dtype).T, preferred_element_type=jnp.float32)
     return _dense(hidden, self.lm_head.astype(dtype), preferred_element_type=jnp.float32)
+
+
+def call_layerwise(cfg: ModelConfig, params, tokens, ctx: AttentionContext, cache=None,
+                   mesh_rules: MeshRules | None = None):
+  """Decoder.__call__ for parameters whose "layers" is a tuple of per-layer trees (`models.split_layers`):
+  the blocks in a Python loop, each multiplying by its own weight arrays.
+
+  The scan instead slices each layer's weights out of the stacked arrays, and XLA:CPU copies
+  every slice before its matmul: in a decode step, where each weight is used for a few rows only,
+  the copies were ~5 ms of the 57.9M CPU benchmark model's 21 ms (cached passes, so no remat).
+  """
+  decoder = Decoder(cfg, mesh_rules)
+  x = decoder.apply({"params": params}, tokens, method=Decoder.embed)
+  block = Block(cfg, mesh_rules)
+  for layer, layer_params in enumerate(params["layers"]):
+    (x, cache), _ = block.apply({"params": layer_params}, (x, cache), layer, ctx)
+  return decoder.apply({"params": params}, x, method=Decoder.final_norm), cache

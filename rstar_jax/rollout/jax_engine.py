@@ -5,7 +5,10 @@
   result = await AsyncJaxEngine(engine).generate(request)   # concurrent callers share the batch
 
 Token ids go in and come out exactly (no text, no re-tokenization); `vocab_limit` (the tokenizer's
-size) keeps the ids a checkpoint pads its vocabulary with from being sampled. Each iteration:
+size) keeps the ids a checkpoint pads its vocabulary with from being sampled. The engine holds
+its weights split by layer (`models.split_layers`, a copy of the caller's): its passes then
+multiply by each layer's arrays in place instead of copying them out of the stacked ones. Each
+iteration:
   - requests wait in submission order; free slots take the next ones as `admission.plan` says:
     a freed slot keeps the keys/values of its last sequence, and a request whose ids start with
     them takes that slot and writes only the rest (prefix reuse: the next turn of a multi-turn
@@ -16,7 +19,9 @@ size) keeps the ids a checkpoint pads its vocabulary with from being sampled. Ea
     while any of them runs; `cached_tokens` counts the reused and copied ids;
   - slots with several pending tokens (a prompt, over several iterations when longer than
     `prefill_chunk`: chunked prefill) write up to `prefill_chunk` of them in one `models.extend`
-    over just those slots (rows and length padded to powers of two); then every decoding slot
+    over just those slots (rows and length padded to powers of two; on one device the real tokens
+    are packed into one row of a `length_bucket`, so a long prompt beside short tool outputs
+    costs their sum, not rows x the longest); then every decoding slot
     writes its last sampled token in one `models.extend` over all slots (T = 1);
   - a slot whose pending tokens are all written samples its next token (`sampling.sample_tokens`);
     a stop id or the length budget finishes the request and frees the slot for the next one.
@@ -176,7 +181,7 @@ class JaxEngine:
           f"({max_length} positions x {cfg.num_layers} layers x {cfg.num_kv_heads} kv heads x {cfg.head_dim} x 2 "
           f"(keys, values) x {jnp.dtype(cfg.dtype).itemsize} bytes) = {num_slots * self.kv_bytes_per_slot / 2**20:.1f} "
           f"MiB > kv_budget_bytes {kv_budget_bytes / 2**20:.1f} MiB: fewer slots or a shorter max_length")
-    self.cfg, self.params, self.mesh_rules = cfg, params, mesh_rules
+    self.cfg, self.params, self.mesh_rules = cfg, models.split_layers(params), mesh_rules
     self.vocab_limit = vocab_limit
     self.num_slots, self.max_length, self.prefill_chunk = num_slots, max_length, prefill_chunk
     self.eos_token_ids = frozenset(int(t) for t in eos_token_ids)
@@ -192,7 +197,7 @@ class JaxEngine:
   def set_params(self, params) -> None:
     """Swaps in new weights (same config and shardings) for the following steps; cached prefixes
     of the old weights are no longer reused."""
-    self.params = params
+    self.params = models.split_layers(params)
     self.flush_cache()
 
   @property
@@ -393,12 +398,20 @@ class JaxEngine:
       tokens, num_new = self._take(rows, prefill, width)
       prefill_logits, self.cache = models.extend(self.cfg, self.params, self.cache, tokens, num_new,
                                                  self.mesh_rules, slots=np.array(rows, np.int32),
-                                                 attend_length=self._attend_length(rows, num_new))
+                                                 attend_length=self._attend_length(rows, num_new),
+                                                 packed_length=self._packed_length(tokens.size, num_new))
       if logits is None:
         logits = jnp.zeros((self.num_slots, prefill_logits.shape[-1]), prefill_logits.dtype)
       logits = logits.at[jnp.asarray(prefill)].set(prefill_logits[:len(prefill)])
     ready = [b for b in prefill + decode if self._slots[b].running.pending.size == 0]
     return logits, ready
+
+  def _packed_length(self, padded: int, num_new: np.ndarray) -> int | None:
+    """The row a prefill's tokens are packed into (`models.extend`'s packed_length): their count
+    rounded up to a `length_bucket`, when that is shorter than the padded rows x width; None
+    (padded) otherwise and on a mesh."""
+    packed = length_bucket(int(num_new.sum()))
+    return packed if self.mesh_rules is None and packed < padded else None
 
   def _attend_length(self, rows: list[int], num_new: np.ndarray) -> int:
     """The attended positions of an extend call: the longest length after it among the rows that
