@@ -30,7 +30,8 @@ rl.row_length, L layers, E width, H/tp query heads and V/tp vocabulary on one de
 `tests/compile_check_test.py` compiles the recipe's train step at full shape and holds this
 estimate to the compiled memory (XLA's buffer assignment) within 20%.
 The rollout engine (train/grpo.py's in-process engine, the stage-3 filter and evaluations) holds
-the parameters and a KV cache of rl.num_slots slots x (max prompt + max response) positions,
+its own copy of the parameters (split by layer, models.split_layers), beside the trainer's, and a
+KV cache of rl.num_slots slots x (max prompt + max response) positions,
 kv_bytes_per_slot each, split over (data x fsdp) slots and tensor kv heads.
 """
 import dataclasses
