@@ -171,7 +171,8 @@ class StopStringCheck:
 
 def hf_weight_loader(cfg: models.ModelConfig, mesh_rules: models.MeshRules | None) -> Callable[[str], Any]:
   """`load(path) -> params`: a Hugging Face checkpoint directory of the same architecture as
-  `cfg`, in cfg's dtypes and the engine's shardings; ValueError naming what differs."""
+  `cfg`, in cfg's dtypes and the engine's shardings, split by layer as the engine holds them
+  (so the split runs in the loading thread too); ValueError naming what differs."""
   def load(path: str):
     try:
       loaded, params = models.load_hf(path, dtype=cfg.param_dtype, compute_dtype=cfg.dtype,
@@ -184,7 +185,7 @@ def hf_weight_loader(cfg: models.ModelConfig, mesh_rules: models.MeshRules | Non
               if getattr(loaded, f) != getattr(cfg, f)]
     if differ:
       raise ValueError(f"the weights at {path!r} are another architecture: {', '.join(differ)}")
-    return params
+    return models.split_layers(params)
   return load
 
 
