@@ -81,7 +81,7 @@ def test_extending_chosen_slots_leaves_the_others_untouched():
   full = [np.asarray(models.logits(CFG, params, s[None]))[0] for s in seqs]
   cache = models.init_cache(CFG, 3, 16)
   _, cache = models.extend(CFG, params, cache, np.stack([s[:4] for s in seqs]), np.array([4, 4, 4]))
-  before = np.asarray(cache.k[:, 1])
+  before = [np.asarray(k[1]) for k in cache.k]
   # slots 2 and 0 (in that order) take a prefill chunk of 5 and 2 tokens; slot 1 is not computed
   chunk = np.zeros((2, 5), np.int32)
   chunk[0], chunk[1, :2] = seqs[2][4:9], seqs[0][4:6]
@@ -89,7 +89,7 @@ def test_extending_chosen_slots_leaves_the_others_untouched():
   np.testing.assert_allclose(last[0], full[2][8], atol=1e-5)
   np.testing.assert_allclose(last[1], full[0][5], atol=1e-5)
   np.testing.assert_array_equal(cache.lengths, [6, 4, 9])
-  np.testing.assert_array_equal(cache.k[:, 1], before)
+  np.testing.assert_array_equal([k[1] for k in cache.k], before)
   last, cache = models.extend(CFG, params, cache, np.array([[seqs[0][6]], [seqs[1][4]], [seqs[2][9]]]),
                               np.ones(3, np.int32))
   for i, position in enumerate((6, 4, 9)):
@@ -146,7 +146,7 @@ def test_split_layers_compute_what_the_stacked_parameters_compute():
       last, caches[i] = models.extend(CFG, p, caches[i], ids[:, t:t + n], np.array([n, n]))
       outs.append(np.asarray(last))
     np.testing.assert_allclose(outs[1], outs[0], atol=1e-6, err_msg=f"tokens {t}..{t + n}")
-  np.testing.assert_allclose(caches[1].k, caches[0].k, atol=1e-6)
+  np.testing.assert_allclose(caches[1].k, caches[0].k, atol=1e-6)  # tuples of per-layer arrays
 
 
 @pytest.mark.parametrize("split", [False, True])
@@ -170,8 +170,8 @@ def test_a_packed_prefill_equals_the_padded_one(split):
   np.testing.assert_array_equal(packed_cache.lengths, padded_cache.lengths)
   np.testing.assert_array_equal(packed_cache.lengths, [5, 0, 0, 11, 11])
   for slot, length in enumerate(np.asarray(packed_cache.lengths)):
-    for got, want in ((packed_cache.k, padded_cache.k), (packed_cache.v, padded_cache.v)):
-      np.testing.assert_allclose(got[:, slot, :, :length], want[:, slot, :, :length], atol=1e-5)
+    for got, want in zip(packed_cache.k + packed_cache.v, padded_cache.k + padded_cache.v):
+      np.testing.assert_allclose(got[slot, :, :length], want[slot, :, :length], atol=1e-5)
   full = np.asarray(models.logits(CFG, params, np.concatenate([prefix[3, :5], tokens[3, :6]])[None]))[0]
   np.testing.assert_allclose(packed[3], full[10], atol=1e-5)
 

@@ -114,10 +114,11 @@ def split_layers(params):
 
 
 def _decoder(cfg, params, tokens, ctx, cache, mesh_rules):
-  """(final hidden states, cache) of the decoder on either parameter form (`split_layers`)."""
-  if isinstance(params["layers"], tuple):
+  """(final hidden states, cache) of the decoder on either parameter form (`split_layers`): the
+  layer scan for stacked parameters without a cache, else the layer loop."""
+  if cache is not None or isinstance(params["layers"], tuple):
     return call_layerwise(cfg, params, tokens, ctx, cache, mesh_rules)
-  return Decoder(cfg, mesh_rules).apply({"params": params}, tokens, ctx, cache)
+  return Decoder(cfg, mesh_rules).apply({"params": params}, tokens, ctx), None
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "mesh_rules", "return_hidden"))
@@ -217,7 +218,6 @@ def _extend_body(cfg, params, cache, tokens, num_new, mesh_rules, attend_length,
     ctx = AttentionContext(packed(positions, 0), mask, (packed(rows, 0), packed(positions, cache.max_length)),
                            unpack)
     tokens = packed(tokens, 0)
-  cfg = cfg.replace(scan_unroll=1)  # stacked parameters: cached passes loop (ModelConfig.scan_unroll)
   model = Decoder(cfg, mesh_rules)
   hidden, (k, v) = _decoder(cfg, params, tokens, ctx, (cache.k, cache.v), mesh_rules)
   if packed_length is None:
@@ -236,9 +236,10 @@ _extend = jax.jit(_extend_body, static_argnames=("cfg", "mesh_rules", "attend_le
 @functools.partial(jax.jit, static_argnames=("cfg", "mesh_rules", "attend_length", "packed_length"),
                    donate_argnames=("cache",))
 def _extend_slots(cfg, params, cache, tokens, num_new, slots, mesh_rules, attend_length, packed_length):
-  sub = KVCache(cache.k[:, slots], cache.v[:, slots], cache.lengths[slots])
+  sub = KVCache(tuple(k[slots] for k in cache.k), tuple(v[slots] for v in cache.v), cache.lengths[slots])
   out, sub = _extend_body(cfg, params, sub, tokens, num_new, mesh_rules, attend_length, packed_length)
-  return out, KVCache(cache.k.at[:, slots].set(sub.k), cache.v.at[:, slots].set(sub.v),
+  return out, KVCache(tuple(k.at[slots].set(new) for k, new in zip(cache.k, sub.k)),
+                      tuple(v.at[slots].set(new) for v, new in zip(cache.v, sub.v)),
                       cache.lengths.at[slots].set(sub.lengths))
 
 

@@ -54,8 +54,9 @@ class ModelConfig:
       dynamic slice of the stacked ones, which XLA:CPU copies out before its matmuls read them);
       >= num_layers: all unrolled, every slice static, so the weights are read in place (CPU,
       one core: the 57.9M benchmark's train step 5.3 -> 4.8 s, the tiny default's RL update
-      4.1 -> 3.6 s). Passes with a KV cache (the engine) always loop: unrolled, the tiny
-      default's engine ran 18% slower. Equal values up to float rounding (fusions differ).
+      4.1 -> 3.6 s). Passes with a KV cache (the engine) ignore it: they run the blocks in a
+      Python loop over each layer's cache arrays (`qwen.call_layerwise`), on weights split by
+      layer (`models.split_layers`). Equal values up to float rounding (fusions differ).
   """
   model_type: str
   vocab_size: int

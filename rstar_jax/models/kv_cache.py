@@ -1,7 +1,9 @@
 """A slot-based KV cache for incremental decoding and continuous batching.
 
 The cache holds B slots; slot b stores the keys and values of one sequence at positions
-0 .. lengths[b]-1 of its own row (k, v: [L, B, K, S, D], head-major, the layout attention reads). Each slot advances independently:
+0 .. lengths[b]-1 of its own row (k, v: one [B, K, S, D] array per layer, head-major, the layout
+attention reads; separate arrays, so each layer writes and reads its own in place: XLA:CPU copies
+a slice of a stacked [L, ...] array before a matmul reads it). Each slot advances independently:
 `models.extend` appends num_new[b] tokens to slot b (0 leaves it as it is), so prefill, one-token
 decode steps and multi-token tool outputs are the same operation, and a finished slot can be
 reset and refilled with a new request while the others keep decoding.
@@ -22,23 +24,24 @@ from flax import struct
 from rstar_jax.models.config import ModelConfig
 from rstar_jax.models.sharding import MeshRules
 
-CACHE_AXES = ("layers", "batch", "heads", "length", "kv")
+CACHE_AXES = ("batch", "heads", "length", "kv")  # of each layer's array
 
 
 @struct.dataclass
 class KVCache:
-  """k, v: [L, B, K, S, D]; lengths: int32 [B], the number of valid positions of each slot."""
-  k: jax.Array
-  v: jax.Array
+  """k, v: tuples of L arrays [B, K, S, D], one per layer; lengths: int32 [B], the number of valid
+  positions of each slot."""
+  k: tuple[jax.Array, ...]
+  v: tuple[jax.Array, ...]
   lengths: jax.Array
 
   @property
   def max_length(self) -> int:
-    return self.k.shape[3]
+    return self.k[0].shape[2]
 
   @property
   def num_slots(self) -> int:
-    return self.k.shape[1]
+    return self.k[0].shape[0]
 
 
 def init_cache(cfg: ModelConfig, num_slots: int, max_length: int, dtype=None,
@@ -46,15 +49,16 @@ def init_cache(cfg: ModelConfig, num_slots: int, max_length: int, dtype=None,
   """An empty cache of `num_slots` slots of `max_length` positions, in `dtype` (default: compute)."""
   if num_slots <= 0 or max_length <= 0:
     raise ValueError(f"num_slots and max_length must be positive, got {num_slots}, {max_length}")
-  shape = (cfg.num_layers, num_slots, cfg.num_kv_heads, max_length, cfg.head_dim)
+  shape = (num_slots, cfg.num_kv_heads, max_length, cfg.head_dim)
   dtype = jnp.dtype(dtype or cfg.dtype)
 
   def make():
-    return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((num_slots,), jnp.int32))
+    k, v = (tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers)) for _ in range(2))
+    return KVCache(k, v, jnp.zeros((num_slots,), jnp.int32))
 
   if mesh_rules is None:
     return make()
-  kv = mesh_rules.sharding(CACHE_AXES)
+  kv = (mesh_rules.sharding(CACHE_AXES),) * cfg.num_layers
   return jax.jit(make, out_shardings=KVCache(kv, kv, mesh_rules.sharding(("batch",))))()
 
 
@@ -86,8 +90,8 @@ def copy_prefixes(cache: KVCache, sources, targets, lengths) -> KVCache:
 
 @functools.partial(jax.jit, donate_argnums=0)
 def _copy_rows(cache: KVCache, sources, targets, lengths) -> KVCache:
-  return cache.replace(k=cache.k.at[:, targets].set(cache.k[:, sources]),
-                       v=cache.v.at[:, targets].set(cache.v[:, sources]),
+  return cache.replace(k=tuple(k.at[targets].set(k[sources]) for k in cache.k),
+                       v=tuple(v.at[targets].set(v[sources]) for v in cache.v),
                        lengths=cache.lengths.at[targets].set(lengths))
 
 

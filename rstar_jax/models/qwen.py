@@ -143,10 +143,9 @@ class Attention(nn.Module):
   mesh_rules: MeshRules | None = None
 
   @nn.compact
-  def __call__(self, x, ctx: AttentionContext, cache, layer):
-    """x [B, T, E] -> ([B, T, E], cache). cache: None or the whole (k, v), each [L, B, K, S_max, D];
-    this layer (`layer`, an int32 scalar) writes its new keys/values in place and attends to the
-    first S = ctx.mask.shape[-1] positions."""
+  def __call__(self, x, ctx: AttentionContext, cache):
+    """x [B, T, E] -> ([B, T, E], cache). cache: None or this layer's (k, v), each [B, K, S_max, D]:
+    the new keys/values are written in place and the first S = ctx.mask.shape[-1] positions attended."""
     cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
     e, h, k, d = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
 
@@ -169,11 +168,9 @@ class Attention(nn.Module):
     if cache is not None:  # write the T new keys/values at each sequence's next positions, in place
       rows, cols = ctx.write_index
       attended = ctx.mask.shape[-1]
-      # cache [L, B, K, S, D]: index (layer, rows, :, cols) selects [B, T, K, D], the new ones' shape
-      cache = tuple(c.at[layer, rows, :, cols].set(new.astype(c.dtype), mode="drop")
-                    for c, new in zip(cache, (key, value)))
-      key, value = (jax.lax.dynamic_index_in_dim(c, layer, 0, keepdims=False)[:, :, :attended].astype(dtype)
-                    for c in cache)
+      # cache [B, K, S, D]: index (rows, :, cols) selects [B, T, K, D], the new ones' shape
+      cache = tuple(c.at[rows, :, cols].set(new.astype(c.dtype), mode="drop") for c, new in zip(cache, (key, value)))
+      key, value = (c[:, :, :attended].astype(dtype) for c in cache)
     else:
       key, value = key.transpose(0, 2, 1, 3), value.transpose(0, 2, 1, 3)
 
@@ -213,17 +210,16 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-  """One pre-norm decoder block; scanned over layers. The carry is (residual stream, cache): the
-  whole cache rides in the carry, so each layer updates its slice in place (no per-layer copies
-  of the cache in and out of the scan)."""
+  """One pre-norm decoder block: carry (residual stream, this layer's cache or None) -> the same;
+  scanned over layers without a cache, looped with one (`call_layerwise`)."""
   cfg: ModelConfig
   mesh_rules: MeshRules | None = None
 
   @nn.compact
-  def __call__(self, carry, layer, ctx: AttentionContext):
+  def __call__(self, carry, ctx: AttentionContext):
     x, cache = carry
     attn_out, cache = Attention(self.cfg, self.mesh_rules, name="self_attn")(
-        RMSNorm(self.cfg, name="input_layernorm")(x), ctx, cache, layer)
+        RMSNorm(self.cfg, name="input_layernorm")(x), ctx, cache)
     x = x + attn_out
     x = x + Mlp(self.cfg, self.mesh_rules, name="mlp")(RMSNorm(self.cfg, name="post_attention_layernorm")(x))
     x = constrain(x, ("batch", "length", "embed"), self.mesh_rules)
@@ -242,10 +238,9 @@ _REMAT_POLICIES = {
 class Decoder(nn.Module):
   """Embedding, scanned blocks, final norm, output projection -> fp32 hidden states or logits.
 
-  __call__(tokens [B, T], ctx, cache) returns (final hidden states [B, T, E], new cache), where
-  ctx is an AttentionContext and cache is None or (k, v) of shape [L, B, K, S_max, D]. `project`
-  maps hidden states to fp32 logits [..., V]. `call_layerwise` runs the same function on
-  parameters split by layer.
+  __call__(tokens [B, T], ctx) returns the final hidden states [B, T, E] of a cache-free pass (ctx
+  an AttentionContext); `project` maps hidden states to fp32 logits [..., V]. `call_layerwise`
+  runs the same function with a KV cache, or on parameters split by layer.
   """
   cfg: ModelConfig
   mesh_rules: MeshRules | None = None
@@ -260,16 +255,16 @@ class Decoder(nn.Module):
       block = nn.remat(Block, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=False)
     self.layers = nn.scan(
         block, variable_axes={"params": 0}, split_rngs={"params": True},
-        in_axes=(0, nn.broadcast), length=cfg.num_layers, unroll=min(cfg.scan_unroll, cfg.num_layers),
+        in_axes=nn.broadcast, length=cfg.num_layers, unroll=min(cfg.scan_unroll, cfg.num_layers),
         metadata_params={nn.PARTITION_NAME: "layers"})(cfg, self.mesh_rules)
     self.norm = RMSNorm(cfg)
     if not cfg.tie_word_embeddings:
       self.lm_head = self.param("lm_head", nn.with_logical_partitioning(_normal, ("embed", "vocab")),
                                 (cfg.hidden_size, cfg.vocab_size), jnp.dtype(cfg.param_dtype))
 
-  def __call__(self, tokens, ctx: AttentionContext, cache=None):
-    (x, cache), _ = self.layers((self.embed(tokens), cache), jnp.arange(self.cfg.num_layers, dtype=jnp.int32), ctx)
-    return self.norm(x), cache
+  def __call__(self, tokens, ctx: AttentionContext):
+    (x, _), _ = self.layers((self.embed(tokens), None), ctx)
+    return self.norm(x)
 
   def embed(self, tokens):
     """Token embeddings [B, T, E] in the compute dtype."""
@@ -288,16 +283,26 @@ class Decoder(nn.Module):
 
 def call_layerwise(cfg: ModelConfig, params, tokens, ctx: AttentionContext, cache=None,
                    mesh_rules: MeshRules | None = None):
-  """Decoder.__call__ for parameters whose "layers" is a tuple of per-layer trees (`models.split_layers`):
-  the blocks in a Python loop, each multiplying by its own weight arrays.
+  """(final hidden states [B, T, E], cache): Decoder.__call__ with the blocks in a Python loop,
+  for a KV cache (None, or (k, v): tuples of each layer's [B, K, S_max, D] array) or for
+  parameters whose "layers" is a tuple of per-layer trees (`models.split_layers`).
 
-  The scan instead slices each layer's weights out of the stacked arrays, and XLA:CPU copies
-  every slice before its matmul: in a decode step, where each weight is used for a few rows only,
-  the copies were ~5 ms of the 57.9M CPU benchmark model's 21 ms (cached passes, so no remat).
+  Stacked parameters are sliced per layer here. Split ones are multiplied in place: XLA:CPU copies
+  every slice of a stacked array before a matmul reads it, which in a decode step, where each
+  weight serves a few rows only, cost ~5 ms of the 57.9M CPU benchmark model's 21 ms.
   """
+  layers = params["layers"]
+  if not isinstance(layers, tuple):
+    layers = tuple(jax.tree.map(lambda x, layer=layer: x[layer], layers) for layer in range(cfg.num_layers))
   decoder = Decoder(cfg, mesh_rules)
   x = decoder.apply({"params": params}, tokens, method=Decoder.embed)
   block = Block(cfg, mesh_rules)
-  for layer, layer_params in enumerate(params["layers"]):
-    (x, cache), _ = block.apply({"params": layer_params}, (x, cache), layer, ctx)
-  return decoder.apply({"params": params}, x, method=Decoder.final_norm), cache
+  new_cache = ([], [])
+  for layer, layer_params in enumerate(layers):
+    layer_cache = None if cache is None else (cache[0][layer], cache[1][layer])
+    (x, layer_cache), _ = block.apply({"params": layer_params}, (x, layer_cache), ctx)
+    if cache is not None:
+      new_cache[0].append(layer_cache[0])
+      new_cache[1].append(layer_cache[1])
+  hidden = decoder.apply({"params": params}, x, method=Decoder.final_norm)
+  return hidden, None if cache is None else (tuple(new_cache[0]), tuple(new_cache[1]))

@@ -136,6 +136,10 @@ class _Slot:
 
 # Shorter shared prefixes are not worth a copy and the wait for their source.
 MIN_SHARED_PREFIX = 32
+# Attention over a bucket shorter than the cache first copies each layer's [B, K, bucket, D] slice
+# (XLA:CPU slices are copies), then reads it; over the whole cache it reads the arrays in place.
+# So a call attends the whole cache once its bucket is at least 1/WHOLE_CACHE_FRACTION of it.
+WHOLE_CACHE_FRACTION = 3
 
 
 def kv_bytes_per_slot(cfg: models.ModelConfig, max_length: int) -> int:
@@ -420,7 +424,8 @@ class JaxEngine:
     for b, n in zip(rows, num_new):
       self._slots[b].length += int(n)
     longest = max(self._slots[b].length for b, n in zip(rows, num_new) if n > 0)
-    return min(length_bucket(longest), self.max_length)
+    bucket = length_bucket(longest)
+    return self.max_length if bucket * WHOLE_CACHE_FRACTION >= self.max_length else bucket
 
   def _sample(self, logits, ready: list[int]) -> list[GenerateResult]:
     """Samples the next token of each ready slot; finishes requests at a stop id or their budget."""

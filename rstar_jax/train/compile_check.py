@@ -58,8 +58,8 @@ def compile_extend(cfg: models.ModelConfig, mesh_rules: models.MeshRules, num_sl
                    chunk: int) -> jax.stages.Compiled:
   """models.extend over all `num_slots` slots of a `max_length` cache with a `chunk`-token step
   (1: a decode step), attending over the whole length."""
-  kv = jax.ShapeDtypeStruct((cfg.num_layers, num_slots, cfg.num_kv_heads, max_length, cfg.head_dim),
-                            jnp.dtype(cfg.dtype), sharding=mesh_rules.sharding(CACHE_AXES))
+  kv = (jax.ShapeDtypeStruct((num_slots, cfg.num_kv_heads, max_length, cfg.head_dim), jnp.dtype(cfg.dtype),
+                             sharding=mesh_rules.sharding(CACHE_AXES)),) * cfg.num_layers
   batch = mesh_rules.sharding(("batch",))
   cache = KVCache(kv, kv, jax.ShapeDtypeStruct((num_slots,), jnp.int32, sharding=batch))
   tokens = jax.ShapeDtypeStruct((num_slots, chunk), jnp.int32, sharding=mesh_rules.sharding(("batch", "length")))
