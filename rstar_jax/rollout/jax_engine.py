@@ -26,7 +26,8 @@ iteration:
   - a slot whose pending tokens are all written samples its next token (`sampling.sample_tokens`);
     a stop id or the length budget finishes the request and frees the slot for the next one.
 Prefill and decode share iterations, so a long prompt stalls the decoding slots by at most one
-chunk, and a prefill costs only its own rows.
+chunk, and a prefill costs only its own rows. Each call attends over a bucket of the longest live
+length, or over the whole cache when that is cheaper (`WHOLE_CACHE_FRACTION`).
 `AsyncJaxEngine` runs the iterations in a worker thread for the callers of one asyncio loop: a
 request submitted while a step runs joins at the next step (continuous batching), and the loop
 keeps serving other work (tool calls, HTTP) meanwhile.
@@ -419,8 +420,8 @@ class JaxEngine:
 
   def _attend_length(self, rows: list[int], num_new: np.ndarray) -> int:
     """The attended positions of an extend call: the longest length after it among the rows that
-    write (idle rows' outputs are not used) rounded up to a bucket (`length_bucket`), at most
-    max_length; updates the host copy of the lengths."""
+    write (idle rows' outputs are not used) rounded up to a bucket (`length_bucket`), or all of
+    max_length once the bucket is 1/WHOLE_CACHE_FRACTION of it; updates the host copy of the lengths."""
     for b, n in zip(rows, num_new):
       self._slots[b].length += int(n)
     longest = max(self._slots[b].length for b, n in zip(rows, num_new) if n > 0)
