@@ -52,9 +52,11 @@ def _reference_greedy(params, prompt, max_new, stop_ids=()):
   return outputs
 
 
-@pytest.mark.parametrize("num_slots, prefill_chunk", [(2, 4), (8, 256), (1, 1)])
-def test_greedy_equals_step_by_step_full_forwards(params, num_slots, prefill_chunk):
-  engine = rollout.JaxEngine(CFG, params, num_slots=num_slots, max_length=64, eos_token_ids=(),
+# max_length 64: every call attends the whole cache; 512: a 128-position bucket, under a third of it
+@pytest.mark.parametrize("num_slots, prefill_chunk, max_length", [(2, 4, 64), (8, 256, 64), (1, 1, 64),
+                                                                  (8, 256, 512)])
+def test_greedy_equals_step_by_step_full_forwards(params, num_slots, prefill_chunk, max_length):
+  engine = rollout.JaxEngine(CFG, params, num_slots=num_slots, max_length=max_length, eos_token_ids=(),
                              prefill_chunk=prefill_chunk)
   results = engine.generate(_requests(temperature=0.0))
   for prompt, result in zip(_prompts(), results):
