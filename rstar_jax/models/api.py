@@ -89,9 +89,10 @@ def split_layers(params):
   slice l, in the stacked array's sharding less its layer axis); already split ones unchanged.
 
   Every entry point takes either form and computes the same function; split ones run the blocks
-  in a Python loop over their own arrays (`qwen.call_layerwise`), which the engine's cached
-  passes need for speed, at the price of a copy of the weights and a compiled program L times
-  larger. Training keeps the stacked form (the scan, remat)."""
+  in a Python loop over their own arrays (`qwen.call_layerwise`), multiplied in place, which the
+  engine's cached passes need for speed, at the price of a copy of the weights (and, in
+  cache-free passes, a program L times larger than the scan's). Training keeps the stacked form
+  (the scan, remat)."""
   if not isinstance(params, dict) or "layers" not in params:
     raise ValueError(f"split_layers takes a parameter tree with 'layers', got {type(params).__name__} "
                      f"{list(params) if isinstance(params, dict) else ''}")
