@@ -272,6 +272,7 @@ class Decoder(nn.Module):
     return constrain(x, ("batch", "length", "embed"), self.mesh_rules)
 
   def final_norm(self, x):
+    """The final RMSNorm of the hidden states (`call_layerwise` applies it after its loop)."""
     return self.norm(x)
 
   def project(self, hidden):
