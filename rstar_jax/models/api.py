@@ -17,7 +17,7 @@ from flax import linen as nn
 
 from rstar_jax.models.config import ModelConfig
 from rstar_jax.models.kv_cache import KVCache
-from rstar_jax.models.qwen import AttentionContext, Decoder, call_layerwise
+from rstar_jax.models.qwen import AttentionContext, Decoder, call_layerwise, layer_trees
 from rstar_jax.models.sharding import MeshRules, check_divisible, constrain
 
 
@@ -99,19 +99,15 @@ def split_layers(params):
   if isinstance(params["layers"], tuple):
     return params
 
-  num_layers = jax.tree.leaves(params["layers"])[0].shape[0]
-
-  def layer_slices(x):
+  def take(x, layer):
     sharding = getattr(x, "sharding", None)
     if not isinstance(sharding, jax.sharding.NamedSharding):
-      return tuple(x[layer] for layer in range(num_layers))
-    sharding = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(*sharding.spec[1:]))
-    return tuple(jax.device_put(x[layer], sharding) for layer in range(num_layers))
+      return x[layer]
+    return jax.device_put(x[layer], jax.sharding.NamedSharding(
+        sharding.mesh, jax.sharding.PartitionSpec(*sharding.spec[1:])))
 
-  slices = jax.tree.map(layer_slices, params["layers"])
-  layers = tuple(jax.tree.map(lambda per_layer, layer=layer: per_layer[layer], slices,
-                              is_leaf=lambda node: isinstance(node, tuple)) for layer in range(num_layers))
-  return {**params, "layers": layers}
+  num_layers = jax.tree.leaves(params["layers"])[0].shape[0]
+  return {**params, "layers": layer_trees(params["layers"], num_layers, take)}
 
 
 def _decoder(cfg, params, tokens, ctx, cache, mesh_rules):

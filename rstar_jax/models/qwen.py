@@ -294,16 +294,19 @@ def call_layerwise(cfg: ModelConfig, params, tokens, ctx: AttentionContext, cach
   """
   layers = params["layers"]
   if not isinstance(layers, tuple):
-    layers = tuple(jax.tree.map(lambda x, layer=layer: x[layer], layers) for layer in range(cfg.num_layers))
+    layers = layer_trees(layers, cfg.num_layers)
   decoder = Decoder(cfg, mesh_rules)
   x = decoder.apply({"params": params}, tokens, method=Decoder.embed)
   block = Block(cfg, mesh_rules)
-  new_cache = ([], [])
+  layer_caches = []
   for layer, layer_params in enumerate(layers):
     layer_cache = None if cache is None else (cache[0][layer], cache[1][layer])
     (x, layer_cache), _ = block.apply({"params": layer_params}, (x, layer_cache), ctx)
-    if cache is not None:
-      new_cache[0].append(layer_cache[0])
-      new_cache[1].append(layer_cache[1])
+    layer_caches.append(layer_cache)
   hidden = decoder.apply({"params": params}, x, method=Decoder.final_norm)
-  return hidden, None if cache is None else (tuple(new_cache[0]), tuple(new_cache[1]))
+  return hidden, None if cache is None else tuple(map(tuple, zip(*layer_caches)))
+
+
+def layer_trees(stacked, num_layers: int, take=lambda x, layer: x[layer]) -> tuple:
+  """The per-layer trees of stacked block parameters: tree l holds take(x, l) of every array x."""
+  return tuple(jax.tree.map(lambda x, layer=layer: take(x, layer), stacked) for layer in range(num_layers))
