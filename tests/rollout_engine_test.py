@@ -188,6 +188,29 @@ def test_sharded_engine_equals_one_device(params):
     assert a.output_ids.tolist() == b.output_ids.tolist()
 
 
+def test_a_decode_step_run_as_one_program_equals_the_model_call_then_sampling(params):
+  split = models.split_layers(params)
+
+  def prefilled_cache():
+    cache = models.init_cache(CFG, 4, 32)
+    prompts = np.stack([tiny_models.random_ids((6,), seed=s, vocab=96) for s in range(4)]).astype(np.int32)
+    return models.extend(CFG, split, cache, prompts, np.array([6, 4, 5, 6], np.int32))[1]
+
+  tokens, num_new = np.array([[5], [17], [40], [0]], np.int32), np.array([1, 1, 1, 0], np.int32)
+  # rows: greedy; temperature + top_p; temperature + top_k + min_p; idle
+  sampling_args = (3, np.array([1, 2, 3, 4], np.uint32), np.array([0, 2, 5, 0], np.int32),
+                   np.array([0.0, 0.8, 1.3, 0.0], np.float32), np.array([1.0, 0.9, 1.0, 1.0], np.float32),
+                   np.array([-1, -1, 5, -1], np.int32), np.array([0.0, 0.0, 0.05, 0.0], np.float32), 90)
+  logits, separate_cache = models.extend(CFG, split, prefilled_cache(), tokens, num_new, attend_length=16)
+  expected = rollout.sample_tokens(logits, *sampling_args, use_filters=True, all_greedy=False)
+  (sampled, logprobs), fused_cache = rollout.jax_engine._decode_and_sample(
+      CFG, split, prefilled_cache(), tokens, num_new, 16, sampling_args, None, use_filters=True, all_greedy=False)
+  np.testing.assert_array_equal(sampled, expected[0])
+  np.testing.assert_array_equal(logprobs, expected[1])
+  for fused, separate in zip(jax.tree.leaves(fused_cache), jax.tree.leaves(separate_cache)):
+    np.testing.assert_array_equal(fused, separate)
+
+
 def test_a_second_call_of_the_same_shapes_compiles_nothing(params):
   engine = rollout.JaxEngine(CFG, params, num_slots=2, max_length=64, eos_token_ids=(), prefill_chunk=8)
   engine.generate(_requests(temperature=0.7, top_p=0.9))
