@@ -101,3 +101,22 @@ def test_ids_past_the_vocab_limit_are_never_drawn_but_logprobs_cover_the_whole_v
     tokens = np.asarray(tokens)
     assert set(tokens.tolist()) == ({0, 1} if temperature else {0})
     np.testing.assert_allclose(logprobs, np.log(1 / (2 + 2 * np.exp(5.0))), rtol=1e-5)
+
+
+def test_first_argmax_equals_argmax_with_ties_infinities_and_nans():
+  rng = np.random.default_rng(0)
+  x = rng.integers(-3, 4, size=(64, 50)).astype(np.float32)  # many ties
+  x[1] = -np.inf
+  x[2, [7, 30]] = np.inf
+  x[3, [9, 20]] = np.nan
+  x[4, 0] = np.nan
+  np.testing.assert_array_equal(sampling.first_argmax(x), np.asarray(jax.numpy.argmax(x, axis=-1)))
+  assert sampling.first_argmax(x).dtype == np.int32
+
+
+def test_categorical_draws_what_jax_random_categorical_draws():
+  logits = np.random.default_rng(1).normal(size=(200, 300)).astype(np.float32)
+  logits[:, 250:] = -np.inf
+  keys = jax.random.split(jax.random.key(7), 200)
+  np.testing.assert_array_equal(jax.vmap(sampling.categorical)(keys, logits),
+                                jax.vmap(jax.random.categorical)(keys, logits))

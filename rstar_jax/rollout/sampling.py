@@ -80,6 +80,21 @@ def _is_int(value) -> bool:
   return isinstance(value, int) and not isinstance(value, bool)
 
 
+def first_argmax(x):
+  """int32 [...]: `jnp.argmax(x, axis=-1)` (the first maximum; the first NaN where there is one) as
+  a max and a min over the last axis. XLA:CPU runs argmax's two-operand reduce as scalar code
+  (~0.6 ms over [8, 32000], 5% of a small model's decode step); these two vectorize."""
+  top = jnp.max(x, axis=-1, keepdims=True)
+  hit = (x == top) | jnp.isnan(x)
+  return jnp.min(jnp.where(hit, jnp.arange(x.shape[-1], dtype=jnp.int32), x.shape[-1]), axis=-1)
+
+
+def categorical(key, logits):
+  """`jax.random.categorical(key, logits)` for one row [V]: the same Gumbel draw, its maximum
+  taken by `first_argmax`."""
+  return first_argmax(jax.random.gumbel(key, logits.shape, logits.dtype) + logits)
+
+
 def _filter_mask(scaled_logits, top_k, top_p, min_p):
   """bool [B, V]: the tokens that pass top_k, top_p and min_p (module docstring)."""
   order = jnp.argsort(-scaled_logits, axis=-1)
@@ -117,13 +132,13 @@ def sample_tokens(logits, seed, sample_seeds, steps, temperature, top_p, top_k, 
   logprobs = jax.nn.log_softmax(scaled, axis=-1)
   if vocab_limit is not None:
     scaled = jnp.where(jnp.arange(scaled.shape[-1]) < vocab_limit, scaled, -jnp.inf)
-  tokens = jnp.argmax(scaled, axis=-1).astype(jnp.int32)
+  tokens = first_argmax(scaled)
   if not all_greedy:
     candidates = scaled
     if use_filters:
       candidates = jnp.where(_filter_mask(scaled, top_k, top_p, min_p), scaled, -jnp.inf)
     base = jax.random.key(seed)
     keys = jax.vmap(lambda s, t: jax.random.fold_in(jax.random.fold_in(base, s), t))(sample_seeds, steps)
-    sampled = jax.vmap(jax.random.categorical)(keys, candidates)
+    sampled = jax.vmap(categorical)(keys, candidates)
     tokens = jnp.where(greedy, tokens, sampled).astype(jnp.int32)
   return tokens, jnp.take_along_axis(logprobs, tokens[:, None], axis=-1)[:, 0]
