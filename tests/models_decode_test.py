@@ -170,7 +170,9 @@ def test_a_packed_prefill_equals_the_padded_one(split):
   np.testing.assert_array_equal(packed_cache.lengths, padded_cache.lengths)
   np.testing.assert_array_equal(packed_cache.lengths, [5, 0, 0, 11, 11])
   for slot, length in enumerate(np.asarray(packed_cache.lengths)):
-    for got, want in zip(packed_cache.k + packed_cache.v, padded_cache.k + padded_cache.v):
+    for got, want in zip(packed_cache.k, padded_cache.k):  # keys [B, K, D, S]
+      np.testing.assert_allclose(got[slot, ..., :length], want[slot, ..., :length], atol=1e-5)
+    for got, want in zip(packed_cache.v, padded_cache.v):  # values [B, K, S, D]
       np.testing.assert_allclose(got[slot, :, :length], want[slot, :, :length], atol=1e-5)
   full = np.asarray(models.logits(CFG, params, np.concatenate([prefix[3, :5], tokens[3, :6]])[None]))[0]
   np.testing.assert_allclose(packed[3], full[10], atol=1e-5)

@@ -345,10 +345,11 @@ def test_copy_prefixes_checks_its_arguments(params):
   cache = models.init_cache(CFG, 4, 16)
   with pytest.raises(ValueError, match="distinct targets that are not sources"):
     models.copy_prefixes(cache, [0, 1], [1, 2], [3, 3])
-  size = 4 * CFG.num_kv_heads * 16 * CFG.head_dim
-  copied = models.copy_prefixes(models.init_cache(CFG, 4, 16).replace(k=tuple(
-      jax.numpy.arange(layer * size, (layer + 1) * size, dtype=jax.numpy.float32).reshape(
-          4, CFG.num_kv_heads, 16, CFG.head_dim) for layer in range(CFG.num_layers))), [2], [0], [5])
+  empty = models.init_cache(CFG, 4, 16)
+  size = empty.k[0].size
+  copied = models.copy_prefixes(empty.replace(k=tuple(
+      jax.numpy.arange(layer * size, (layer + 1) * size, dtype=jax.numpy.float32).reshape(empty.k[0].shape)
+      for layer in range(CFG.num_layers))), [2], [0], [5])
   for k in copied.k:
     np.testing.assert_array_equal(k[0], k[2])
     assert not np.array_equal(k[1], k[2])

@@ -1,9 +1,12 @@
 """A slot-based KV cache for incremental decoding and continuous batching.
 
 The cache holds B slots; slot b stores the keys and values of one sequence at positions
-0 .. lengths[b]-1 of its own row (k, v: one [B, K, S, D] array per layer, head-major, the layout
-attention reads; separate arrays, so each layer writes and reads its own in place: XLA:CPU copies
-a slice of a stacked [L, ...] array before a matmul reads it). Each slot advances independently:
+0 .. lengths[b]-1 of its own row: one keys array [B, K, D, S] and one values array [B, K, S, D]
+per layer, head-major. Keys keep positions last, so the scores q k^T read them as a row-major
+[D, S] operand: stored [S, D], XLA:CPU's matmul repacked each slot's keys on every call, a copy
+as costly as the product itself when a decode step has one query per slot (the tiny default's
+decode step: ~21 -> ~13 ms). Separate arrays per layer, so each layer writes and reads its own in place (XLA:CPU copies a
+slice of a stacked [L, ...] array before a matmul reads it). Each slot advances independently:
 `models.extend` appends num_new[b] tokens to slot b (0 leaves it as it is), so prefill, one-token
 decode steps and multi-token tool outputs are the same operation, and a finished slot can be
 reset and refilled with a new request while the others keep decoding.
@@ -24,20 +27,27 @@ from flax import struct
 from rstar_jax.models.config import ModelConfig
 from rstar_jax.models.sharding import MeshRules
 
-CACHE_AXES = ("batch", "heads", "length", "kv")  # of each layer's array
+KEY_AXES = ("batch", "heads", "kv", "length")  # of each layer's keys array
+VALUE_AXES = ("batch", "heads", "length", "kv")  # of each layer's values array
+
+
+def layer_shapes(cfg: ModelConfig, num_slots: int, max_length: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+  """(keys, values) shapes of one layer's arrays: [B, K, D, S] and [B, K, S, D]."""
+  return ((num_slots, cfg.num_kv_heads, cfg.head_dim, max_length),
+          (num_slots, cfg.num_kv_heads, max_length, cfg.head_dim))
 
 
 @struct.dataclass
 class KVCache:
-  """k, v: tuples of L arrays [B, K, S, D], one per layer; lengths: int32 [B], the number of valid
-  positions of each slot."""
+  """k, v: tuples of L arrays, one per layer, keys [B, K, D, S] and values [B, K, S, D]; lengths:
+  int32 [B], the number of valid positions of each slot."""
   k: tuple[jax.Array, ...]
   v: tuple[jax.Array, ...]
   lengths: jax.Array
 
   @property
   def max_length(self) -> int:
-    return self.k[0].shape[2]
+    return self.v[0].shape[2]
 
   @property
   def num_slots(self) -> int:
@@ -49,17 +59,17 @@ def init_cache(cfg: ModelConfig, num_slots: int, max_length: int, dtype=None,
   """An empty cache of `num_slots` slots of `max_length` positions, in `dtype` (default: compute)."""
   if num_slots <= 0 or max_length <= 0:
     raise ValueError(f"num_slots and max_length must be positive, got {num_slots}, {max_length}")
-  shape = (num_slots, cfg.num_kv_heads, max_length, cfg.head_dim)
+  shapes = layer_shapes(cfg, num_slots, max_length)
   dtype = jnp.dtype(dtype or cfg.dtype)
 
   def make():
-    k, v = (tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers)) for _ in range(2))
+    k, v = (tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers)) for shape in shapes)
     return KVCache(k, v, jnp.zeros((num_slots,), jnp.int32))
 
   if mesh_rules is None:
     return make()
-  kv = (mesh_rules.sharding(CACHE_AXES),) * cfg.num_layers
-  return jax.jit(make, out_shardings=KVCache(kv, kv, mesh_rules.sharding(("batch",))))()
+  k, v = ((mesh_rules.sharding(axes),) * cfg.num_layers for axes in (KEY_AXES, VALUE_AXES))
+  return jax.jit(make, out_shardings=KVCache(k, v, mesh_rules.sharding(("batch",))))()
 
 
 def copy_prefixes(cache: KVCache, sources, targets, lengths) -> KVCache:

@@ -109,9 +109,9 @@ def _softmax_jvp(primals, tangents):
   return y, y * (dx - jnp.sum(y * dx, axis=-1, keepdims=True))
 
 
-def _attend(q: jax.Array, key: jax.Array, value: jax.Array, mask: jax.Array) -> jax.Array:
-  """softmax(q k^T / sqrt(D) + mask) v: q [B, T, H, D], key/value [B, K, S, D] (head-major, the
-  cache's layout), mask bool [B, T, S].
+def _attend(q: jax.Array, key: jax.Array, value: jax.Array, mask: jax.Array, keys_last: bool = False) -> jax.Array:
+  """softmax(q k^T / sqrt(D) + mask) v: q [B, T, H, D], key/value [B, K, S, D] (head-major), or
+  with `keys_last` key [B, K, D, S] (the cache's layout, kv_cache.py), mask bool [B, T, S].
 
   Head-major, with the G query heads of each kv head stacked into one [G*T, D] matrix, so both
   products are batched matmuls over (B, K) on row-major operands and the fp32 [B, K, G*T, S]
@@ -122,7 +122,8 @@ def _attend(q: jax.Array, key: jax.Array, value: jax.Array, mask: jax.Array) -> 
   b, t, h, d = q.shape
   k, g = key.shape[1], h // key.shape[1]
   q = q.reshape(b, t, k, g, d).transpose(0, 2, 3, 1, 4).reshape(b, k, g * t, d)
-  scores = jnp.einsum("bkmd,bksd->bkms", q, key, preferred_element_type=jnp.float32) * d ** -0.5
+  scores = jnp.einsum("bkmd,bkds->bkms" if keys_last else "bkmd,bksd->bkms", q, key,
+                      preferred_element_type=jnp.float32) * d ** -0.5
   mask = jnp.broadcast_to(mask[:, None], (b, g) + mask.shape[1:]).reshape(b, 1, g * t, -1)
   probs = _softmax(jnp.where(mask, scores, _NEG_INF)).astype(q.dtype)
   out = jnp.einsum("bkms,bksd->bkmd", probs, value)
@@ -144,8 +145,9 @@ class Attention(nn.Module):
 
   @nn.compact
   def __call__(self, x, ctx: AttentionContext, cache):
-    """x [B, T, E] -> ([B, T, E], cache). cache: None or this layer's (k, v), each [B, K, S_max, D]:
-    the new keys/values are written in place and the first S = ctx.mask.shape[-1] positions attended."""
+    """x [B, T, E] -> ([B, T, E], cache). cache: None or this layer's (k [B, K, D, S_max],
+    v [B, K, S_max, D]): the new keys/values are written in place and the first
+    S = ctx.mask.shape[-1] positions attended."""
     cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
     e, h, k, d = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
 
@@ -168,22 +170,26 @@ class Attention(nn.Module):
     if cache is not None:  # write the T new keys/values at each sequence's next positions, in place
       rows, cols = ctx.write_index
       attended = ctx.mask.shape[-1]
-      # cache [B, K, S, D]: index (rows, :, cols) selects [B, T, K, D], the new ones' shape
-      cache = tuple(c.at[rows, :, cols].set(new.astype(c.dtype), mode="drop") for c, new in zip(cache, (key, value)))
-      key, value = (c[:, :, :attended].astype(dtype) for c in cache)
+      # index (rows, :, :, cols) of keys [B, K, D, S] and (rows, :, cols) of values [B, K, S, D]
+      # select [B, T, K, D], the new ones' shape
+      cached_keys, cached_values = cache
+      cache = (cached_keys.at[rows, :, :, cols].set(key.astype(cached_keys.dtype), mode="drop"),
+               cached_values.at[rows, :, cols].set(value.astype(cached_values.dtype), mode="drop"))
+      key, value = cache[0][..., :attended].astype(dtype), cache[1][:, :, :attended].astype(dtype)
     else:
       key, value = key.transpose(0, 2, 1, 3), value.transpose(0, 2, 1, 3)
+    keys_last = cache is not None
 
     if ctx.unpack is not None:  # packed [1, N] -> the [B, T] layout of the mask, and back after
       rows, length = ctx.mask.shape[:2]
       q = jnp.zeros((rows * length,) + q.shape[2:], q.dtype).at[ctx.unpack].set(q[0], mode="drop")
-      out = _attend(q.reshape((rows, length) + q.shape[1:]), key, value, ctx.mask)
+      out = _attend(q.reshape((rows, length) + q.shape[1:]), key, value, ctx.mask, keys_last)
       out = jnp.take(out.reshape((rows * length,) + out.shape[2:]), ctx.unpack, axis=0, mode="fill",
                      fill_value=0)[None]
     elif cache is None and 0 < cfg.attention_chunk < q.shape[1]:
       out = _attend_causal_chunks(q, key, value, ctx.mask, cfg.attention_chunk)
     else:
-      out = _attend(q, key, value, ctx.mask)
+      out = _attend(q, key, value, ctx.mask, keys_last)
     out = checkpoint_name(out, "attention_out")
     o_kernel = _param(self, "o_proj_kernel", _normal, (h, d, e), ("heads", "kv", "embed"), cfg)
     y = _dense(out, o_kernel.astype(dtype), contract=2)
@@ -285,8 +291,9 @@ class Decoder(nn.Module):
 def call_layerwise(cfg: ModelConfig, params, tokens, ctx: AttentionContext, cache=None,
                    mesh_rules: MeshRules | None = None):
   """(final hidden states [B, T, E], cache): Decoder.__call__ with the blocks in a Python loop,
-  for a KV cache (None, or (k, v): tuples of each layer's [B, K, S_max, D] array) or for
-  parameters whose "layers" is a tuple of per-layer trees (`models.split_layers`).
+  for a KV cache (None, or (k, v): tuples of each layer's keys [B, K, D, S_max] and values
+  [B, K, S_max, D]) or for parameters whose "layers" is a tuple of per-layer trees
+  (`models.split_layers`).
 
   Stacked parameters are sliced per layer here. Split ones are multiplied in place: XLA:CPU copies
   every slice of a stacked array before a matmul reads it, which in a decode step, where each

@@ -140,9 +140,7 @@ class _Slot:
 
 # Shorter shared prefixes are not worth a copy and the wait for their source.
 MIN_SHARED_PREFIX = 32
-
-
-# Attention over a bucket shorter than the cache first copies each layer's [B, K, bucket, D] slice
+# Attention over a bucket shorter than the cache first copies each layer's bucket of keys and values
 # (XLA:CPU slices are copies), then reads it; over the whole cache it reads the arrays in place.
 # So a call attends the whole cache once its bucket is at least 1/WHOLE_CACHE_FRACTION of it.
 WHOLE_CACHE_FRACTION = 3

@@ -12,7 +12,7 @@ import ml_collections
 from jax.sharding import NamedSharding, PartitionSpec
 
 from rstar_jax import models
-from rstar_jax.models.kv_cache import CACHE_AXES, KVCache
+from rstar_jax.models.kv_cache import KEY_AXES, VALUE_AXES, KVCache, layer_shapes
 from rstar_jax.train import optim, step
 from rstar_jax.train.packing import PackedBatch
 
@@ -58,10 +58,10 @@ def compile_extend(cfg: models.ModelConfig, mesh_rules: models.MeshRules, num_sl
                    chunk: int) -> jax.stages.Compiled:
   """models.extend over all `num_slots` slots of a `max_length` cache with a `chunk`-token step
   (1: a decode step), attending over the whole length."""
-  kv = (jax.ShapeDtypeStruct((num_slots, cfg.num_kv_heads, max_length, cfg.head_dim), jnp.dtype(cfg.dtype),
-                             sharding=mesh_rules.sharding(CACHE_AXES)),) * cfg.num_layers
+  k, v = ((jax.ShapeDtypeStruct(shape, jnp.dtype(cfg.dtype), sharding=mesh_rules.sharding(axes)),) * cfg.num_layers
+          for shape, axes in zip(layer_shapes(cfg, num_slots, max_length), (KEY_AXES, VALUE_AXES)))
   batch = mesh_rules.sharding(("batch",))
-  cache = KVCache(kv, kv, jax.ShapeDtypeStruct((num_slots,), jnp.int32, sharding=batch))
+  cache = KVCache(k, v, jax.ShapeDtypeStruct((num_slots,), jnp.int32, sharding=batch))
   tokens = jax.ShapeDtypeStruct((num_slots, chunk), jnp.int32, sharding=mesh_rules.sharding(("batch", "length")))
   num_new = jax.ShapeDtypeStruct((num_slots,), jnp.int32, sharding=batch)
   return models.lower_extend(cfg, abstract_params(cfg, mesh_rules), cache, tokens, num_new, mesh_rules).compile()

@@ -164,9 +164,10 @@ def train_memory(cfg: models.ModelConfig, mesh: AbstractMesh, rules, rows_per_mi
 def engine_memory(cfg: models.ModelConfig, mesh: AbstractMesh, rules, num_slots: int, max_length: int) -> dict:
   """Bytes per device of the in-process rollout engine: parameters and KV cache."""
   _, shard = parameter_elements(cfg, mesh, rules)
-  layer_shape = (num_slots, cfg.num_kv_heads, max_length, cfg.head_dim)
-  kv_shard = 2 * cfg.num_layers * _shard_elements(mesh, rules, layer_shape, models.kv_cache.CACHE_AXES,
-                                                  "the KV cache") * jnp.dtype(cfg.dtype).itemsize
+  shapes = models.kv_cache.layer_shapes(cfg, num_slots, max_length)
+  kv_shard = cfg.num_layers * jnp.dtype(cfg.dtype).itemsize * sum(
+      _shard_elements(mesh, rules, shape, axes, "the KV cache")
+      for shape, axes in zip(shapes, (models.kv_cache.KEY_AXES, models.kv_cache.VALUE_AXES)))
   return {"parameters": shard * jnp.dtype(cfg.param_dtype).itemsize, "kv_cache": kv_shard,
           "kv_bytes_per_slot": kv_bytes_per_slot(cfg, max_length)}
 
