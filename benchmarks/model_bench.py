@@ -103,9 +103,9 @@ def our_decode_on_random_cache(cfg: models.ModelConfig, params, batch: int, leng
                                num_steps: int) -> bench_util.Timed:
   """As `our_decode`, from a cache whose first `length` positions per slot hold random keys/values."""
   def setup():
-    shape = (batch, cfg.num_kv_heads, length + num_steps, cfg.head_dim)
+    shapes = models.kv_cache.layer_shapes(cfg, batch, length + num_steps)
     k, v = (tuple(jax.random.normal(jax.random.key(2 * layer + i), shape, jnp.dtype(cfg.dtype))
-                  for layer in range(cfg.num_layers)) for i in range(2))
+                  for layer in range(cfg.num_layers)) for i, shape in enumerate(shapes))
     cache = models.KVCache(k, v, jnp.full((batch,), length, jnp.int32))
     return jax.block_until_ready((jnp.zeros((batch, cfg.vocab_size)), cache))
   return bench_util.Timed(_our_decode_steps(cfg, params, num_steps), setup)
