@@ -29,6 +29,7 @@ from rstar_jax.models.sharding import MeshRules
 
 KEY_AXES = ("batch", "heads", "kv", "length")  # of each layer's keys array
 VALUE_AXES = ("batch", "heads", "length", "kv")  # of each layer's values array
+LAYER_AXES = (KEY_AXES, VALUE_AXES)  # in the order of layer_shapes
 
 
 def layer_shapes(cfg: ModelConfig, num_slots: int, max_length: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -68,7 +69,7 @@ def init_cache(cfg: ModelConfig, num_slots: int, max_length: int, dtype=None,
 
   if mesh_rules is None:
     return make()
-  k, v = ((mesh_rules.sharding(axes),) * cfg.num_layers for axes in (KEY_AXES, VALUE_AXES))
+  k, v = ((mesh_rules.sharding(axes),) * cfg.num_layers for axes in LAYER_AXES)
   return jax.jit(make, out_shardings=KVCache(k, v, mesh_rules.sharding(("batch",))))()
 
 

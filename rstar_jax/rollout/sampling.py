@@ -140,5 +140,5 @@ def sample_tokens(logits, seed, sample_seeds, steps, temperature, top_p, top_k, 
     base = jax.random.key(seed)
     keys = jax.vmap(lambda s, t: jax.random.fold_in(jax.random.fold_in(base, s), t))(sample_seeds, steps)
     sampled = jax.vmap(categorical)(keys, candidates)
-    tokens = jnp.where(greedy, tokens, sampled).astype(jnp.int32)
+    tokens = jnp.where(greedy, tokens, sampled)
   return tokens, jnp.take_along_axis(logprobs, tokens[:, None], axis=-1)[:, 0]

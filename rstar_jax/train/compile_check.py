@@ -12,7 +12,7 @@ import ml_collections
 from jax.sharding import NamedSharding, PartitionSpec
 
 from rstar_jax import models
-from rstar_jax.models.kv_cache import KEY_AXES, VALUE_AXES, KVCache, layer_shapes
+from rstar_jax.models.kv_cache import LAYER_AXES, KVCache, layer_shapes
 from rstar_jax.train import optim, step
 from rstar_jax.train.packing import PackedBatch
 
@@ -59,7 +59,7 @@ def compile_extend(cfg: models.ModelConfig, mesh_rules: models.MeshRules, num_sl
   """models.extend over all `num_slots` slots of a `max_length` cache with a `chunk`-token step
   (1: a decode step), attending over the whole length."""
   k, v = ((jax.ShapeDtypeStruct(shape, jnp.dtype(cfg.dtype), sharding=mesh_rules.sharding(axes)),) * cfg.num_layers
-          for shape, axes in zip(layer_shapes(cfg, num_slots, max_length), (KEY_AXES, VALUE_AXES)))
+          for shape, axes in zip(layer_shapes(cfg, num_slots, max_length), LAYER_AXES))
   batch = mesh_rules.sharding(("batch",))
   cache = KVCache(k, v, jax.ShapeDtypeStruct((num_slots,), jnp.int32, sharding=batch))
   tokens = jax.ShapeDtypeStruct((num_slots, chunk), jnp.int32, sharding=mesh_rules.sharding(("batch", "length")))

@@ -167,7 +167,7 @@ def engine_memory(cfg: models.ModelConfig, mesh: AbstractMesh, rules, num_slots:
   shapes = models.kv_cache.layer_shapes(cfg, num_slots, max_length)
   kv_shard = cfg.num_layers * jnp.dtype(cfg.dtype).itemsize * sum(
       _shard_elements(mesh, rules, shape, axes, "the KV cache")
-      for shape, axes in zip(shapes, (models.kv_cache.KEY_AXES, models.kv_cache.VALUE_AXES)))
+      for shape, axes in zip(shapes, models.kv_cache.LAYER_AXES))
   return {"parameters": shard * jnp.dtype(cfg.param_dtype).itemsize, "kv_cache": kv_shard,
           "kv_bytes_per_slot": kv_bytes_per_slot(cfg, max_length)}
 
