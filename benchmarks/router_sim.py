@@ -38,17 +38,17 @@ Policies, each keeping a rollout on its first server (its prefix is cached there
                    each calling its tool as soon as its turn ends, as all the policies below do;
   least_in_flight  each rollout to the server with the fewest rollouts in flight at dispatch
                    (SGLang router's load counter; all dispatch at the start);
-  kv_budget        ours with expected_response_tokens="budget": a rollout waits at the router
-                   until `choose_server` finds a server whose free tokens (capacity -
-                   reservations) fit prompt + its expected response (`rollout.ResponseEstimate`:
-                   here the budget), with fewer than QUEUE_FACTOR x `--max_running` turns in
-                   flight there (the Router's cap); reservations grow with the rollout and are
-                   lifted while it calls its tool;
-  kv_mean          ours as `rollout.Router` runs by default ("mean"): the same, expecting the mean
-                   response of the rollouts finished so far (the budget until one has): the
-                   first step of a stage, when the RL job's router has seen no rollout end;
-  kv_mean_warm     the same in a later step of the stage: the router's estimate already holds
-                   the step before's rollouts (drawn like this step's, from another seed).
+  paper_prototype  the paper's scheduler as its deleted prototype ran (PAPER.md §9.3): a rollout
+                   reserves prompt + budget on the server with the most unreserved tokens and
+                   keeps it until it ends; it waits at the router while none has room;
+  router           ours, `rollout.Router` with its defaults: a rollout waits at the router until
+                   `choose_server` finds a server where prompt + its expected response (the
+                   mean response of the rollouts finished so far, the budget until one has)
+                   fits the free tokens (capacity - used as last polled - footprints placed
+                   there since), with fewer than `--max_running` of its turns in flight and
+                   fewer than `--max_waiting` requests queued (as last polled + sent since); the
+                   servers are polled every `--poll_s`, and placement is retried at each poll
+                   and whenever a turn ends.
 Printed: step time (all rollouts done), generated tokens/s, server idle fraction before the end,
 KV overflows (retractions) and tokens recomputed after them; the ceiling no placement can pass
 (`throughput_ceiling`); then ratios of ours against each peer and the ceiling ("x" rows:
@@ -71,7 +71,7 @@ MIN_NEW_TOKEN_RATIO = 0.7 * 0.14    # x SGLANG_MIN_NEW_TOKEN_RATIO_FACTOR
 NEW_TOKEN_RATIO_DECAY = (INIT_NEW_TOKEN_RATIO - MIN_NEW_TOKEN_RATIO) / 600  # SGLANG_NEW_TOKEN_RATIO_DECAY_STEPS
 RETRACT_DECODE_STEPS = 20           # SGLANG_RETRACT_DECODE_STEPS
 MAX_PREFILL_TOKENS = 16384          # --max-prefill-tokens
-PREVIOUS_STEP_SEED = 1_000_000      # kv_mean_warm: the step before is drawn from seed + this
+POLICIES = ("static_sync", "round_robin", "least_in_flight", "paper_prototype", "router")
 
 
 @dataclasses.dataclass
@@ -83,7 +83,6 @@ class Rollout:
   length: int = 0          # tokens so far (prompt, generated, tool output folded into turns)
   turn: int = 0
   server: int | None = None
-  reservation: int = 0
   done_at: float = 0.0
 
 
@@ -113,6 +112,9 @@ class Server:
   batch_is_full: bool = False
   busy: bool = False
   busy_s: float = 0.0
+  prefill_s: float = 0.0
+  decode_steps: int = 0
+  decode_rows: int = 0
   overflows: int = 0
   recomputed: int = 0
 
@@ -221,22 +223,21 @@ def throughput_ceiling(args, rollouts: list[Rollout]) -> dict:
 class Simulation:
   """One policy over one workload (module docstring)."""
 
-  def __init__(self, args, policy: str, rollouts: list[Rollout], previous: list[Rollout] = ()):
-    """`previous`: the rollouts of the step before (kv_mean_warm's estimate starts from them)."""
+  def __init__(self, args, policy: str, rollouts: list[Rollout]):
     self.args, self.policy = args, policy
     self.rollouts = [dataclasses.replace(r, turns=list(r.turns), tools_s=list(r.tools_s)) for r in rollouts]
     self.servers = [Server(args.kv_tokens, args.max_running) for _ in range(args.servers)]
     self.events: list = []
     self.counter = itertools.count()
     self.now = 0.0
-    self.held = collections.deque()      # rollouts waiting at the router (kv_budget)
+    self.held = collections.deque()      # rollouts waiting at the router (paper_prototype, router)
     self.assigned = [0] * args.servers   # rollouts placed on each server (not yet ended)
     self.in_flight = [0] * args.servers  # turns sent to each server and not yet ended (the Router's count)
-    self.reserved = [0] * args.servers
-    self.estimate = rollout.ResponseEstimate("budget" if policy == "kv_budget" else "mean")
-    if policy == "kv_mean_warm":
-      for r in previous:
-        self.estimate.add(sum(r.turns))
+    self.reserved = [0] * args.servers   # paper_prototype: prompt + budget of each placed rollout
+    self.estimate = rollout.ResponseEstimate("mean")
+    self.polled = [(0, 0)] * args.servers  # router: (used tokens, waiting requests) at the last poll
+    self.placed_since = [0] * args.servers  # router: footprints placed on each server since the poll
+    self.sent_since = [0] * args.servers    # router: turns sent to each server since the poll
     self.round_pending = [0] * args.servers  # static_sync: rollouts still in this round's turn
     self.round_next = [[] for _ in range(args.servers)]  # static_sync: (rollout, tool seconds) for the next
 
@@ -245,17 +246,22 @@ class Simulation:
 
   def run(self) -> dict:
     for r in self.rollouts:
-      if self.policy.startswith("kv_"):
+      if self.policy in ("paper_prototype", "router"):
         self.held.append(r)
       else:
         self.bind(r, min(range(len(self.servers)), key=lambda s: (self.assigned[s], s))
                   if self.policy == "least_in_flight" else r.index % len(self.servers), 0.0)
     self.round_pending = list(self.assigned)
-    self.dispatch_held(0.0)
+    if self.policy == "router":
+      self.push(0.0, "poll", None)
+    else:
+      self.dispatch_held(0.0)
     while self.events:
       self.now, _, kind, payload = heapq.heappop(self.events)
       if kind == "step":
         self.step(payload)
+      elif kind == "poll":
+        self.poll()
       else:  # a tool call returned: the next turn goes to the rollout's server
         self.submit(payload, self.now)
     if self.held:
@@ -265,38 +271,52 @@ class Simulation:
     idle = 1 - sum(s.busy_s for s in self.servers) / (end * len(self.servers))
     return {"step_s": end, "tokens_per_s": generated / end, "idle": idle,
             "overflows": sum(s.overflows for s in self.servers),
-            "recomputed": sum(s.recomputed for s in self.servers)}
+            "recomputed": sum(s.recomputed for s in self.servers),
+            "decode_batch": sum(s.decode_rows for s in self.servers) / max(sum(s.decode_steps for s in self.servers), 1),
+            "prefill_s": sum(s.prefill_s for s in self.servers) / len(self.servers)}
 
   def bind(self, r: Rollout, server: int, at: float) -> None:
     r.server = server
     self.assigned[server] += 1
     self.submit(r, at)
 
-  def footprint(self, r: Rollout) -> int:
-    """prompt + the response `rollout.Router` would expect: the budget (kv_budget), or (kv_mean)
-    the mean response of the rollouts done so far; at most a server's whole cache, as there."""
-    return min(r.prompt + self.estimate.expected(self.args.budget), self.args.kv_tokens)
+  def poll(self) -> None:
+    """router: every server's load as `/get_load` reports it, then placement; again in `--poll_s`
+    while rollouts wait."""
+    self.polled = [(s.used(), len(s.waiting)) for s in self.servers]
+    self.placed_since = [0] * len(self.servers)
+    self.sent_since = [0] * len(self.servers)
+    self.dispatch_held(self.now)
+    if self.held:
+      self.push(self.now + self.args.poll_s, "poll", None)
 
   def dispatch_held(self, at: float) -> None:
-    """Places held rollouts, oldest first, while `choose_server` finds room (they start at `at`)."""
+    """Places held rollouts, oldest first, while the policy finds room (they start at `at`)."""
     while self.held:
       r = self.held[0]
-      views = [rollout.ServerView(s.kv_tokens - self.reserved[i], self.in_flight[i],
-                                  rollout.router.QUEUE_FACTOR * s.max_running)
-               for i, s in enumerate(self.servers)]
-      choice = rollout.choose_server(views, self.footprint(r))
-      if choice is None:
-        return
+      if self.policy == "paper_prototype":
+        footprint = r.prompt + self.args.budget
+        free = [s.kv_tokens - self.reserved[i] for i, s in enumerate(self.servers)]
+        choice = max(range(len(free)), key=lambda i: (free[i], -i))
+        if free[choice] < footprint:
+          return
+        self.reserved[choice] += footprint
+      else:
+        footprint = min(r.prompt + self.estimate.expected(self.args.budget), self.args.kv_tokens)
+        views = [rollout.ServerView(s.kv_tokens - used - self.placed_since[i], self.in_flight[i], s.max_running,
+                                    waiting + self.sent_since[i])
+                 for i, (s, (used, waiting)) in enumerate(zip(self.servers, self.polled))]
+        choice = rollout.choose_server(views, footprint, self.args.max_waiting)
+        if choice is None:
+          return
+        self.placed_since[choice] += footprint
       self.held.popleft()
-      r.reservation = self.footprint(r)
-      self.reserved[choice] += r.reservation
       self.bind(r, choice, at)
 
   def submit(self, r: Rollout, at: float) -> None:
     """The rollout's next turn joins its server's queue at time `at`."""
-    if r.turn and self.policy.startswith("kv_"):  # a later turn takes its reservation back, never held
-      self.reserved[r.server] += r.reservation
     self.in_flight[r.server] += 1
+    self.sent_since[r.server] += 1
     server = self.servers[r.server]
     generated = r.length - r.prompt
     server.waiting.append(Request(r, left=r.turns[r.turn], max_new=self.args.budget - generated, start=r.length))
@@ -310,7 +330,9 @@ class Simulation:
     server, args = self.servers[index], self.args
     prefill, admitted = server.admit()
     if admitted:
-      self.advance(index, admitted, args.step_s + args.prefill_s_per_token * prefill)
+      dt = args.step_s + args.prefill_s_per_token * prefill
+      server.prefill_s += dt
+      self.advance(index, admitted, dt)
       return
     if not server.running:
       if server.waiting:
@@ -320,6 +342,8 @@ class Simulation:
       return
     server.retract_for_decode()
     dt = (args.step_s + args.per_seq_s * len(server.running) + args.per_kv_token_s * server.used())
+    server.decode_steps += 1
+    server.decode_rows += len(server.running)
     self.advance(index, server.running, dt)
 
   def advance(self, index: int, requests: list[Request], dt: float) -> None:
@@ -340,12 +364,6 @@ class Simulation:
       self.turn_done(request.rollout, index, self.now + dt)
     self.push(self.now + dt, "step", index)
 
-  def grow(self, r: Rollout, index: int) -> None:
-    """A rollout's reservation covers at least its length so far."""
-    if self.policy.startswith("kv_") and r.length > r.reservation:
-      self.reserved[index] += r.length - r.reservation
-      r.reservation = r.length
-
   def turn_done(self, r: Rollout, index: int, at: float) -> None:
     """The turn's ids stay cached at its server (evictable); then the rollout ends or calls its tool."""
     server = self.servers[index]
@@ -353,21 +371,18 @@ class Simulation:
     server.evict(0)
     self.in_flight[index] -= 1
     r.turn += 1
-    self.grow(r, index)
     if r.turn == len(r.turns):
       r.done_at = at
       self.estimate.add(sum(r.turns))
       self.assigned[index] -= 1
-      self.reserved[index] -= r.reservation
-      self.dispatch_held(at)
+      if self.policy == "paper_prototype":
+        self.reserved[index] -= r.prompt + self.args.budget
     elif self.policy != "static_sync":
-      if self.policy.startswith("kv_"):  # lifted during the tool call, as `rollout.Router` does
-        self.reserved[index] -= r.reservation
-        self.dispatch_held(at)
       self.push(at + r.tools_s[r.turn - 1], "tool", r)
-      return
     else:
       self.round_next[index].append((r, r.tools_s[r.turn - 1]))
+    if self.held:
+      self.dispatch_held(at)
     if self.policy == "static_sync":
       self.end_of_round(index, at)
 
@@ -405,32 +420,42 @@ def main():
   parser.add_argument("--per_seq_s", type=float, default=4.3e-5)
   parser.add_argument("--per_kv_token_s", type=float, default=5.1e-8)
   parser.add_argument("--prefill_s_per_token", type=float, default=4.3e-5)
+  parser.add_argument("--poll_s", type=float, default=rollout.router.POLL_INTERVAL_S,
+                      help="router: seconds between load polls (rollout.Router's default)")
+  parser.add_argument("--max_waiting", type=int, default=rollout.router.MAX_WAITING,
+                      help="router: queued requests at which a server takes no new rollout (rollout.Router's default)")
+  parser.add_argument("--policies", default=",".join(POLICIES))
   parser.add_argument("--seeds", type=int, default=3)
   parser.add_argument("--quick", action="store_true", help="2 servers, 64 rollouts, 1 seed (a smoke run)")
   args = parser.parse_args()
   if args.quick:
     args.servers, args.rollouts, args.seeds, args.kv_tokens = 2, 64, 1, 200_000
-  policies = ("static_sync", "round_robin", "least_in_flight", "kv_budget", "kv_mean", "kv_mean_warm")
+  policies = args.policies.split(",")
+  unknown = sorted(set(policies) - set(POLICIES))
+  if unknown:
+    parser.error(f"--policies: unknown {unknown}; choose from {','.join(POLICIES)}")
   results = {p: [] for p in policies}
   ceilings = []
   for seed in range(args.seeds):
     workload = make_rollouts(args, seed)
-    previous = make_rollouts(args, PREVIOUS_STEP_SEED + seed)  # the same distribution, other draws
     ceilings.append(throughput_ceiling(args, workload))
     for policy in policies:
-      results[policy].append(Simulation(args, policy, workload, previous).run())
+      results[policy].append(Simulation(args, policy, workload).run())
   print(f"{args.servers} servers x {args.kv_tokens} KV tokens, {args.rollouts} rollouts, budget {args.budget}, "
         f"median response {args.median_response:.0f}, {args.seeds} seeds (means)")
-  print(f"{'policy':<18}{'step s':>10}{'tokens/s':>12}{'idle':>8}{'KV overflows':>14}{'recomputed':>12}")
+  print(f"{'policy':<18}{'step s':>10}{'tokens/s':>12}{'idle':>8}{'KV overflows':>14}{'recomputed':>12}"
+        f"{'decode batch':>14}{'prefill s':>11}")
   mean = {p: {k: float(np.mean([r[k] for r in results[p]])) for k in results[p][0]} for p in policies}
   for p in policies:
     m = mean[p]
-    print(f"{p:<18}{m['step_s']:>10.1f}{m['tokens_per_s']:>12.0f}{m['idle']:>8.3f}{m['overflows']:>14.1f}{m['recomputed']:>12.0f}")
+    print(f"{p:<18}{m['step_s']:>10.1f}{m['tokens_per_s']:>12.0f}{m['idle']:>8.3f}{m['overflows']:>14.1f}"
+          f"{m['recomputed']:>12.0f}{m['decode_batch']:>14.1f}{m['prefill_s']:>11.1f}")
   ceiling = {k: float(np.mean([c[k] for c in ceilings])) for k in ceilings[0]}
   print(f"{'ceiling':<18}{ceiling['step_s']:>10.1f}{ceiling['tokens_per_s']:>12.0f}   (step-time bounds: work "
         f"{ceiling['work_bound_s']:.1f} s, slowest rollout alone {ceiling['chain_bound_s']:.1f} s)")
   print()
-  for policy, peer in itertools.product(policies[3:], policies[:3]):
+  peers = [p for p in policies if p != "router"]
+  for policy, peer in itertools.product([p for p in policies if p == "router"], peers):
     ours, theirs = mean[policy]["tokens_per_s"], mean[peer]["tokens_per_s"]
     print(f"tokens/s {policy} vs {peer}   {ours:.1f}   {theirs:.1f}   {ours / theirs:.2f}x")
   for policy in policies:

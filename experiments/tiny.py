@@ -130,8 +130,8 @@ def get_config(arg=None):
   # or "sglang": SGLang-compatible servers at urls, or local_servers N `rstar-serve` processes started
   # here; the weights go to them after every update through weight_sync_dir ("": WORKDIR/weight_sync),
   # written in sync_dtype ("": the parameter dtype, so servers sample from exactly the trained policy).
-  # The router reserves a new rollout's prompt + expected_response_tokens: "mean" (the mean response
-  # finished so far), "budget" (the paper's prototype: the whole budget) or a number of tokens.
+  # The router places a new rollout where its prompt + expected_response_tokens fits the free KV:
+  # "mean" (the mean response finished so far), "budget" (the whole budget) or a number of tokens.
   config.rollout = dict(backend="jax", urls=(), local_servers=0, api_key_file="", weight_sync_dir="",
                         sync_dtype="", expected_response_tokens="mean")
 

@@ -107,12 +107,12 @@ def test_engine_bench_quick_checks_outputs_and_prints_the_ratio():
 
 def test_router_sim_quick_prints_every_policy_ratio_rows_and_the_ceiling():
   stdout = _run_quick("router_sim.py")
-  policies = ("static_sync", "round_robin", "least_in_flight", "kv_budget", "kv_mean", "kv_mean_warm")
+  policies = ("static_sync", "round_robin", "least_in_flight", "paper_prototype", "router")
   for policy in policies:
-    assert re.search(rf"^{policy}\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+\d+$", stdout, re.M), stdout
+    assert re.search(rf"^{policy}\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+\d+\s+[\d.]+\s+[\d.]+$", stdout, re.M), stdout
   assert re.search(r"^ceiling\s+[\d.]+\s+[\d.]+\s+\(step-time bounds", stdout, re.M), stdout
   ratios = _table(stdout)
-  _check_ratios(ratios, {**{f"tokens/s {ours} vs {peer}": True for ours in policies[3:] for peer in policies[:3]},
+  _check_ratios(ratios, {**{f"tokens/s router vs {peer}": True for peer in policies[:4]},
                          **{f"tokens/s {policy} vs ceiling": True for policy in policies}})
   for policy in policies:  # no schedule passes the ceiling
     assert ratios[f"tokens/s {policy} vs ceiling"][2] <= 1.0, stdout

@@ -106,7 +106,7 @@ def test_a_finished_run_rerun_recomputes_nothing(smoke_run):
   assert again["evals"] == summary["evals"]
 
 
-def test_the_router_reservation_takes_a_mode_or_a_number():
+def test_the_router_response_estimate_takes_a_mode_or_a_number():
   assert [rollout_backend.expected_response_tokens(v) for v in ("mean", "budget", "3000", 3000)] == [
       "mean", "budget", 3000, 3000]
   config = _smoke_config()

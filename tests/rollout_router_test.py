@@ -35,6 +35,14 @@ def test_choose_server_takes_the_most_free_tokens_that_fit():
   assert rollout.choose_server([View(100, 2, 4), View(100, 1, 4), View(100, 1, 4)], 10) == 1
 
 
+def test_choose_server_passes_over_servers_with_a_queue():
+  servers = [View(free_tokens=100, in_flight=1, max_in_flight=4, waiting=0), View(300, 3, 8, waiting=2)]
+  assert rollout.choose_server(servers, 50, max_waiting=3) == 1
+  assert rollout.choose_server(servers, 50, max_waiting=2) == 0  # two queued: the other server
+  assert rollout.choose_server(servers, 150, max_waiting=2) is None  # and it lacks the room
+  assert rollout.choose_server([View(100, 0, 4, waiting=rollout.router.MAX_WAITING)], 1) is None
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
   return weight_sync.write_version(CFG, models.init_params(CFG, jax.random.key(0)),
@@ -136,3 +144,27 @@ def test_response_estimate_modes():
     rollout.ResponseEstimate(0)
   with pytest.raises(ValueError, match="got True"):
     rollout.ResponseEstimate(True)
+
+
+def test_new_rollouts_wait_at_the_router_while_the_server_queue_is_full(checkpoint):
+  """One server, paused: the first rollout's turn waits in its queue, so the router holds the
+  others back (max_waiting_per_server=1) until generation continues; then every rollout ends."""
+  prompts = _prompts(3)
+  args = ["--num-slots", "2", "--max-length", str(MAX_LENGTH), "--prefill-chunk", "16"]
+  with local_servers.LocalServers(checkpoint, 1, args) as servers:
+    router = rollout.Router.from_urls(servers.urls, retries=1, poll_interval_s=0.05, max_waiting_per_server=1)
+    engine = router.engines[0]
+
+    async def main():
+      async with router:
+        await engine.call("POST", "/pause_generation", {"mode": "in_place"})
+        work = asyncio.gather(*(_rollout(router, p, f"p{i}", turns=1) for i, p in enumerate(prompts)))
+        await asyncio.sleep(0.5)  # ten polls: the server reports the first turn waiting
+        load = await engine.load()
+        assert (load.running, load.waiting) == (0, 1) and router.rollouts_per_server == [1]
+        await engine.call("POST", "/continue_generation", {})
+        return await work
+
+    outcomes = asyncio.run(main())
+    assert [len(ids) for ids, _ in outcomes] == [len(p) + TURN_TOKENS + len(ENV_IDS) for p in prompts]
+    assert router.rollouts_per_server == [3]

@@ -67,22 +67,43 @@ def test_static_sync_waits_for_the_whole_batch_and_its_slowest_tool_call(policy,
   assert result["step_s"] == step_s and result["overflows"] == 0
 
 
-def test_a_reservation_is_lifted_while_its_rollout_calls_its_tool():
-  """Room for one budget (150 tokens, footprints 10 + 100): A's first token ends its turn at 1 s
-  and it calls a 10 s tool; B, held at the router, goes then, not when A ends (12 s): done at 2 s."""
-  args = argparse.Namespace(servers=1, kv_tokens=150, max_running=8, budget=100, step_s=1.0, per_seq_s=0.0,
-                            per_kv_token_s=0.0, prefill_s_per_token=0.0)
-  workload = [router_sim.Rollout(0, 10, [1, 1], [10.0], length=10), router_sim.Rollout(1, 10, [1], [], length=10)]
-  simulation = router_sim.Simulation(args, "kv_budget", workload)
-  assert simulation.run()["step_s"] == 12.0
-  assert [r.done_at for r in simulation.rollouts] == [12.0, 2.0]
+def _args(**overrides) -> argparse.Namespace:
+  values = dict(servers=1, kv_tokens=100_000, max_running=8, budget=100, step_s=1.0, per_seq_s=0.0,
+                per_kv_token_s=0.0, prefill_s_per_token=0.0, poll_s=0.1, max_waiting=8)
+  return argparse.Namespace(**{**values, **overrides})
+
+
+def _a_tool_call_and_a_short_rollout():
+  """A: a 1-token turn (its prefill round ends at 1 s), a 10 s tool call, 1 more token (11-12 s);
+  B: one token. Footprints 10 + budget 100: the 150-token server has room for one."""
+  return [router_sim.Rollout(0, 10, [1, 1], [10.0], length=10), router_sim.Rollout(1, 10, [1], [], length=10)]
+
+
+def test_the_paper_prototype_holds_a_reservation_until_its_rollout_ends():
+  simulation = router_sim.Simulation(_args(kv_tokens=150), "paper_prototype", _a_tool_call_and_a_short_rollout())
+  assert simulation.run()["step_s"] == 13.0  # B goes when A ends at 12 s
+  assert [r.done_at for r in simulation.rollouts] == [12.0, 13.0]
   assert simulation.reserved == [0]
 
 
-def _args(**overrides) -> argparse.Namespace:
-  values = dict(servers=1, kv_tokens=100_000, max_running=8, budget=100, step_s=1.0, per_seq_s=0.0,
-                per_kv_token_s=0.0, prefill_s_per_token=0.0)
-  return argparse.Namespace(**{**values, **overrides})
+@pytest.mark.parametrize("poll_s, b_done", [(0.1, 2.0), (5.0, 6.0)])
+def test_the_router_counts_placed_footprints_until_the_next_poll_reports_real_use(poll_s, b_done):
+  """At 0 s A is placed: 150 - 110 = 40 tokens are left for B until a poll reports A's real use
+  (its 10 prompt tokens, or none during its tool call): B goes at the next poll, 0.1 s (its
+  prefill round waits for the one running until 1 s) or 5 s."""
+  simulation = router_sim.Simulation(_args(kv_tokens=150, poll_s=poll_s), "router", _a_tool_call_and_a_short_rollout())
+  assert simulation.run()["step_s"] == 12.0
+  assert [r.done_at for r in simulation.rollouts] == [12.0, b_done]
+
+
+@pytest.mark.parametrize("max_waiting, b_done", [(1, 2.0), (2, 1.0)])
+def test_the_router_holds_new_rollouts_while_the_server_queue_is_full(max_waiting, b_done):
+  """max_waiting 1: B waits while A's turn is queued (sent since the poll at 0 s); the poll at
+  0.1 s finds A admitted and B goes, to be prefilled after A's round (1-2 s). With 2, B joins A's
+  queue at 0 s and both are prefilled in the first round."""
+  simulation = router_sim.Simulation(_args(max_waiting=max_waiting), "router", _a_tool_call_and_a_short_rollout())
+  simulation.run()
+  assert [r.done_at for r in simulation.rollouts] == [12.0, b_done]
 
 
 def test_the_ceiling_is_the_slowest_rollouts_chain_when_it_dominates():

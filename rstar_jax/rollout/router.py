@@ -1,4 +1,4 @@
-"""Rollouts across several inference servers, placed by free KV cache (PAPER.md §5.2's scheduler).
+"""Rollouts across several inference servers, placed by the KV cache each reports free (PAPER.md §5.2's scheduler).
 
   router = Router.from_urls(["http://127.0.0.1:30000", "http://127.0.0.1:30001"])
   async with router:
@@ -7,23 +7,25 @@
 A rollout is the span of one `caller()` context (`rollout_problems` opens one per rollout; a
 `generate` outside any is a rollout of one turn). Placement (`choose_server`, a pure function the
 simulation `benchmarks/router_sim.py` shares):
-  - a new rollout reserves its expected footprint, prompt + the response `ResponseEstimate`
-    expects (default "mean": the mean response of the rollouts finished so far, the turn's
-    max_new_tokens until one has, re-read while it waits; "budget": always max_new_tokens; or a
-    fixed number), on the healthy server
-    with the most free KV tokens, free = capacity - max(tokens the router reserved there, tokens
-    the server last reported in use), among those below their in-flight cap (requests sent and
-    not answered; default QUEUE_FACTOR x the server's max_running_requests, so a batch waits
-    behind the running one); if none fits, it waits until a rollout ends or a request returns;
-  - all later turns go to the same server, whose prefix cache holds the rollout so far; as the
-    rollout grows its reservation grows with it (length so far + 1 at least), so admission of new
-    rollouts sees the grown sizes; while it calls its tool the reservation is lifted (its prefix
-    is then evictable cache there, and with short turns and slow tools a held reservation idles
-    the server: `benchmarks/serve_bench.py`), and its next turn takes it back: a running rollout
-    is never held back;
+  - a new rollout goes to the healthy server with the most free KV tokens, free = capacity - the
+    tokens the server last reported in use - the footprints of the rollouts placed there since,
+    among the servers where its footprint (prompt + the response `ResponseEstimate` expects:
+    default "mean", the mean response of the rollouts finished so far, the turn's max_new_tokens
+    until one has) fits, that run fewer than max_running of our requests, and whose queue is
+    short: the requests they last reported waiting + those sent since < `max_waiting_per_server`;
+    if none qualifies, it waits until a turn returns, a rollout ends or the next poll
+    (`poll_interval_s`);
+  - all later turns go to the same server, whose prefix cache holds the rollout so far, and are
+    never held back;
   - a server that stops answering (the client's retries spent) is marked down and probed every
     `health_interval_s`; its rollouts move to another server, resubmitting the turn that failed
     (its ids are the rollout up to its last turn boundary), so none is lost.
+Why no reservations: SGLang's admission already guards its cache (it sets output room aside for
+every request it admits and retracts on overflow). What a router adds is to keep the server's
+first-come-first-served queue short, so that a rollout's next turn is not queued behind new
+rollouts while its cached prefix is evicted. Reserving each rollout's expected footprint on top
+held back rollouts the servers would have run: smaller decode batches, lower throughput in every
+regime `benchmarks/router_sim.py` simulates.
 """
 import asyncio
 import contextlib
@@ -36,36 +38,41 @@ from rstar_jax.rollout import jax_engine
 from rstar_jax.rollout import sglang_client
 
 
-# The default in-flight cap per server, in multiples of the requests it runs at once: one batch
-# waiting behind the running one keeps its slots busy while finished turns' rollouts call tools.
-QUEUE_FACTOR = 2
+# New rollouts go to a server while fewer requests than this wait in its queue (module docstring).
+MAX_WAITING = 8
+# Seconds between load polls while rollouts wait to be placed (the paper's prototype polled every 0.1 s).
+POLL_INTERVAL_S = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
 class ServerView:
-  """What placement sees of one server."""
+  """What placement sees of one server: free KV tokens, our requests in flight there and their cap,
+  requests waiting in its queue."""
   free_tokens: int
   in_flight: int
   max_in_flight: int
+  waiting: int = 0
   healthy: bool = True
 
 
-def choose_server(servers: Sequence[ServerView], footprint: int) -> int | None:
-  """The healthy server below its in-flight cap with the most free tokens, if `footprint` fits
-  there (ties: the fewest in flight, then the lowest index); None: no server can take it now."""
+def choose_server(servers: Sequence[ServerView], footprint: int, max_waiting: int = MAX_WAITING) -> int | None:
+  """The healthy server below its in-flight cap, with fewer than `max_waiting` requests queued and
+  the most free tokens, if `footprint` fits there (ties: the fewest in flight, then the lowest
+  index); None: no server can take it now."""
   candidates = [(s.free_tokens, -s.in_flight, -i) for i, s in enumerate(servers)
-                if s.healthy and s.in_flight < s.max_in_flight and s.free_tokens >= footprint]
+                if s.healthy and s.in_flight < s.max_in_flight and s.waiting < max_waiting
+                and s.free_tokens >= footprint]
   return -max(candidates)[2] if candidates else None
 
 
 @dataclasses.dataclass
 class ResponseEstimate:
-  """The response tokens a new rollout is expected to generate, for its reservation.
+  """The response tokens a new rollout is expected to generate: with its prompt, the free KV a
+  server needs to take it.
 
   mode "mean": the mean response of the rollouts finished so far (`add`), the budget until one
-  has; "budget": the budget (the turn's max_new_tokens; None: no limit, reserve 1); an int: that
-  number, at most the budget. `benchmarks/router_sim.py` compares the modes: with SGLang's own
-  admission guarding its cache, reserving whole budgets holds back rollouts a server could run.
+  has; "budget": the budget (the turn's max_new_tokens; None: no limit, 1); an int: that number,
+  at most the budget.
   """
   mode: str | int = "mean"
   finished: int = 0
@@ -93,26 +100,27 @@ class ResponseEstimate:
 
 @dataclasses.dataclass
 class _Server:
+  """One server as the router knows it: its last load report, and what was sent since."""
   engine: sglang_client.SGLangEngine
   capacity: int = 0
   max_in_flight: int = 0
   reported_used: int = 0
-  reserved: int = 0
+  reported_waiting: int = 0
+  placed_tokens: int = 0     # footprints of the rollouts placed here since the report
+  sent: int = 0              # requests sent here since the report
   in_flight: int = 0
   healthy: bool = True
   down_since: float = 0.0
   rollouts: int = 0
 
   def view(self) -> ServerView:
-    return ServerView(self.capacity - max(self.reserved, self.reported_used), self.in_flight,
-                      self.max_in_flight, self.healthy)
+    return ServerView(self.capacity - self.reported_used - self.placed_tokens, self.in_flight,
+                      self.max_in_flight, self.reported_waiting + self.sent, self.healthy)
 
 
 @dataclasses.dataclass
 class _Rollout:
   server: int | None = None
-  reservation: int = 0
-  holding: bool = False      # its reservation counts on its server (a turn is in flight)
   prompt: int = 0            # ids of its first turn
   length: int = 0            # ids after its last answered turn
 
@@ -121,13 +129,14 @@ class Router:
   """`await generate(request)` over several servers (module docstring)."""
 
   def __init__(self, engines: Sequence[sglang_client.SGLangEngine], *, expected_response_tokens: int | str = "mean",
-               max_in_flight_per_server: int | None = None, poll_interval_s: float = 1.0,
-               health_interval_s: float = 2.0, give_up_s: float = 600.0):
+               max_in_flight_per_server: int | None = None, max_waiting_per_server: int = MAX_WAITING,
+               poll_interval_s: float = POLL_INTERVAL_S, health_interval_s: float = 2.0, give_up_s: float = 600.0):
+    """max_in_flight_per_server: None = each server's max_running_requests."""
     if not engines:
       raise ValueError("Router needs at least one server")
     self._servers = [_Server(engine) for engine in engines]
     self._estimate = ResponseEstimate(expected_response_tokens)
-    self._max_in_flight = max_in_flight_per_server
+    self._max_in_flight, self._max_waiting = max_in_flight_per_server, max_waiting_per_server
     self._poll_interval_s, self._health_interval_s, self._give_up_s = poll_interval_s, health_interval_s, give_up_s
     self._last_poll = -float("inf")
     self._changed = asyncio.Condition()
@@ -171,13 +180,17 @@ class Router:
     async def poll(server: _Server) -> None:
       if not server.healthy and now - server.down_since < self._health_interval_s:
         return
+      placed, sent = server.placed_tokens, server.sent
       try:
         load = await server.engine.load()
       except Exception:  # pylint: disable=broad-except  # no usable answer: probed again later
         self._mark_down(server)
         return
       server.capacity, server.reported_used, server.healthy = load.capacity_tokens, load.used_tokens, True
-      server.max_in_flight = self._max_in_flight or QUEUE_FACTOR * load.max_running
+      server.reported_waiting = load.waiting
+      server.placed_tokens -= placed  # the report holds them; what was sent during the poll still counts
+      server.sent -= sent
+      server.max_in_flight = self._max_in_flight or load.max_running
 
     await asyncio.gather(*(poll(s) for s in self._servers))
     async with self._changed:
@@ -188,7 +201,7 @@ class Router:
 
   @contextlib.asynccontextmanager
   async def caller(self):
-    """One rollout: its turns share a server; its reservation is released at the end."""
+    """One rollout: its turns share a server."""
     rollout = _Rollout()
     token = self._rollout.set(rollout)
     try:
@@ -201,25 +214,24 @@ class Router:
 
   async def _release(self, rollout: _Rollout) -> None:
     if rollout.server is not None:
-      if rollout.holding:
-        self._servers[rollout.server].reserved -= rollout.reservation
-      rollout.server, rollout.reservation, rollout.holding = None, 0, False
+      rollout.server = None
       async with self._changed:
         self._changed.notify_all()
 
   async def _place(self, rollout: _Rollout, length: int, budget: int | None) -> None:
     """Binds the rollout to a server with room for its footprint, `length` + the expected response
-    (re-estimated on every try: rollouts ending meanwhile change the mean), waiting for one."""
+    (re-estimated on every try: rollouts ending meanwhile change the mean) and a short queue,
+    waiting for one."""
     waited_since = time.monotonic()
     while True:
       await self.refresh()
       footprint = length + self._estimate.expected(budget)
       largest = max([s.capacity for s in self._servers if s.healthy], default=footprint)
       # a footprint beyond every server's whole cache waits for an empty server, not forever
-      choice = choose_server([s.view() for s in self._servers], min(footprint, largest))
+      choice = choose_server([s.view() for s in self._servers], min(footprint, largest), self._max_waiting)
       if choice is not None:
-        rollout.server, rollout.reservation, rollout.holding = choice, footprint, True
-        self._servers[choice].reserved += footprint
+        rollout.server = choice
+        self._servers[choice].placed_tokens += footprint
         self._servers[choice].rollouts += 1
         return
       if not any(s.healthy for s in self._servers) and time.monotonic() - waited_since > self._give_up_s:
@@ -242,15 +254,11 @@ class Router:
       if rollout.server is None:
         await self._place(rollout, length, request.sampling.max_new_tokens)
       server = self._servers[rollout.server]
-      grown = max(rollout.reservation, length + 1)
-      server.reserved += grown - (rollout.reservation if rollout.holding else 0)
-      rollout.reservation, rollout.holding = grown, True
       server.in_flight += 1
+      server.sent += 1
       try:
         result = await server.engine.generate(request)
         rollout.length = length + len(result.output_ids)
-        server.reserved -= rollout.reservation  # lifted until its next turn (module docstring)
-        rollout.holding = False
         return result
       except sglang_client.ServerUnavailable:
         self._mark_down(server)

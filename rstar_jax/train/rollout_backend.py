@@ -15,9 +15,9 @@ config.rollout:
   api_key_file: the servers' API key; weight_sync_dir: where versions are written ("" :
     WORKDIR/weight_sync), readable by every server; sync_dtype: the dtype they are written in
     ("": the parameter dtype; "bfloat16" halves an fp32 policy's write for bf16 servers);
-  expected_response_tokens: what the router reserves for a new rollout beside its prompt
-    (`rollout.ResponseEstimate`): "mean" (ours: the mean response finished so far), "budget" (the
-    paper's prototype: the whole budget) or a number of tokens.
+  expected_response_tokens: the response a new rollout is expected to generate: with its prompt,
+    the free KV a server needs to take it (`rollout.ResponseEstimate`): "mean" (the mean response
+    finished so far), "budget" (the whole budget) or a number of tokens.
 Weight versions: version v is the policy after v RL updates; the servers load
 weight_sync_dir/v{v:06d} (`rollout.weight_sync`) and tag every sample with "v", so a rollout's
 `weight_versions` name the policy that produced it.

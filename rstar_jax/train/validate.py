@@ -104,8 +104,8 @@ def _validate_rollout(config: ml_collections.ConfigDict, origin: str) -> None:
           f"must be one of {rollout_backend.SYNC_DTYPES} (the dtype weight versions are written in; '': the "
           "parameter dtype)", origin)
   require(config, "rollout.expected_response_tokens", _is_response_estimate,
-          "must be 'mean', 'budget' or a positive number of tokens (what the router reserves for a new "
-          "rollout beside its prompt)", origin)
+          "must be 'mean', 'budget' or a positive number of tokens (the response a new rollout is "
+          "expected to generate: the router places it where its prompt plus this fits the free KV)", origin)
   require(config, "rl.max_staleness", lambda v: isinstance(v, int) and v >= 0, "must be an int >= 0", origin)
   if config.rl.max_staleness:
     require(config, "rl.max_staleness", lambda v: config.rollout.backend == "sglang",
