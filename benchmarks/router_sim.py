@@ -238,6 +238,7 @@ class Simulation:
     self.polled = [(0, 0)] * args.servers  # router: (used tokens, waiting requests) at the last poll
     self.placed_since = [0] * args.servers  # router: footprints placed on each server since the poll
     self.sent_since = [0] * args.servers    # router: turns sent to each server since the poll
+    self.ended_since = [0] * args.servers   # router: turns ended on each server since the poll
     self.round_pending = [0] * args.servers  # static_sync: rollouts still in this round's turn
     self.round_next = [[] for _ in range(args.servers)]  # static_sync: (rollout, tool seconds) for the next
 
@@ -286,6 +287,7 @@ class Simulation:
     self.polled = [(s.used(), len(s.waiting)) for s in self.servers]
     self.placed_since = [0] * len(self.servers)
     self.sent_since = [0] * len(self.servers)
+    self.ended_since = [0] * len(self.servers)
     self.dispatch_held(self.now)
     if self.held:
       self.push(self.now + self.args.poll_s, "poll", None)
@@ -304,7 +306,8 @@ class Simulation:
       else:
         footprint = min(r.prompt + self.estimate.expected(self.args.budget), self.args.kv_tokens)
         views = [rollout.ServerView(s.kv_tokens - used - self.placed_since[i], self.in_flight[i], s.max_running,
-                                    waiting + self.sent_since[i])
+                                    rollout.router.queued(waiting, self.sent_since[i], self.ended_since[i],
+                                                          self.in_flight[i], s.max_running))
                  for i, (s, (used, waiting)) in enumerate(zip(self.servers, self.polled))]
         choice = rollout.choose_server(views, footprint, self.args.max_waiting)
         if choice is None:
@@ -370,6 +373,7 @@ class Simulation:
     server.cached[r.index] = r.length
     server.evict(0)
     self.in_flight[index] -= 1
+    self.ended_since[index] += 1
     r.turn += 1
     if r.turn == len(r.turns):
       r.done_at = at

@@ -11,7 +11,9 @@
    (log-normal, seeded; `ignore_eos`), a tool call between turns (log-normal sleep, median
    `--tool_ms`). `rollout.Router` (placement by free KV tokens, sticky) against round-robin
    (rollout i on server i mod 2, sticky, all dispatched at once): wall time and generated tokens/s,
-   both on the same servers in the same run, interleaved over `--repeats`.
+   both on the same servers in the same run over `--repeats` workloads (seeded), each first run
+   once per policy untimed (the servers compile the shapes it meets: otherwise whichever policy
+   runs first pays them), then timed with the order alternating.
 """
 from rstar_jax import host_malloc
 
@@ -88,7 +90,7 @@ async def one_rollout(generate, prompt, lengths, tools, rid):
 
 
 async def run_router(urls, rollouts) -> tuple[float, int]:
-  router = rollout.Router.from_urls(urls, poll_interval_s=0.05)
+  router = rollout.Router.from_urls(urls)
   async with router:
     async def one(i, r):
       async with router.caller():
@@ -113,14 +115,14 @@ async def run_round_robin(urls, rollouts) -> tuple[float, int]:
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--quick", action="store_true")
-  parser.add_argument("--rollouts", type=int, default=48)
+  parser.add_argument("--rollouts", type=int, default=192)
   parser.add_argument("--slots", type=int, default=8)
   parser.add_argument("--prompt", type=int, default=64)
   parser.add_argument("--median_turn", type=int, default=24)
   parser.add_argument("--max_turn", type=int, default=160)
   parser.add_argument("--max_turns", type=int, default=4)
   parser.add_argument("--tool_ms", type=float, default=50.0)
-  parser.add_argument("--repeats", type=int, default=2)
+  parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--router_only", action="store_true", help="skip the weight-sync table")
   args = parser.parse_args()
   if args.quick:
@@ -140,13 +142,16 @@ def main():
     path = weight_sync.write_version(cfg, models.init_params(cfg, jax.random.key(0)), root, version=0)
     server_args = ["--num-slots", str(args.slots), "--max-length", str(max_length)]
     with local_servers.LocalServers(path, 2, server_args) as servers:
-      times = {"router": [], "round_robin": []}
-      for repeat in range(args.repeats + 1):  # the first round compiles; not counted
-        rollouts = workload(args, seed=repeat)
-        for name, run in (("router", run_router), ("round_robin", run_round_robin)):
-          seconds, tokens = asyncio.run(run(servers.urls, rollouts))
-          if repeat:
-            times[name].append(seconds / tokens)
+      runs = {"router": run_router, "round_robin": run_round_robin}
+      workloads = [workload(args, seed=repeat) for repeat in range(args.repeats)]
+      for rollouts in workloads:  # untimed: compiles the shapes each workload meets under both policies
+        for run in runs.values():
+          asyncio.run(run(servers.urls, rollouts))
+      times = {name: [] for name in runs}
+      for repeat, rollouts in enumerate(workloads):
+        for name in sorted(runs, reverse=repeat % 2 == 1):  # who goes first alternates
+          seconds, tokens = asyncio.run(runs[name](servers.urls, rollouts))
+          times[name].append(seconds / tokens)
   ours, theirs = (1 / statistics.median(times[n]) for n in ("router", "round_robin"))
   print(f"\nrouter, live: {args.rollouts} rollouts, 2 servers x {args.slots} slots, median of {args.repeats}")
   print(f"{'metric':<36}{'ours':>10}{'peer':>10}")

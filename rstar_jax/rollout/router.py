@@ -12,7 +12,8 @@ simulation `benchmarks/router_sim.py` shares):
     among the servers where its footprint (prompt + the response `ResponseEstimate` expects:
     default "mean", the mean response of the rollouts finished so far, the turn's max_new_tokens
     until one has) fits, that run fewer than max_running of our requests, and whose queue is
-    short: the requests they last reported waiting + those sent since < `max_waiting_per_server`;
+    short: fewer than `max_waiting_per_server` requests waiting (`queued`: the last report,
+    updated by the requests sent and answered since);
     if none qualifies, it waits until a turn returns, a rollout ends or the next poll
     (`poll_interval_s`);
   - all later turns go to the same server, whose prefix cache holds the rollout so far, and are
@@ -53,6 +54,13 @@ class ServerView:
   max_in_flight: int
   waiting: int = 0
   healthy: bool = True
+
+
+def queued(reported: int, sent: int, ended: int, in_flight: int, max_running: int) -> int:
+  """Requests waiting in a server's queue, estimated between polls: the `reported` count, plus the
+  requests `sent` since, less one for each of ours that `ended` since (its slot went to the next in
+  line); at least those of ours beyond the server's max_running."""
+  return max(reported + sent - ended, in_flight - max_running, 0)
 
 
 def choose_server(servers: Sequence[ServerView], footprint: int, max_waiting: int = MAX_WAITING) -> int | None:
@@ -103,19 +111,22 @@ class _Server:
   """One server as the router knows it: its last load report, and what was sent since."""
   engine: sglang_client.SGLangEngine
   capacity: int = 0
+  max_running: int = 0
   max_in_flight: int = 0
   reported_used: int = 0
   reported_waiting: int = 0
   placed_tokens: int = 0     # footprints of the rollouts placed here since the report
-  sent: int = 0              # requests sent here since the report
+  sent: int = 0              # our requests sent here since the report
+  ended: int = 0             # our requests answered here since the report
   in_flight: int = 0
   healthy: bool = True
   down_since: float = 0.0
   rollouts: int = 0
 
   def view(self) -> ServerView:
-    return ServerView(self.capacity - self.reported_used - self.placed_tokens, self.in_flight,
-                      self.max_in_flight, self.reported_waiting + self.sent, self.healthy)
+    return ServerView(self.capacity - self.reported_used - self.placed_tokens, self.in_flight, self.max_in_flight,
+                      queued(self.reported_waiting, self.sent, self.ended, self.in_flight, self.max_running),
+                      self.healthy)
 
 
 @dataclasses.dataclass
@@ -140,6 +151,7 @@ class Router:
     self._poll_interval_s, self._health_interval_s, self._give_up_s = poll_interval_s, health_interval_s, give_up_s
     self._last_poll = -float("inf")
     self._changed = asyncio.Condition()
+    self._placing = asyncio.Lock()  # one placement at a time, oldest first (asyncio.Lock is FIFO)
     self._rollout = contextvars.ContextVar(f"rollout_{id(self)}", default=None)
     self.moved_turns = 0
 
@@ -180,7 +192,7 @@ class Router:
     async def poll(server: _Server) -> None:
       if not server.healthy and now - server.down_since < self._health_interval_s:
         return
-      placed, sent = server.placed_tokens, server.sent
+      placed, sent, ended = server.placed_tokens, server.sent, server.ended
       try:
         load = await server.engine.load()
       except Exception:  # pylint: disable=broad-except  # no usable answer: probed again later
@@ -188,8 +200,10 @@ class Router:
         return
       server.capacity, server.reported_used, server.healthy = load.capacity_tokens, load.used_tokens, True
       server.reported_waiting = load.waiting
-      server.placed_tokens -= placed  # the report holds them; what was sent during the poll still counts
+      server.placed_tokens -= placed  # the report holds them; what changed during the poll still counts
       server.sent -= sent
+      server.ended -= ended
+      server.max_running = load.max_running
       server.max_in_flight = self._max_in_flight or load.max_running
 
     await asyncio.gather(*(poll(s) for s in self._servers))
@@ -221,7 +235,12 @@ class Router:
   async def _place(self, rollout: _Rollout, length: int, budget: int | None) -> None:
     """Binds the rollout to a server with room for its footprint, `length` + the expected response
     (re-estimated on every try: rollouts ending meanwhile change the mean) and a short queue,
-    waiting for one."""
+    waiting for one. Rollouts are placed one at a time in the order they asked, so a change wakes
+    one placement, not every waiting rollout."""
+    async with self._placing:
+      await self._place_first(rollout, length, budget)
+
+  async def _place_first(self, rollout: _Rollout, length: int, budget: int | None) -> None:
     waited_since = time.monotonic()
     while True:
       await self.refresh()
@@ -266,5 +285,6 @@ class Router:
         await self._release(rollout)
       finally:
         server.in_flight -= 1
+        server.ended += 1
         async with self._changed:  # a placement waiting for the in-flight cap may go now
           self._changed.notify_all()
