@@ -46,7 +46,8 @@ Policies, each keeping a rollout on its first server (its prefix is cached there
                    mean response of the rollouts finished so far, the budget until one has)
                    fits the free tokens (capacity - used as last polled - footprints placed
                    there since), with fewer than `--max_running` of its turns in flight and
-                   fewer than `--max_waiting` requests queued (as last polled + sent since); the
+                   fewer than `--max_waiting` requests queued (`rollout.router.queued`: as last
+                   polled, plus its turns sent since, less those ended since); the
                    servers are polled every `--poll_s`, and placement is retried at each poll
                    and whenever a turn ends.
 Printed: step time (all rollouts done), generated tokens/s, server idle fraction before the end,
