@@ -51,7 +51,8 @@ Policies, each keeping a rollout on its first server (its prefix is cached there
                    servers are polled every `--poll_s`, and placement is retried at each poll
                    and whenever a turn ends.
 Printed: step time (all rollouts done), generated tokens/s, server idle fraction before the end,
-KV overflows (retractions) and tokens recomputed after them; the ceiling no placement can pass
+KV overflows (retractions) and tokens recomputed after them, the mean decode batch and each
+server's seconds of prefill rounds; the ceiling no placement can pass
 (`throughput_ceiling`); then ratios of ours against each peer and the ceiling ("x" rows:
 tokens/s, higher is better).
 """
