@@ -25,8 +25,8 @@ Why no reservations: SGLang's admission already guards its cache (it sets output
 every request it admits and retracts on overflow). What a router adds is to keep the server's
 first-come-first-served queue short, so that a rollout's next turn is not queued behind new
 rollouts while its cached prefix is evicted. Reserving each rollout's expected footprint on top
-held back rollouts the servers would have run: smaller decode batches, lower throughput in every
-regime `benchmarks/router_sim.py` simulates.
+held back rollouts the servers would have run: smaller decode batches, lower throughput at 256, 512
+and 1024 rollouts per server in `benchmarks/router_sim.py`.
 """
 import asyncio
 import contextlib
@@ -224,30 +224,26 @@ class Router:
         self._estimate.add(rollout.length - rollout.prompt)
     finally:
       self._rollout.reset(token)
-      await self._release(rollout)
 
-  async def _release(self, rollout: _Rollout) -> None:
-    if rollout.server is not None:
-      rollout.server = None
-      async with self._changed:
-        self._changed.notify_all()
-
-  async def _place(self, rollout: _Rollout, length: int, budget: int | None) -> None:
+  async def _place(self, rollout: _Rollout, length: int, budget: int | None, moved: bool) -> None:
     """Binds the rollout to a server with room for its footprint, `length` + the expected response
     (re-estimated on every try: rollouts ending meanwhile change the mean) and a short queue,
-    waiting for one. Rollouts are placed one at a time in the order they asked, so a change wakes
-    one placement, not every waiting rollout."""
+    waiting for one. New rollouts are placed one at a time in the order they asked, so a change
+    wakes one placement, not every waiting rollout; a rollout moved off a failed server goes
+    before them (`moved`)."""
+    if moved:
+      return await self._place_now(rollout, length, budget)
     async with self._placing:
-      await self._place_first(rollout, length, budget)
+      await self._place_now(rollout, length, budget)
 
-  async def _place_first(self, rollout: _Rollout, length: int, budget: int | None) -> None:
+  async def _place_now(self, rollout: _Rollout, length: int, budget: int | None) -> None:
     waited_since = time.monotonic()
     while True:
       await self.refresh()
       footprint = length + self._estimate.expected(budget)
       largest = max([s.capacity for s in self._servers if s.healthy], default=footprint)
-      # a footprint beyond every server's whole cache waits for an empty server, not forever
-      choice = choose_server([s.view() for s in self._servers], min(footprint, largest), self._max_waiting)
+      footprint = min(footprint, largest)  # beyond every server's whole cache: waits for an empty one
+      choice = choose_server([s.view() for s in self._servers], footprint, self._max_waiting)
       if choice is not None:
         rollout.server = choice
         self._servers[choice].placed_tokens += footprint
@@ -269,9 +265,10 @@ class Router:
         return await self.generate(request)
     length = len(request.input_ids)
     rollout.prompt = rollout.prompt or length
+    moved = False
     while True:
       if rollout.server is None:
-        await self._place(rollout, length, request.sampling.max_new_tokens)
+        await self._place(rollout, length, request.sampling.max_new_tokens, moved)
       server = self._servers[rollout.server]
       server.in_flight += 1
       server.sent += 1
@@ -282,7 +279,7 @@ class Router:
       except sglang_client.ServerUnavailable:
         self._mark_down(server)
         self.moved_turns += 1
-        await self._release(rollout)
+        rollout.server, moved = None, True  # placed again, elsewhere
       finally:
         server.in_flight -= 1
         server.ended += 1
