@@ -229,8 +229,8 @@ class Router:
     """Binds the rollout to a server with room for its footprint, `length` + the expected response
     (re-estimated on every try: rollouts ending meanwhile change the mean) and a short queue,
     waiting for one. New rollouts are placed one at a time in the order they asked, so a change
-    wakes one placement, not every waiting rollout; a rollout moved off a failed server goes
-    before them (`moved`)."""
+    wakes one placement, not every waiting rollout; a rollout moved off a failed server (`moved`)
+    does not queue behind them: it competes only with the first."""
     if moved:
       return await self._place_now(rollout, length, budget)
     async with self._placing:
