@@ -306,7 +306,7 @@ class Simulation:
           return
         self.reserved[choice] += footprint
       else:
-        footprint = min(r.prompt + self.estimate.expected(self.args.budget), self.args.kv_tokens)
+        footprint = self.estimate.footprint(r.prompt, self.args.budget, self.args.kv_tokens)
         views = [rollout.ServerView(s.kv_tokens - used - self.placed_since[i], self.in_flight[i], s.max_running,
                                     rollout.router.queued(waiting, self.sent_since[i], self.ended_since[i],
                                                           self.in_flight[i], s.max_running))

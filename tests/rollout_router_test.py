@@ -136,6 +136,7 @@ def test_response_estimate_modes():
   mean.add(1000)
   mean.add(2001)
   assert mean.expected(8192) == 1500 and mean.expected(1200) == 1200  # round(3001 / 2), capped by the budget
+  assert mean.footprint(600, 8192, 10_000) == 2100 and mean.footprint(600, 8192, 2000) == 2000  # capped by the cache
   budget = rollout.ResponseEstimate("budget")
   budget.add(10)
   assert budget.expected(4096) == 4096

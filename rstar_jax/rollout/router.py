@@ -105,6 +105,11 @@ class ResponseEstimate:
       guess = min(guess, budget)
     return max(guess if guess is not None else 1, 1)
 
+  def footprint(self, length: int, budget: int | None, largest: int) -> int:
+    """The KV tokens a new rollout of `length` ids needs free: length + the expected response, at
+    most `largest` (the biggest server's whole cache: such a rollout waits for an empty one)."""
+    return min(length + self.expected(budget), largest)
+
 
 @dataclasses.dataclass
 class _Server:
@@ -112,7 +117,6 @@ class _Server:
   engine: sglang_client.SGLangEngine
   capacity: int = 0
   max_running: int = 0
-  max_in_flight: int = 0
   reported_used: int = 0
   reported_waiting: int = 0
   placed_tokens: int = 0     # footprints of the rollouts placed here since the report
@@ -123,8 +127,10 @@ class _Server:
   down_since: float = 0.0
   rollouts: int = 0
 
-  def view(self) -> ServerView:
-    return ServerView(self.capacity - self.reported_used - self.placed_tokens, self.in_flight, self.max_in_flight,
+  def view(self, max_in_flight: int | None) -> ServerView:
+    """max_in_flight: None = the server's max_running."""
+    return ServerView(self.capacity - self.reported_used - self.placed_tokens, self.in_flight,
+                      max_in_flight or self.max_running,
                       queued(self.reported_waiting, self.sent, self.ended, self.in_flight, self.max_running),
                       self.healthy)
 
@@ -204,7 +210,6 @@ class Router:
       server.sent -= sent
       server.ended -= ended
       server.max_running = load.max_running
-      server.max_in_flight = self._max_in_flight or load.max_running
 
     await asyncio.gather(*(poll(s) for s in self._servers))
     async with self._changed:
@@ -240,10 +245,9 @@ class Router:
     waited_since = time.monotonic()
     while True:
       await self.refresh()
-      footprint = length + self._estimate.expected(budget)
-      largest = max([s.capacity for s in self._servers if s.healthy], default=footprint)
-      footprint = min(footprint, largest)  # beyond every server's whole cache: waits for an empty one
-      choice = choose_server([s.view() for s in self._servers], footprint, self._max_waiting)
+      largest = max([s.capacity for s in self._servers if s.healthy], default=0)
+      footprint = self._estimate.footprint(length, budget, largest)
+      choice = choose_server([s.view(self._max_in_flight) for s in self._servers], footprint, self._max_waiting)
       if choice is not None:
         rollout.server = choice
         self._servers[choice].placed_tokens += footprint
