@@ -121,6 +121,7 @@ class SGLangEngine:
     self._timeout = aiohttp.ClientTimeout(total=timeout_s)
     self._retries, self._backoff_s, self._max_resubmits = retries, backoff_s, max_resubmits
     self._session: aiohttp.ClientSession | None = None
+    self._limits: tuple[int, int, int] | None = None
     self.resubmitted_turns = 0
 
   async def __aenter__(self) -> "SGLangEngine":
@@ -192,17 +193,37 @@ class SGLangEngine:
     raise ServerError(self.url, 200, f"request {request.rid!r} aborted {self._max_resubmits + 1} times")
 
   async def load(self) -> ServerLoad:
-    """From `/v1/loads`, else `/get_load` with the capacity of `/get_server_info`."""
+    """The server's load summed over its data-parallel ranks (SGLANG_API.md §2): from `/v1/loads`
+    (SGLang >= 0.5.9, one entry per rank), else from `/get_load` with the per-rank capacity and
+    max_running_requests of `/get_server_info`: a list with one entry per rank (0.5.6-0.5.15, its
+    tokens include the queued prompts'), or `{"load": tokens}` of rank 0 alone (0.4.9: taken as
+    every rank's, with no request counts)."""
     try:
-      entry = (await self.call("GET", "/v1/loads", retries=0))["loads"][0]
-      return ServerLoad(entry["num_running_reqs"], entry["num_waiting_reqs"], entry["num_used_tokens"],
-                        entry["max_total_num_tokens"], entry.get("max_running_requests") or 1 << 30)
+      entries = (await self.call("GET", "/v1/loads", retries=0))["loads"]
+      per_rank = None if all(e.get("max_running_requests") for e in entries) else await self._per_rank_limits()
+      return ServerLoad(sum(e["num_running_reqs"] for e in entries), sum(e["num_waiting_reqs"] for e in entries),
+                        sum(e["num_used_tokens"] for e in entries), sum(e["max_total_num_tokens"] for e in entries),
+                        sum(e.get("max_running_requests") or per_rank[1] for e in entries))
     except (ServerError, KeyError, IndexError, TypeError):
+      pass
+    capacity, max_running, ranks = await self._per_rank_limits()
+    answer = await self.call("GET", "/get_load")
+    if isinstance(answer, dict) and "load" in answer:
+      return ServerLoad(0, 0, answer["load"] * ranks, capacity * ranks, max_running * ranks)
+    return ServerLoad(sum(e["num_reqs"] - e["num_waiting_reqs"] for e in answer),
+                      sum(e["num_waiting_reqs"] for e in answer), sum(e["num_tokens"] for e in answer),
+                      capacity * len(answer), max_running * len(answer))
+
+  async def _per_rank_limits(self) -> tuple[int, int, int]:
+    """(KV tokens, max running requests, ranks) of one data-parallel rank, from `/get_server_info`
+    (read once: they are fixed while the server runs); no max_running_requests: unlimited."""
+    if self._limits is None:
       info = await self.server_info()
-      entries = await self.call("GET", "/get_load")
-      return ServerLoad(sum(e["num_reqs"] - e["num_waiting_reqs"] for e in entries),
-                        sum(e["num_waiting_reqs"] for e in entries), sum(e["num_tokens"] for e in entries),
-                        info["max_total_num_tokens"], info.get("max_running_requests") or 1 << 30)
+      max_running = info.get("max_running_requests") or next(
+          (s["max_running_requests"] for s in info.get("internal_states") or [] if s.get("max_running_requests")),
+          1 << 30)
+      self._limits = (info["max_total_num_tokens"], max_running, info.get("dp_size") or 1)
+    return self._limits
 
   async def server_info(self) -> dict:
     return await self.call("GET", "/get_server_info")
