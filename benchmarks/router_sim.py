@@ -54,7 +54,7 @@ Printed: step time (all rollouts done), generated tokens/s, server idle fraction
 KV overflows (retractions) and tokens recomputed after them, the mean decode batch and each
 server's seconds of prefill rounds; the ceiling no placement can pass
 (`throughput_ceiling`); then ratios of ours against each peer and the ceiling ("x" rows:
-tokens/s, higher is better).
+tokens/s, higher is better). Progress with an ETA goes to stderr every 10 s while it runs.
 """
 import argparse
 import collections
@@ -62,9 +62,11 @@ import dataclasses
 import heapq
 import itertools
 
+from absl import logging
 import numpy as np
 
 from rstar_jax import rollout
+from rstar_jax.train import progress
 
 # SGLang 0.5.4's scheduler (srt/managers/schedule_policy.py, schedule_batch.py, scheduler.py; srt/environ.py)
 CLIP_MAX_NEW_TOKENS = 4096          # SGLANG_CLIP_MAX_NEW_TOKENS_ESTIMATION
@@ -442,11 +444,14 @@ def main():
     parser.error(f"--policies: unknown {unknown}; choose from {','.join(POLICIES)}")
   results = {p: [] for p in policies}
   ceilings = []
+  logging.set_verbosity(logging.INFO)
+  runs = progress.Progress("router_sim: simulated steps (policy x seed)", args.seeds * len(policies))
   for seed in range(args.seeds):
     workload = make_rollouts(args, seed)
     ceilings.append(throughput_ceiling(args, workload))
     for policy in policies:
       results[policy].append(Simulation(args, policy, workload).run())
+      runs.update(sum(map(len, results.values())))
   print(f"{args.servers} servers x {args.kv_tokens} KV tokens, {args.rollouts} rollouts, budget {args.budget}, "
         f"median response {args.median_response:.0f}, {args.seeds} seeds (means)")
   print(f"{'policy':<18}{'step s':>10}{'tokens/s':>12}{'idle':>8}{'KV overflows':>14}{'recomputed':>12}"

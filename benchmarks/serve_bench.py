@@ -14,6 +14,7 @@
    both on the same servers in the same run over `--repeats` workloads (seeded), each first run
    once per policy untimed (the servers compile the shapes it meets: otherwise whichever policy
    runs first pays them), then timed with the order alternating.
+Progress with an ETA goes to stderr every 10 s while the router runs go on.
 """
 from rstar_jax import host_malloc
 
@@ -26,6 +27,7 @@ import statistics
 import tempfile
 import time
 
+from absl import logging
 import jax
 import numpy as np
 
@@ -33,6 +35,7 @@ from rstar_jax import models
 from rstar_jax import rollout
 from rstar_jax.rollout import local_servers
 from rstar_jax.rollout import weight_sync
+from rstar_jax.train import progress
 
 
 def tiny_default_config() -> models.ModelConfig:
@@ -125,6 +128,7 @@ def main():
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--router_only", action="store_true", help="skip the weight-sync table")
   args = parser.parse_args()
+  logging.set_verbosity(logging.INFO)
   if args.quick:
     args.rollouts, args.slots, args.max_turn, args.repeats = 8, 2, 24, 1
   configs = [] if args.router_only else [("tiny default", tiny_default_config())] + (
@@ -144,14 +148,19 @@ def main():
     with local_servers.LocalServers(path, 2, server_args) as servers:
       runs = {"router": run_router, "round_robin": run_round_robin}
       workloads = [workload(args, seed=repeat) for repeat in range(args.repeats)]
+      bar, done = progress.Progress("serve_bench: router runs (untimed, then timed)", 4 * args.repeats), 0
       for rollouts in workloads:  # untimed: compiles the shapes each workload meets under both policies
         for run in runs.values():
           asyncio.run(run(servers.urls, rollouts))
+          done += 1
+          bar.update(done)
       times = {name: [] for name in runs}
       for repeat, rollouts in enumerate(workloads):
         for name in sorted(runs, reverse=repeat % 2 == 1):  # who goes first alternates
           seconds, tokens = asyncio.run(runs[name](servers.urls, rollouts))
           times[name].append(seconds / tokens)
+          done += 1
+          bar.update(done)
   ours, theirs = (1 / statistics.median(times[n]) for n in ("router", "round_robin"))
   print(f"\nrouter, live: {args.rollouts} rollouts, 2 servers x {args.slots} slots, median of {args.repeats}")
   print(f"{'metric':<36}{'ours':>10}{'peer':>10}")
