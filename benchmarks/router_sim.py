@@ -197,16 +197,17 @@ def make_rollouts(args, seed: int) -> list[Rollout]:
 def throughput_ceiling(args, rollouts: list[Rollout]) -> dict:
   """Tokens/s no schedule of this workload on these servers can exceed: generated tokens / the
   larger of two lower bounds on the step time.
-    work:  every server-second spent, over N servers, with each decode step's fixed `step_s`
-           shared by `max_running` sequences (the most a step runs) and each prefill round's by
-           as many first tokens: per generated token step_s / max_running, plus, for tokens after a
-           turn's first, per_seq_s + per_kv_token_s x its context; each prompt prefilled once and
-           each later turn's one uncached token;
+    work:  every server-second spent, over N servers: the fixed `step_s` of each decode step and
+           prefill round, of which there are at least generated tokens / `max_running` (the most
+           one runs) and at least the decoded tokens' contexts summed / `kv_tokens` (a decode
+           step's sequences hold at most the cache); plus, for tokens after a turn's first,
+           per_seq_s + per_kv_token_s x its context; each prompt prefilled once and each later
+           turn's one uncached token;
     chain: the slowest rollout alone on a server: its turns' prefill rounds, decode steps at
            batch 1 and tool calls, one after another.
   A turn of L tokens starting at length s decodes L - 1 of them at contexts s + 1 .. s + L - 1
   (its first comes from the prefill round), summing to (L - 1) s + L (L - 1) / 2."""
-  work = chain = 0.0
+  work = chain = contexts = 0.0
   generated = 0
   for r in rollouts:
     lengths = np.asarray(r.turns, dtype=np.float64)
@@ -215,10 +216,12 @@ def throughput_ceiling(args, rollouts: list[Rollout]) -> dict:
     context = float(np.sum(decoded * starts + lengths * decoded / 2))
     prefilled = r.prompt + len(r.turns) - 1
     kv_and_seq = args.per_seq_s * decoded.sum() + args.per_kv_token_s * context
-    work += lengths.sum() * args.step_s / args.max_running + args.prefill_s_per_token * prefilled + kv_and_seq
+    work += args.prefill_s_per_token * prefilled + kv_and_seq
     chain = max(chain, len(r.turns) * args.step_s + args.prefill_s_per_token * prefilled + args.step_s * decoded.sum()
                 + kv_and_seq + sum(r.tools_s))
     generated += int(lengths.sum())
+    contexts += context
+  work += args.step_s * max(generated / args.max_running, contexts / args.kv_tokens)
   step_s = max(work / args.servers, chain)
   return {"step_s": step_s, "tokens_per_s": generated / step_s, "work_bound_s": work / args.servers,
           "chain_bound_s": chain}

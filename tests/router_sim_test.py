@@ -129,3 +129,15 @@ def test_the_ceiling_counts_shared_steps_context_and_prefills():
   assert ceiling["work_bound_s"] == pytest.approx(7.76) and ceiling["chain_bound_s"] == pytest.approx(3.44)
   simulated = router_sim.Simulation(args, "round_robin", workload).run()
   assert simulated["step_s"] == pytest.approx(ceiling["step_s"])
+
+
+def test_the_ceiling_bounds_the_decode_steps_by_the_cache():
+  """4 rollouts of 3 tokens after a 10-token prompt decode their 2nd and 3rd tokens at contexts 11
+  and 12: 4 x 23 = 92 context tokens, and a step holds at most 23: at least 4 steps of 1 s (not
+  12 tokens / 8 per step = 1.5). The simulation, whose admission (10 + a budget of 3 each) runs
+  one at a time here, is slower."""
+  args = _args(kv_tokens=23, budget=3)
+  workload = [router_sim.Rollout(i, 10, [3], [], length=10) for i in range(4)]
+  ceiling = router_sim.throughput_ceiling(args, workload)
+  assert ceiling["work_bound_s"] == pytest.approx(4.0) and ceiling["chain_bound_s"] == 3.0
+  assert router_sim.Simulation(args, "round_robin", workload).run()["step_s"] >= ceiling["step_s"]
