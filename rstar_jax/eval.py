@@ -36,6 +36,7 @@ import ml_collections
 from ml_collections import config_flags
 
 from rstar_jax import data
+from rstar_jax import models
 from rstar_jax import rewards
 from rstar_jax import rollout
 from rstar_jax.rollout import weight_sync
@@ -141,7 +142,9 @@ def _engine(runtime: rollout.RolloutRuntime):
     return
   tokenizer, chat_format = policy.load_prompting(_POLICY.value)
   api_key = processes.read_api_key(_ROLLOUT_KEY.value)
-  router = rollout.Router.from_urls(_ROLLOUT_URLS.value, api_key=api_key)
+  eos_ids = (models.read_hf_config(os.path.join(_POLICY.value, "config.json")).eos_token_ids
+             or (tokenizer.eos_id,))  # as rstar-serve stops
+  router = rollout.Router.from_urls(_ROLLOUT_URLS.value, api_key=api_key, eos_token_ids=eos_ids)
   runtime.run(router.__aenter__())
   try:
     if _LOAD_WEIGHTS.value:

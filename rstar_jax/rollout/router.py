@@ -162,8 +162,11 @@ class Router:
     self.moved_turns = 0
 
   @classmethod
-  def from_urls(cls, urls: Sequence[str], api_key: str | None = None, retries: int = 2, **kwargs) -> "Router":
-    return cls([sglang_client.SGLangEngine(url, api_key=api_key, retries=retries) for url in urls], **kwargs)
+  def from_urls(cls, urls: Sequence[str], api_key: str | None = None, retries: int = 2,
+                eos_token_ids: Sequence[int] = (), **kwargs) -> "Router":
+    """eos_token_ids: the servers' model's EOS ids (`SGLangEngine`'s)."""
+    return cls([sglang_client.SGLangEngine(url, api_key=api_key, retries=retries, eos_token_ids=eos_token_ids)
+                for url in urls], **kwargs)
 
   @property
   def engines(self) -> list[sglang_client.SGLangEngine]:

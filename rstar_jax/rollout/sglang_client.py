@@ -15,16 +15,19 @@ then raise `ServerUnavailable`; a 503 (the server's queue is full) is waited out
 message (not retried: the request itself is wrong). A turn that comes back `abort` (the server
 paused or updated its weights) is resubmitted with its tokens so far and the remaining budget, so
 it continues rather than starts over; the result joins the parts (ids, log-probs, the weight
-versions of each part).
+versions of each part). A turn SGLang ends "length" on a stop token at its last allowed position
+is reported "stop", as the in-process engine reports it (`stop_on_last_token`; the server's EOS
+ids are `eos_token_ids`).
 """
 import asyncio
 import dataclasses
-from typing import Any
+from typing import Any, Sequence
 
 import aiohttp
 import numpy as np
 
 from rstar_jax.rollout import jax_engine
+from rstar_jax.rollout import sampling as sampling_lib
 
 _RETRIED_STATUS = (502, 504)
 _MAX_BUSY_WAIT_S = 2.0
@@ -100,6 +103,22 @@ def parse_answer(answer: dict, prompt_tokens: int) -> jax_engine.GenerateResult:
       weight_versions=tuple(str(version).split(",")) if version is not None else ())
 
 
+def stop_on_last_token(result: jax_engine.GenerateResult, sampling: sampling_lib.SamplingParams,
+                       eos_token_ids: Sequence[int]) -> jax_engine.GenerateResult:
+  """`result`, with a "length" finish whose last token is a stop id (the request's stop_token_ids,
+  and the server's `eos_token_ids` unless ignore_eos) reported as {"type": "stop", "matched": id}.
+  SGLang checks max_new_tokens before the stop ids, so a turn that ends on its last allowed token
+  with EOS comes back "length"; the in-process engine reports "stop", and so does PAPER.md §4's
+  truncation rule (the turn did end with EOS)."""
+  if result.finish_reason.get("type") != "length" or not result.output_ids.size:
+    return result
+  last = int(result.output_ids[-1])
+  stops = set(sampling.stop_token_ids) | (set() if sampling.ignore_eos else set(eos_token_ids))
+  if last not in stops:
+    return result
+  return dataclasses.replace(result, finish_reason={"type": "stop", "matched": last})
+
+
 def join_parts(parts: list[jax_engine.GenerateResult], rid: str, prompt_tokens: int) -> jax_engine.GenerateResult:
   """One result from the parts of a turn resubmitted after aborts (the last part's finish); the
   versions of the parts that produced tokens (an abort before any token produced nothing)."""
@@ -114,8 +133,12 @@ class SGLangEngine:
   """`await generate(request)` against one SGLang-compatible server (module docstring)."""
 
   def __init__(self, url: str, *, api_key: str | None = None, timeout_s: float = 3600.0, retries: int = 5,
-               backoff_s: float = 0.5, max_resubmits: int = 100, send_seed: bool = True):
+               backoff_s: float = 0.5, max_resubmits: int = 100, send_seed: bool = True,
+               eos_token_ids: Sequence[int] = ()):
+    """eos_token_ids: the ids the server's model ends at (besides each request's stop_token_ids), so
+    that a turn ending on one at its last allowed token is reported "stop" (`stop_on_last_token`)."""
     self.url = url.rstrip("/")
+    self._eos_token_ids = tuple(eos_token_ids)
     self._send_seed = send_seed
     self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     self._timeout = aiohttp.ClientTimeout(total=timeout_s)
@@ -184,10 +207,10 @@ class SGLangEngine:
       parts.append(parse_answer(answer, ids.size))
       done += parts[-1].completion_tokens
       if parts[-1].finish_reason.get("type") != "abort":
-        return join_parts(parts, request.rid, prompt.size)
+        return stop_on_last_token(join_parts(parts, request.rid, prompt.size), request.sampling, self._eos_token_ids)
       if budget is not None and done >= budget:  # aborted after its last token: nothing left to generate
         parts[-1] = dataclasses.replace(parts[-1], finish_reason={"type": "length", "length": budget})
-        return join_parts(parts, request.rid, prompt.size)
+        return stop_on_last_token(join_parts(parts, request.rid, prompt.size), request.sampling, self._eos_token_ids)
       self.resubmitted_turns += 1
       await asyncio.sleep(self._backoff_s)
     raise ServerError(self.url, 200, f"request {request.rid!r} aborted {self._max_resubmits + 1} times")

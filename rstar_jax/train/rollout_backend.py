@@ -116,7 +116,7 @@ class ServerBackend:
             path, self._config.rollout.local_servers, args, log_dir=self._log_dir))
         urls = servers.urls
       self._router = rollout.Router.from_urls(
-          urls, api_key=self._api_key,
+          urls, api_key=self._api_key, eos_token_ids=self._cfg.eos_token_ids,
           expected_response_tokens=expected_response_tokens(self._config.rollout.expected_response_tokens))
       stack.callback(lambda: self._runtime.run(self._router.close()))
       self._runtime.run(self._router.__aenter__())

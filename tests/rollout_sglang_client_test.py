@@ -9,6 +9,7 @@ import asyncio
 import pytest
 from aiohttp import web
 
+from rstar_jax import rollout
 from rstar_jax.rollout import sglang_client
 
 SERVER_INFO = {"dp_size": 2, "max_total_num_tokens": 1000, "max_running_requests": None,
@@ -25,36 +26,43 @@ V0_5_6_GET_LOAD = [{"rid": None, "dp_rank": 0, "num_reqs": 4, "num_waiting_reqs"
 V0_4_9_GET_LOAD = {"load": 320}  # rank 0 only
 
 
-def _load_of(routes: dict) -> tuple[sglang_client.ServerLoad, int]:
-  """The client's load() of a loopback server answering `routes` (path -> JSON; others 404), and
-  how many times /get_server_info was asked (load() is called twice)."""
-  asked = {"/get_server_info": 0}
+def _serve(routes: dict, use, **engine_kwargs):
+  """`await use(engine)` with an SGLangEngine on a loopback server answering `routes` (path -> JSON,
+  to GET and POST; others 404); returns (its result, how many times each route was asked)."""
+  asked = {path: 0 for path in routes}
 
   def handler(path):
     async def answer(_request):
-      asked[path] = asked.get(path, 0) + 1
+      asked[path] += 1
       return web.json_response(routes[path])
     return answer
 
   async def main():
     app = web.Application()
     for path in routes:
-      app.router.add_get(path, handler(path))
+      app.router.add_route("*", path, handler(path))
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # pylint: disable=protected-access
     try:
-      async with sglang_client.SGLangEngine(f"http://127.0.0.1:{port}", retries=0) as engine:
-        first = await engine.load()
-        assert await engine.load() == first
-        return first
+      async with sglang_client.SGLangEngine(f"http://127.0.0.1:{port}", retries=0, **engine_kwargs) as engine:
+        return await use(engine)
     finally:
       await runner.cleanup()
 
-  load = asyncio.run(main())
-  return load, asked["/get_server_info"]
+  return asyncio.run(main()), asked
+
+
+def _load_of(routes: dict) -> tuple[sglang_client.ServerLoad, int]:
+  """The client's load() (asked twice: the same both times), and the /get_server_info reads."""
+  async def twice(engine):
+    first = await engine.load()
+    assert await engine.load() == first
+    return first
+  load, asked = _serve(routes, twice)
+  return load, asked.get("/get_server_info", 0)
 
 
 @pytest.mark.parametrize("routes, expected, info_reads", [
@@ -77,3 +85,27 @@ def test_a_server_without_max_running_requests_is_not_capped():
   info = {"max_total_num_tokens": 1000, "internal_states": [{}]}  # dp_size absent: one rank
   load, _ = _load_of({"/get_load": [V0_5_6_GET_LOAD[0]], "/get_server_info": info})
   assert (load.running, load.capacity_tokens, load.max_running) == (3, 1000, 1 << 30)
+
+
+def _answer(output_ids: list[int], finish: dict) -> dict:
+  return {"output_ids": output_ids, "meta_info": {
+      "id": "q", "finish_reason": finish, "prompt_tokens": 3, "completion_tokens": len(output_ids),
+      "cached_tokens": 0, "output_token_logprobs": [[-0.5, t, None] for t in output_ids]}}
+
+
+EOS, STOP = 5, 9
+
+
+@pytest.mark.parametrize("output_ids, finish, ignore_eos, expected", [
+    ([3, EOS], {"type": "length", "length": 2}, False, {"type": "stop", "matched": EOS}),
+    ([3, EOS], {"type": "length", "length": 2}, True, {"type": "length", "length": 2}),  # EOS is no stop
+    ([3, STOP], {"type": "length", "length": 2}, True, {"type": "stop", "matched": STOP}),  # stop ids still are
+    ([3, 4], {"type": "length", "length": 2}, False, {"type": "length", "length": 2}),
+    ([EOS], {"type": "stop", "matched": EOS}, False, {"type": "stop", "matched": EOS}),
+], ids=["eos-last", "ignore-eos", "stop-id-last", "ordinary-last", "stop-as-is"])
+def test_a_length_finish_on_a_stop_token_is_a_stop(output_ids, finish, ignore_eos, expected):
+  request = rollout.GenerateRequest("q", [1, 2, 3], rollout.SamplingParams(
+      max_new_tokens=2, stop_token_ids=(STOP,), ignore_eos=ignore_eos))
+  result, _ = _serve({"/generate": _answer(output_ids, finish)}, lambda engine: engine.generate(request),
+                     eos_token_ids=(EOS,))
+  assert result.finish_reason == expected and result.output_ids.tolist() == output_ids
