@@ -142,8 +142,12 @@ def get_config(arg=None):
                     tool_response_truncate_side="middle", max_parallel_calls=1)
 
   # Sandbox for every tool call: an in-process pool (needs root) or a running `rstar-sandbox serve`
-  # at url (api_key_file: a file holding its API key, if it has one).
-  config.sandbox = dict(url="", workers=2, api_key_file="")
+  # at url (api_key_file: a file holding its API key, if it has one). The in-process pool's limits
+  # per run (a service sets its own: --timeout-s, --cpu-s): timeout_s wall-clock seconds (the
+  # paper's 4) and cpu_s CPU seconds per process (0: timeout_s rounded up). A snippet near a
+  # wall-clock limit can end differently on a busier host; for runs that must repeat bitwise beside
+  # other jobs, limit the CPU under a loose wall clock (cpu_s=4, timeout_s=30).
+  config.sandbox = dict(url="", workers=2, api_key_file="", timeout_s=4.0, cpu_s=0)
   # Reward (PAPER.md §4, §11 rows 11-13): the released rule by default.
   config.reward = dict(num_workers=1)
 

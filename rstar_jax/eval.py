@@ -67,6 +67,10 @@ _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _SANDBOX_URL = flags.DEFINE_string("sandbox-url", "", "A running `rstar-sandbox serve`; empty: in process.")
 _SANDBOX_WORKERS = flags.DEFINE_integer("sandbox-workers", 2, "In-process sandbox workers.")
 _SANDBOX_KEY = flags.DEFINE_string("sandbox-api-key-file", "", "File holding the sandbox service's API key.")
+_SANDBOX_TIMEOUT = flags.DEFINE_float("sandbox-timeout-s", 4.0, "In-process sandbox: wall-clock seconds per run "
+                                      "(as config.sandbox.timeout_s).")
+_SANDBOX_CPU = flags.DEFINE_integer("sandbox-cpu-s", 0, "In-process sandbox: CPU seconds per process of a run; 0: "
+                                    "the wall-clock limit rounded up (as config.sandbox.cpu_s).")
 _FIXED_TIME = flags.DEFINE_float("fixed-execution-time-s", None,
                                  "Report this execution time in tool texts (as the tiny default's training "
                                  "did); default: the measured time.")
@@ -121,6 +125,9 @@ def _check_flags() -> None:
                       ("sandbox-workers", _SANDBOX_WORKERS.value)):
     if value < 1:
       raise app.UsageError(f"--{name}={value} must be a positive integer")
+  if _SANDBOX_TIMEOUT.value <= 0 or _SANDBOX_CPU.value < 0:
+    raise app.UsageError(f"--sandbox-timeout-s={_SANDBOX_TIMEOUT.value} must be > 0 and "
+                         f"--sandbox-cpu-s={_SANDBOX_CPU.value} >= 0")
   if _TEMPERATURE.value < 0 or not 0 < _TOP_P.value <= 1:
     raise app.UsageError(f"--temperature={_TEMPERATURE.value} must be >= 0 and --top-p={_TOP_P.value} in (0, 1]")
   reason = None if _SANDBOX_URL.value else isolation.unavailable_reason()
@@ -169,7 +176,8 @@ def main(argv):
       sys.exit(f"{name}: {error}")
   out_root = _OUT.value or _POLICY.value
   single = _SUITE.value is None
-  tools = functools.partial(evaluate.tools_for, _SANDBOX_URL.value, _SANDBOX_WORKERS.value, _SANDBOX_KEY.value)
+  tools = functools.partial(evaluate.tools_for, _SANDBOX_URL.value, _SANDBOX_WORKERS.value, _SANDBOX_KEY.value,
+                            _SANDBOX_TIMEOUT.value, _SANDBOX_CPU.value)
   results = {}
   with rollout.RolloutRuntime(tools) as runtime, _engine(runtime) as evaluate_on:
     for name, problems, eval_config in loaded:

@@ -130,6 +130,11 @@ def test_the_router_response_estimate_takes_a_mode_or_a_number():
     (lambda c: c.env.update(output_format="html"), r"config.env: output_format must be one of \('code', 'paper'\)"),
     (lambda c: c.rollout.update(expected_response_tokens="median"),
      r"config.rollout.expected_response_tokens='median' must be 'mean', 'budget' or a positive number"),
+    (lambda c: c.sandbox.update(cpu_s=-1), r"config.sandbox.cpu_s=-1 must be a non-negative integer"),
+    (lambda c: c.sandbox.update(timeout_s=0.0), r"config.sandbox.timeout_s=0.0 must be positive"),
+    (lambda c: c.sandbox.update(url="http://127.0.0.1:8080", cpu_s=4),
+     r"config.sandbox.cpu_s=4 and config.sandbox.timeout_s limit the in-process pool only: a service at "
+     r"config.sandbox.url runs with its own limits"),
 ])
 def test_bad_config_values_are_named_with_their_origin(change, message):
   config = _smoke_config()

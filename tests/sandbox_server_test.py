@@ -128,7 +128,7 @@ def test_metrics_count_requests_and_statuses(url):
 
 # Every pool flag with a valid value (cli.POOL_FLAGS, in that order).
 _POOL_ARGS = ["--workers", "1", "--jobs-per-worker", "2", "--runnable-per-worker", "1",
-              "--timeout-s", "1", "--memory-mib", "100", "--output-kib", "10", "--preload", "",
+              "--timeout-s", "1", "--cpu-s", "1", "--memory-mib", "100", "--output-kib", "10", "--preload", "",
               "--no-warmup", "--uid-base", "3000000"]
 _REDIS = ["--redis", "redis://127.0.0.1:1/0"]
 
@@ -136,6 +136,7 @@ _REDIS = ["--redis", "redis://127.0.0.1:1/0"]
 @pytest.mark.parametrize("args, message", [
     (["serve", "--workers", "0"], "PoolConfig.workers must be > 0, got 0"),
     (["serve", "--timeout-s", "-1"], "Limits.timeout_s must be > 0"),
+    (["serve", "--cpu-s", "0"], "Limits.cpu_s must be > 0"),
     (["serve", "--preload", "numpy,os.path/x"],
      "PoolConfig.preload: 'os.path/x' is not a module name"),
     (["worker"], "the following arguments are required: --redis"),
@@ -144,13 +145,13 @@ _REDIS = ["--redis", "redis://127.0.0.1:1/0"]
     (["serve", *_REDIS, "--workers", "2"], "with --redis the front end runs no snippets: "
                                            "--workers belongs to `rstar-sandbox worker`"),
     (["serve", *_REDIS, *_POOL_ARGS], "with --redis the front end runs no snippets: --workers, "
-     "--jobs-per-worker, --runnable-per-worker, --timeout-s, --memory-mib, --output-kib, "
+     "--jobs-per-worker, --runnable-per-worker, --timeout-s, --cpu-s, --memory-mib, --output-kib, "
      "--preload, --no-warmup, --uid-base belong to `rstar-sandbox worker`"),
     (["serve", "--lease-s", "5", "--queue", "q"], "--queue, --lease-s apply only with --redis"),
     (["serve", "--host", "0.0.0.0"], "--host 0.0.0.0 listens beyond loopback and the service runs anyone's "
                                      "code: give --api-key-file, or --trusted-network"),
     (["serve", "--api-key-file", "/nonexistent/key"], "--api-key-file /nonexistent/key: No such file"),
-], ids=["workers", "timeout", "preload", "worker_needs_redis", "lease", "worker_http_flag",
+], ids=["workers", "timeout", "cpu", "preload", "worker_needs_redis", "lease", "worker_http_flag",
         "front_one_pool_flag", "front_every_pool_flag", "queue_flags_without_redis", "open_host_without_key",
         "missing_key_file"])
 def test_cli_rejects_flags_that_do_nothing_or_are_bad(args, message):

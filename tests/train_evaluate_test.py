@@ -1,5 +1,8 @@
 """Evaluation statistics against hand counts: pass@k, tool-error ratios of all and of correct
 rollouts, finish reasons."""
+import asyncio
+import signal
+
 import numpy as np
 import pytest
 
@@ -35,3 +38,17 @@ def test_rollout_stats_count_errors_overall_and_among_correct_rollouts():
   assert stats["x/positive_tool_error_ratio"] == 1 / 3  # correct rollouts: 1 error in 3 calls
   assert stats["x/no_tool_fraction"] == 0.25 and stats["x/truncated_fraction"] == 0.25
   assert stats["x/finish/stop"] == 0.75 and stats["x/response_tokens_max"] == 20
+
+
+def test_a_cpu_limit_under_a_loose_wall_clock_ends_busy_runs_not_sleeping_ones():
+  """The RL job's in-process pool with config.sandbox cpu_s=1, timeout_s=30 (`evaluate.tools_for`):
+  a busy loop ends on its CPU limit (SIGXCPU, which a pid 1 ignores, then SIGKILL at the hard
+  limit: an exit code, where the parent's wall-clock kill leaves none), and a run that sleeps past
+  1 s of wall time, using no CPU, finishes."""
+  async def go():
+    async with evaluate.tools_for("", 1, timeout_s=30.0, cpu_s=1) as tools:
+      return await asyncio.gather(tools.run("print('start', flush=True)\nwhile True:\n  pass\n"),
+                                  tools.run("import time\ntime.sleep(1.5)\nprint('slept')"))
+  busy, sleepy = asyncio.run(go())
+  assert (busy.status, busy.exit_code, busy.stdout) == ("timeout", -signal.SIGKILL, "start\n")
+  assert (sleepy.status, sleepy.stdout) == ("ok", "slept\n")

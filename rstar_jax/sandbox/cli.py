@@ -30,11 +30,11 @@ from rstar_jax.sandbox import server
 
 # Flags of the executor pool: `serve` without --redis and `worker` take them; `serve --redis`
 # runs no snippets and rejects them. Defaults come from config.Limits / config.PoolConfig.
-POOL_FLAGS = ("--workers", "--jobs-per-worker", "--runnable-per-worker", "--timeout-s",
+POOL_FLAGS = ("--workers", "--jobs-per-worker", "--runnable-per-worker", "--timeout-s", "--cpu-s",
               "--memory-mib", "--run-memory-mib", "--output-kib", "--preload", "--no-warmup", "--uid-base")
 # Flags of the redis queue: `worker` and `serve --redis` take them.
 QUEUE_FLAGS = ("--queue", "--lease-s")
-_LIMITS = {"timeout_s": ("timeout_s", 1), "memory_mib": ("memory_bytes", config_lib.MIB),
+_LIMITS = {"timeout_s": ("timeout_s", 1), "cpu_s": ("cpu_s", 1), "memory_mib": ("memory_bytes", config_lib.MIB),
            "run_memory_mib": ("run_memory_bytes", config_lib.MIB),
            "output_kib": ("output_bytes", 1024)}
 _POOL_FIELDS = ("workers", "jobs_per_worker", "runnable_per_worker", "uid_base")
@@ -73,6 +73,9 @@ def _add_pool_flags(sub: argparse.ArgumentParser, title: str) -> None:
                           "(default: 2 x cores / workers)")
   group.add_argument("--timeout-s", type=float,
                      help=f"wall-clock seconds per run (default: {limits.timeout_s:g})")
+  group.add_argument("--cpu-s", type=int,
+                     help="CPU seconds per process of a run (default: --timeout-s rounded up); with "
+                          "--timeout-s well above it, a CPU-bound run ends the same however busy the host is")
   group.add_argument("--memory-mib", type=int,
                      help=f"address-space limit per process, MiB (default: "
                           f"{limits.memory_bytes // config_lib.MIB})")

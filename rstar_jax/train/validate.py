@@ -19,6 +19,7 @@ from rstar_jax import models
 from rstar_jax import rewards
 from rstar_jax import rl
 from rstar_jax import rollout
+from rstar_jax import sandbox
 from rstar_jax.sandbox import isolation
 from rstar_jax.train import distributed
 from rstar_jax.train import rollout_backend
@@ -74,6 +75,14 @@ def validate(config: ml_collections.ConfigDict, origin: str = "") -> None:
               f"is empty, so an in-process sandbox would run the tool calls, and it cannot start here ({reason}): "
               "give the URL of a running `rstar-sandbox serve`", origin)
     _all(config, origin, _POSITIVE_INT, "sandbox.workers")
+    _all(config, origin, _POSITIVE, "sandbox.timeout_s")
+    _all(config, origin, _NON_NEGATIVE_INT, "sandbox.cpu_s")
+    in_process_limits = sandbox.Limits().timeout_s, 0
+    require(config, "sandbox.cpu_s", lambda v: not config.sandbox.url
+            or (config.sandbox.timeout_s, v) == in_process_limits,
+            "and config.sandbox.timeout_s limit the in-process pool only: a service at config.sandbox.url "
+            "runs with its own limits (rstar-sandbox serve --timeout-s, --cpu-s); leave them at "
+            f"{in_process_limits}", origin)
     require(config, "sandbox.api_key_file", lambda v: not v or os.path.isfile(v),
             "is not a file (the sandbox service's API key, sent as 'Authorization: Bearer KEY')", origin)
   _typed(lambda: rewards.RewardConfig.from_config(config), "reward", origin)
