@@ -236,8 +236,11 @@ def make_plan(config: ml_collections.ConfigDict, origin: str = "") -> dict[str, 
   plan["rollout"] = dict(backend=rollout_config.backend, urls=list(rollout_config.urls),
                          local_servers=rollout_config.local_servers, weight_sync_dir=rollout_config.weight_sync_dir)
   plan["evaluates_in_process"] = bool(config.eval.num_problems)
-  plan["sandbox"] = dict(url=config.sandbox.url or None, in_process_workers=None if config.sandbox.url
-                         else config.sandbox.workers)
+  in_process = not config.sandbox.url
+  plan["sandbox"] = dict(url=config.sandbox.url or None,
+                         in_process_workers=config.sandbox.workers if in_process else None,
+                         timeout_s=config.sandbox.timeout_s if in_process else None,
+                         cpu_s=(config.sandbox.cpu_s or math.ceil(config.sandbox.timeout_s)) if in_process else None)
   return plan
 
 
@@ -289,5 +292,6 @@ def format_plan(plan: dict[str, Any]) -> str:
                                f"{r['local_servers']} local rstar-serve processes" if r["local_servers"] else
                                f"{len(r['urls'])} SGLang-compatible servers: {', '.join(r['urls'])}"))
   s = plan["sandbox"]
-  lines.append("sandbox: " + (s["url"] or f"in process, {s['in_process_workers']} workers"))
+  lines.append("sandbox: " + (s["url"] or f"in process, {s['in_process_workers']} workers, runs limited to "
+                                         f"{s['timeout_s']:g} s wall-clock and {s['cpu_s']} CPU s per process"))
   return "\n".join(lines)
