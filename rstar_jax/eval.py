@@ -40,6 +40,7 @@ from rstar_jax import models
 from rstar_jax import rewards
 from rstar_jax import rollout
 from rstar_jax.rollout import weight_sync
+from rstar_jax.sandbox import config as sandbox_config
 from rstar_jax.sandbox import isolation, processes
 from rstar_jax.train import evaluate, policy
 
@@ -67,8 +68,8 @@ _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _SANDBOX_URL = flags.DEFINE_string("sandbox-url", "", "A running `rstar-sandbox serve`; empty: in process.")
 _SANDBOX_WORKERS = flags.DEFINE_integer("sandbox-workers", 2, "In-process sandbox workers.")
 _SANDBOX_KEY = flags.DEFINE_string("sandbox-api-key-file", "", "File holding the sandbox service's API key.")
-_SANDBOX_TIMEOUT = flags.DEFINE_float("sandbox-timeout-s", 4.0, "In-process sandbox: wall-clock seconds per run "
-                                      "(as config.sandbox.timeout_s).")
+_SANDBOX_TIMEOUT = flags.DEFINE_float("sandbox-timeout-s", sandbox_config.Limits().timeout_s,
+                                      "In-process sandbox: wall-clock seconds per run (as config.sandbox.timeout_s).")
 _SANDBOX_CPU = flags.DEFINE_integer("sandbox-cpu-s", 0, "In-process sandbox: CPU seconds per process of a run; 0: "
                                     "the wall-clock limit rounded up (as config.sandbox.cpu_s).")
 _FIXED_TIME = flags.DEFINE_float("fixed-execution-time-s", None,
