@@ -54,7 +54,7 @@ Printed: step time (all rollouts done), generated tokens/s, server idle fraction
 KV overflows (retractions) and tokens recomputed after them, the mean decode batch and each
 server's seconds of prefill rounds; the ceiling no placement can pass
 (`throughput_ceiling`); then ratios of ours against each peer and the ceiling ("x" rows:
-tokens/s, higher is better). Progress with an ETA goes to stderr every 10 s while it runs.
+tokens/s, higher is better). Progress with an ETA goes to stderr as simulated steps finish (at most every 10 s).
 """
 import argparse
 import collections

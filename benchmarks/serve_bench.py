@@ -14,7 +14,7 @@
    both on the same servers in the same run over `--repeats` workloads (seeded), each first run
    once per policy untimed (the servers compile the shapes it meets: otherwise whichever policy
    runs first pays them), then timed with the order alternating.
-Progress with an ETA goes to stderr every 10 s while the router runs go on.
+Progress with an ETA goes to stderr as router runs finish (at most every 10 s).
 """
 from rstar_jax import host_malloc
 
@@ -148,7 +148,8 @@ def main():
     with local_servers.LocalServers(path, 2, server_args) as servers:
       runs = {"router": run_router, "round_robin": run_round_robin}
       workloads = [workload(args, seed=repeat) for repeat in range(args.repeats)]
-      bar, done = progress.Progress("serve_bench: router runs (untimed, then timed)", 4 * args.repeats), 0
+      bar, done = progress.Progress("serve_bench: router runs (untimed, then timed)",
+                                   2 * len(runs) * args.repeats), 0
       for rollouts in workloads:  # untimed: compiles the shapes each workload meets under both policies
         for run in runs.values():
           asyncio.run(run(servers.urls, rollouts))

@@ -14,6 +14,7 @@ does not always solve, evaluating after each stage.
 """
 import ml_collections
 
+from rstar_jax import sandbox
 from rstar_jax.models import DEFAULT_RULES
 from rstar_jax.train.config_lib import parse_arg
 
@@ -147,7 +148,7 @@ def get_config(arg=None):
   # paper's 4) and cpu_s CPU seconds per process (0: timeout_s rounded up). A snippet near a
   # wall-clock limit can end differently on a busier host; for runs that must repeat bitwise beside
   # other jobs, limit the CPU under a loose wall clock (cpu_s=4, timeout_s=30).
-  config.sandbox = dict(url="", workers=2, api_key_file="", timeout_s=4.0, cpu_s=0)
+  config.sandbox = dict(url="", workers=2, api_key_file="", timeout_s=sandbox.Limits.timeout_s, cpu_s=0)
   # Reward (PAPER.md §4, §11 rows 11-13): the released rule by default.
   config.reward = dict(num_workers=1)
 

@@ -68,7 +68,7 @@ _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _SANDBOX_URL = flags.DEFINE_string("sandbox-url", "", "A running `rstar-sandbox serve`; empty: in process.")
 _SANDBOX_WORKERS = flags.DEFINE_integer("sandbox-workers", 2, "In-process sandbox workers.")
 _SANDBOX_KEY = flags.DEFINE_string("sandbox-api-key-file", "", "File holding the sandbox service's API key.")
-_SANDBOX_TIMEOUT = flags.DEFINE_float("sandbox-timeout-s", sandbox_config.Limits().timeout_s,
+_SANDBOX_TIMEOUT = flags.DEFINE_float("sandbox-timeout-s", sandbox_config.Limits.timeout_s,
                                       "In-process sandbox: wall-clock seconds per run (as config.sandbox.timeout_s).")
 _SANDBOX_CPU = flags.DEFINE_integer("sandbox-cpu-s", 0, "In-process sandbox: CPU seconds per process of a run; 0: "
                                     "the wall-clock limit rounded up (as config.sandbox.cpu_s).")
@@ -129,12 +129,25 @@ def _check_flags() -> None:
   if _SANDBOX_TIMEOUT.value <= 0 or _SANDBOX_CPU.value < 0:
     raise app.UsageError(f"--sandbox-timeout-s={_SANDBOX_TIMEOUT.value} must be > 0 and "
                          f"--sandbox-cpu-s={_SANDBOX_CPU.value} >= 0")
+  if _SANDBOX_URL.value and (_SANDBOX_TIMEOUT.present or _SANDBOX_CPU.present):
+    raise app.UsageError("--sandbox-timeout-s and --sandbox-cpu-s limit the in-process sandbox only: the service at "
+                         "--sandbox-url runs with its own (rstar-sandbox serve --timeout-s, --cpu-s)")
   if _TEMPERATURE.value < 0 or not 0 < _TOP_P.value <= 1:
     raise app.UsageError(f"--temperature={_TEMPERATURE.value} must be >= 0 and --top-p={_TOP_P.value} in (0, 1]")
   reason = None if _SANDBOX_URL.value else isolation.unavailable_reason()
   if reason is not None:
     raise app.UsageError(f"the in-process sandbox cannot start here ({reason}): give --sandbox-url of a "
                          "running `rstar-sandbox serve`")
+
+
+def _served_eos_ids(tokenizer) -> tuple[int, ...]:
+  """The ids the policy's servers end a turn at: config.json's eos_token_id, else the tokenizer's
+  EOS (as rstar-serve chooses); a config.json this package cannot read falls back to the latter."""
+  try:
+    eos = models.read_hf_config(os.path.join(_POLICY.value, "config.json")).eos_token_ids
+  except (OSError, ValueError):
+    eos = ()
+  return eos or (tokenizer.eos_id,)
 
 
 @contextlib.contextmanager
@@ -150,9 +163,7 @@ def _engine(runtime: rollout.RolloutRuntime):
     return
   tokenizer, chat_format = policy.load_prompting(_POLICY.value)
   api_key = processes.read_api_key(_ROLLOUT_KEY.value)
-  eos_ids = (models.read_hf_config(os.path.join(_POLICY.value, "config.json")).eos_token_ids
-             or (tokenizer.eos_id,))  # as rstar-serve stops
-  router = rollout.Router.from_urls(_ROLLOUT_URLS.value, api_key=api_key, eos_token_ids=eos_ids)
+  router = rollout.Router.from_urls(_ROLLOUT_URLS.value, api_key=api_key, eos_token_ids=_served_eos_ids(tokenizer))
   runtime.run(router.__aenter__())
   try:
     if _LOAD_WEIGHTS.value:
@@ -178,7 +189,7 @@ def main(argv):
   out_root = _OUT.value or _POLICY.value
   single = _SUITE.value is None
   tools = functools.partial(evaluate.tools_for, _SANDBOX_URL.value, _SANDBOX_WORKERS.value, _SANDBOX_KEY.value,
-                            _SANDBOX_TIMEOUT.value, _SANDBOX_CPU.value)
+                            evaluate.sandbox_limits(_SANDBOX_TIMEOUT.value, _SANDBOX_CPU.value))
   results = {}
   with rollout.RolloutRuntime(tools) as runtime, _engine(runtime) as evaluate_on:
     for name, problems, eval_config in loaded:

@@ -132,9 +132,10 @@ def test_the_router_response_estimate_takes_a_mode_or_a_number():
      r"config.rollout.expected_response_tokens='median' must be 'mean', 'budget' or a positive number"),
     (lambda c: c.sandbox.update(cpu_s=-1), r"config.sandbox.cpu_s=-1 must be a non-negative integer"),
     (lambda c: c.sandbox.update(timeout_s=0.0), r"config.sandbox.timeout_s=0.0 must be positive"),
-    (lambda c: c.sandbox.update(url="http://127.0.0.1:8080", cpu_s=4),
-     r"config.sandbox.cpu_s=4 and config.sandbox.timeout_s limit the in-process pool only: a service at "
-     r"config.sandbox.url runs with its own limits"),
+    (lambda c: c.sandbox.update(url="http://127.0.0.1:8080", timeout_s=30.0),
+     r"config.sandbox.url='http://127.0.0.1:8080' runs the tool calls with its own limits \(rstar-sandbox serve "
+     r"--timeout-s, --cpu-s\): config.sandbox.timeout_s=30.0 and config.sandbox.cpu_s=0 limit the in-process "
+     r"pool only; leave them at 4.0 and 0"),
 ])
 def test_bad_config_values_are_named_with_their_origin(change, message):
   config = _smoke_config()

@@ -1,8 +1,10 @@
-"""`SGLangEngine.load()` against each SGLang version's load routes (SGLANG_API.md §2), served by a
-real HTTP server on a loopback port with the answers of a two-rank (`--dp-size 2`) server: the
-load is the sum over ranks, the capacity and max_running_requests of `/get_server_info` count per
-rank, and `/get_server_info` is read once.
-  python -m pytest -q tests/rollout_sglang_load_test.py
+"""`SGLangEngine` against SGLang's answers as each version gives them (SGLANG_API.md), served by a
+real HTTP server on a loopback port:
+  - `load()` of a two-rank (`--dp-size 2`) server: the sum over ranks, the capacity and
+    max_running_requests of `/get_server_info` counted per rank, `/get_server_info` read once;
+  - a turn SGLang ends "length" on a stop id (it checks the length first) comes back "stop", as
+    the in-process engine reports it.
+  python -m pytest -q tests/rollout_sglang_client_test.py
 """
 import asyncio
 
@@ -74,7 +76,10 @@ def _load_of(routes: dict) -> tuple[sglang_client.ServerLoad, int]:
     ({"/get_load": V0_5_6_GET_LOAD, "/get_server_info": SERVER_INFO}, (8, 1, 770, 2000, 96), 1),
     # 0.4.9: rank 0's tokens stand for every rank's; no request counts
     ({"/get_load": V0_4_9_GET_LOAD, "/get_server_info": SERVER_INFO}, (0, 0, 640, 2000, 96), 1),
-], ids=["0.5.23", "0.5.9", "0.5.6", "0.4.9"])
+    # no rank in /v1/loads: /get_load answers instead
+    ({"/v1/loads": {"loads": []}, "/get_load": V0_5_6_GET_LOAD, "/get_server_info": SERVER_INFO},
+     (8, 1, 770, 2000, 96), 1),
+], ids=["0.5.23", "0.5.9", "0.5.6", "0.4.9", "no-rank"])
 def test_load_sums_the_data_parallel_ranks_of_every_version(routes, expected, info_reads):
   load, asked = _load_of(routes)
   assert (load.running, load.waiting, load.used_tokens, load.capacity_tokens, load.max_running) == expected
@@ -98,11 +103,13 @@ EOS, STOP = 5, 9
 
 @pytest.mark.parametrize("output_ids, finish, ignore_eos, expected", [
     ([3, EOS], {"type": "length", "length": 2}, False, {"type": "stop", "matched": EOS}),
-    ([3, EOS], {"type": "length", "length": 2}, True, {"type": "length", "length": 2}),  # EOS is no stop
-    ([3, STOP], {"type": "length", "length": 2}, True, {"type": "stop", "matched": STOP}),  # stop ids still are
+    ([3, STOP], {"type": "length", "length": 2}, False, {"type": "stop", "matched": STOP}),
+    ([3, STOP], {"type": "length", "length": 2}, True, {"type": "length", "length": 2}),  # SGLang stops at no id
     ([3, 4], {"type": "length", "length": 2}, False, {"type": "length", "length": 2}),
     ([EOS], {"type": "stop", "matched": EOS}, False, {"type": "stop", "matched": EOS}),
-], ids=["eos-last", "ignore-eos", "stop-id-last", "ordinary-last", "stop-as-is"])
+    # aborted (weights updated) after its last allowed token: nothing left to continue
+    ([3, EOS], {"type": "abort", "message": "paused"}, False, {"type": "stop", "matched": EOS}),
+], ids=["eos-last", "stop-id-last", "ignore-eos", "ordinary-last", "stop-as-is", "aborted-at-the-budget"])
 def test_a_length_finish_on_a_stop_token_is_a_stop(output_ids, finish, ignore_eos, expected):
   request = rollout.GenerateRequest("q", [1, 2, 3], rollout.SamplingParams(
       max_new_tokens=2, stop_token_ids=(STOP,), ignore_eos=ignore_eos))

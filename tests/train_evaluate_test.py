@@ -1,5 +1,5 @@
 """Evaluation statistics against hand counts: pass@k, tool-error ratios of all and of correct
-rollouts, finish reasons."""
+rollouts, finish reasons; the in-process sandbox with config.sandbox's limits."""
 import asyncio
 import signal
 
@@ -41,12 +41,13 @@ def test_rollout_stats_count_errors_overall_and_among_correct_rollouts():
 
 
 def test_a_cpu_limit_under_a_loose_wall_clock_ends_busy_runs_not_sleeping_ones():
-  """The RL job's in-process pool with config.sandbox cpu_s=1, timeout_s=30 (`evaluate.tools_for`):
+  """The RL job's in-process pool with config.sandbox cpu_s=1, timeout_s=30 (`evaluate.tools_for`,
+  `evaluate.sandbox_limits`):
   a busy loop ends on its CPU limit (SIGXCPU, which a pid 1 ignores, then SIGKILL at the hard
   limit: an exit code, where the parent's wall-clock kill leaves none), and a run that sleeps past
   1 s of wall time, using no CPU, finishes."""
   async def go():
-    async with evaluate.tools_for("", 1, timeout_s=30.0, cpu_s=1) as tools:
+    async with evaluate.tools_for("", 1, limits=evaluate.sandbox_limits(timeout_s=30.0, cpu_s=1)) as tools:
       return await asyncio.gather(tools.run("print('start', flush=True)\nwhile True:\n  pass\n"),
                                   tools.run("import time\ntime.sleep(1.5)\nprint('slept')"))
   busy, sleepy = asyncio.run(go())

@@ -105,16 +105,15 @@ def parse_answer(answer: dict, prompt_tokens: int) -> jax_engine.GenerateResult:
 
 def stop_on_last_token(result: jax_engine.GenerateResult, sampling: sampling_lib.SamplingParams,
                        eos_token_ids: Sequence[int]) -> jax_engine.GenerateResult:
-  """`result`, with a "length" finish whose last token is a stop id (the request's stop_token_ids,
-  and the server's `eos_token_ids` unless ignore_eos) reported as {"type": "stop", "matched": id}.
-  SGLang checks max_new_tokens before the stop ids, so a turn that ends on its last allowed token
-  with EOS comes back "length"; the in-process engine reports "stop", and so does PAPER.md §4's
-  truncation rule (the turn did end with EOS)."""
-  if result.finish_reason.get("type") != "length" or not result.output_ids.size:
+  """`result`, with a "length" finish whose last token is a stop id (the request's stop_token_ids
+  or the server's `eos_token_ids`) reported as {"type": "stop", "matched": id}. SGLang checks
+  max_new_tokens before the stop ids, so a turn that ends on its last allowed token with EOS comes
+  back "length"; the in-process engine reports "stop", and so does PAPER.md §4's truncation rule
+  (the turn did end with EOS). With ignore_eos SGLang stops at no id at all: nothing to relabel."""
+  if result.finish_reason.get("type") != "length" or not result.output_ids.size or sampling.ignore_eos:
     return result
   last = int(result.output_ids[-1])
-  stops = set(sampling.stop_token_ids) | (set() if sampling.ignore_eos else set(eos_token_ids))
-  if last not in stops:
+  if last not in set(sampling.stop_token_ids) | set(eos_token_ids):
     return result
   return dataclasses.replace(result, finish_reason={"type": "stop", "matched": last})
 
@@ -188,6 +187,7 @@ class SGLangEngine:
           return data
       except (aiohttp.ClientConnectionError, aiohttp.ClientResponseError, asyncio.TimeoutError) as e:
         if attempt == retries:
+          self._limits = None  # it may come back restarted, with other limits
           raise ServerUnavailable(f"{self.url}{path}: no answer after {retries + 1} tries ({e!r})") from e
         await asyncio.sleep(self._backoff_s * 2 ** attempt)
         attempt += 1
@@ -218,11 +218,13 @@ class SGLangEngine:
   async def load(self) -> ServerLoad:
     """The server's load summed over its data-parallel ranks (SGLANG_API.md §2): from `/v1/loads`
     (SGLang >= 0.5.9, one entry per rank), else from `/get_load` with the per-rank capacity and
-    max_running_requests of `/get_server_info`: a list with one entry per rank (0.5.6-0.5.15, its
+    max_running_requests of `/get_server_info`: a list with one entry per rank (0.5.6-0.5.8, its
     tokens include the queued prompts'), or `{"load": tokens}` of rank 0 alone (0.4.9: taken as
     every rank's, with no request counts)."""
     try:
       entries = (await self.call("GET", "/v1/loads", retries=0))["loads"]
+      if not entries:
+        raise IndexError("/v1/loads lists no rank")
       per_rank = None if all(e.get("max_running_requests") for e in entries) else await self._per_rank_limits()
       return ServerLoad(sum(e["num_running_reqs"] for e in entries), sum(e["num_waiting_reqs"] for e in entries),
                         sum(e["num_used_tokens"] for e in entries), sum(e["max_total_num_tokens"] for e in entries),
@@ -239,12 +241,13 @@ class SGLangEngine:
 
   async def _per_rank_limits(self) -> tuple[int, int, int]:
     """(KV tokens, max running requests, ranks) of one data-parallel rank, from `/get_server_info`
-    (read once: they are fixed while the server runs); no max_running_requests: unlimited."""
+    (read once, again after the server stopped answering); max_running_requests: rank 0's scheduler
+    state, else the server argument; neither: unlimited."""
     if self._limits is None:
       info = await self.server_info()
-      max_running = info.get("max_running_requests") or next(
+      max_running = next(
           (s["max_running_requests"] for s in info.get("internal_states") or [] if s.get("max_running_requests")),
-          1 << 30)
+          info.get("max_running_requests") or 1 << 30)
       self._limits = (info["max_total_num_tokens"], max_running, info.get("dp_size") or 1)
     return self._limits
 

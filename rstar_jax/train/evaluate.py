@@ -50,15 +50,18 @@ EVAL_FILE = "eval.json"
 _SAMPLES_SHOWN = 4  # rollouts per outcome (correct / wrong) in eval_samples.md
 
 
-def tools_for(sandbox_url: str, workers: int, api_key_file: str = "", timeout_s: float | None = None,
-              cpu_s: int = 0):
+def sandbox_limits(timeout_s: float = sandbox.Limits.timeout_s, cpu_s: int = 0) -> sandbox.Limits:
+  """The in-process pool's limits of config.sandbox: `timeout_s` wall-clock seconds per run and
+  `cpu_s` CPU seconds per process (0: timeout_s rounded up)."""
+  return sandbox.Limits(timeout_s=timeout_s, cpu_s=cpu_s or None)
+
+
+def tools_for(sandbox_url: str, workers: int, api_key_file: str = "",
+              limits: sandbox.Limits = sandbox.Limits()):
   """A running sandbox service's client (sending the key read from `api_key_file`, if given), or
-  an in-process pool of `workers` zygotes (as root, or rootless) whose runs have `timeout_s`
-  wall-clock seconds (None: `sandbox.Limits`' default) and `cpu_s` CPU seconds per process (0:
-  timeout_s rounded up)."""
+  an in-process pool of `workers` zygotes (as root, or rootless) whose runs have `limits`."""
   if sandbox_url:
     return sandbox.SandboxClient(sandbox_url, api_key=processes.read_api_key(api_key_file))
-  limits = sandbox.Limits(**({} if timeout_s is None else {"timeout_s": timeout_s}), cpu_s=cpu_s or None)
   return sandbox.Pool(sandbox.PoolConfig(workers=workers, limits=limits))
 
 

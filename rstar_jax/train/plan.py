@@ -48,8 +48,8 @@ from jax.sharding import AbstractMesh, NamedSharding
 from rstar_jax import chat
 from rstar_jax import data
 from rstar_jax import models
-from rstar_jax import sandbox
 from rstar_jax.rollout.jax_engine import kv_bytes_per_slot
+from rstar_jax.train import evaluate
 from rstar_jax.train import policy
 from rstar_jax.train.config_lib import ConfigError, where
 from rstar_jax.train.packing import PackedBatch, microbatch_bucket
@@ -241,8 +241,8 @@ def make_plan(config: ml_collections.ConfigDict, origin: str = "") -> dict[str, 
   plan["sandbox"] = dict(url=config.sandbox.url or None,
                          in_process_workers=config.sandbox.workers if in_process else None,
                          timeout_s=config.sandbox.timeout_s if in_process else None,
-                         cpu_s=sandbox.Limits(timeout_s=config.sandbox.timeout_s,
-                                              cpu_s=config.sandbox.cpu_s or None).cpu_seconds if in_process else None)
+                         cpu_s=evaluate.sandbox_limits(config.sandbox.timeout_s, config.sandbox.cpu_s).cpu_seconds
+                         if in_process else None)
   return plan
 
 

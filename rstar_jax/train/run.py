@@ -241,7 +241,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, origin: str = "") -> di
   # tool calls and scoring happen where rollouts do: process 0 (train/distributed.py)
   needs_tools = (has_rl or config.eval.num_problems) and distributed.is_writer()
   tools = ((lambda: evaluate.tools_for(config.sandbox.url, config.sandbox.workers, config.sandbox.api_key_file,
-                                       config.sandbox.timeout_s, config.sandbox.cpu_s))
+                                       evaluate.sandbox_limits(config.sandbox.timeout_s, config.sandbox.cpu_s)))
            if needs_tools else contextlib.nullcontext)
   scoring = rewards.Scorer.from_config(config) if distributed.is_writer() else contextlib.nullcontext()
   with rollout.RolloutRuntime(tools) as runtime, scoring as scorer:

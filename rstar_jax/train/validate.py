@@ -67,6 +67,8 @@ def validate(config: ml_collections.ConfigDict, origin: str = "") -> None:
   if config.job == "rl":
     require(config, "model.hf_path", bool, "is empty, but config.job='rl' trains a given policy: set it to a "
             "Hugging Face checkpoint directory (for example an earlier run's policies/sft)", origin)
+  _all(config, origin, _POSITIVE, "sandbox.timeout_s")
+  _all(config, origin, _NON_NEGATIVE_INT, "sandbox.cpu_s")
   needs_sandbox = config.job != "sft" or config.eval.num_problems
   if needs_sandbox:
     if not config.sandbox.url:
@@ -75,14 +77,11 @@ def validate(config: ml_collections.ConfigDict, origin: str = "") -> None:
               f"is empty, so an in-process sandbox would run the tool calls, and it cannot start here ({reason}): "
               "give the URL of a running `rstar-sandbox serve`", origin)
     _all(config, origin, _POSITIVE_INT, "sandbox.workers")
-    _all(config, origin, _POSITIVE, "sandbox.timeout_s")
-    _all(config, origin, _NON_NEGATIVE_INT, "sandbox.cpu_s")
-    in_process_limits = sandbox.Limits().timeout_s, 0
-    require(config, "sandbox.cpu_s", lambda v: not config.sandbox.url
-            or (config.sandbox.timeout_s, v) == in_process_limits,
-            "and config.sandbox.timeout_s limit the in-process pool only: a service at config.sandbox.url "
-            "runs with its own limits (rstar-sandbox serve --timeout-s, --cpu-s); leave them at "
-            f"{in_process_limits}", origin)
+    default_limits = (sandbox.Limits.timeout_s, 0)
+    require(config, "sandbox.url", lambda url: not url or (config.sandbox.timeout_s, config.sandbox.cpu_s)
+            == default_limits, "runs the tool calls with its own limits (rstar-sandbox serve --timeout-s, --cpu-s): "
+            f"config.sandbox.timeout_s={config.sandbox.timeout_s!r} and config.sandbox.cpu_s={config.sandbox.cpu_s!r} "
+            f"limit the in-process pool only; leave them at {default_limits[0]!r} and {default_limits[1]!r}", origin)
     require(config, "sandbox.api_key_file", lambda v: not v or os.path.isfile(v),
             "is not a file (the sandbox service's API key, sent as 'Authorization: Bearer KEY')", origin)
   _typed(lambda: rewards.RewardConfig.from_config(config), "reward", origin)
