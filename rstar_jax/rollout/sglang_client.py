@@ -206,10 +206,11 @@ class SGLangEngine:
           jax_engine.GenerateRequest(part_rid, ids, sampling), self._send_seed))
       parts.append(parse_answer(answer, ids.size))
       done += parts[-1].completion_tokens
-      if parts[-1].finish_reason.get("type") != "abort":
-        return stop_on_last_token(join_parts(parts, request.rid, prompt.size), request.sampling, self._eos_token_ids)
-      if budget is not None and done >= budget:  # aborted after its last token: nothing left to generate
+      aborted = parts[-1].finish_reason.get("type") == "abort"
+      if aborted and budget is not None and done >= budget:  # after its last token: nothing left to generate
         parts[-1] = dataclasses.replace(parts[-1], finish_reason={"type": "length", "length": budget})
+        aborted = False
+      if not aborted:
         return stop_on_last_token(join_parts(parts, request.rid, prompt.size), request.sampling, self._eos_token_ids)
       self.resubmitted_turns += 1
       await asyncio.sleep(self._backoff_s)

@@ -237,12 +237,11 @@ def make_plan(config: ml_collections.ConfigDict, origin: str = "") -> dict[str, 
   plan["rollout"] = dict(backend=rollout_config.backend, urls=list(rollout_config.urls),
                          local_servers=rollout_config.local_servers, weight_sync_dir=rollout_config.weight_sync_dir)
   plan["evaluates_in_process"] = bool(config.eval.num_problems)
-  in_process = not config.sandbox.url
+  limits = None if config.sandbox.url else evaluate.sandbox_limits(config.sandbox.timeout_s, config.sandbox.cpu_s)
   plan["sandbox"] = dict(url=config.sandbox.url or None,
-                         in_process_workers=config.sandbox.workers if in_process else None,
-                         timeout_s=config.sandbox.timeout_s if in_process else None,
-                         cpu_s=evaluate.sandbox_limits(config.sandbox.timeout_s, config.sandbox.cpu_s).cpu_seconds
-                         if in_process else None)
+                         in_process_workers=None if limits is None else config.sandbox.workers,
+                         timeout_s=None if limits is None else limits.timeout_s,
+                         cpu_s=None if limits is None else limits.cpu_seconds)
   return plan
 
 
