@@ -3,9 +3,12 @@
   python benchmarks/serve_bench.py                 # weight sync (tiny and ~0.5B) + router vs round-robin
   python benchmarks/serve_bench.py --quick         # small sizes, for a smoke run
 
-1. Weight sync (`rollout.weight_sync`): the trainer writes version v as safetensors
-   (`write_version`), then the server loads it (`/update_weights_from_disk`: read, shard, swap,
-   prefix cache dropped). Printed per model: write s, load-on-server s, total, and GB written.
+1. Weight sync (`rollout.weight_sync.send_version`) to `--sync_servers` servers, both ways on the
+   same servers, alternating over `--sync_repeats` rounds (medians): "disk" writes version v as
+   safetensors (`write_version`), then every server loads it (`/update_weights_from_disk`: read,
+   shard, swap, prefix cache dropped); "push" sends the tensors over HTTP in 256 MiB chunks
+   (`push_version`: gather and serialize a chunk while the last travels), then every server swaps
+   them in (`/update_weights_from_upload`). Printed per model: seconds of each and disk / push.
    Models: the tiny default's policy shape and a random model of Qwen2.5-0.5B's shape (fp32).
 2. Router, live: R multi-turn rollouts over 2 servers (`--slots` each), turn lengths long-tailed
    (log-normal, seeded; `ignore_eos`), a tool call between turns (log-normal sleep, median
@@ -23,6 +26,7 @@ if __name__ == "__main__":  # first, before JAX loads and its threads start (hos
 
 import argparse
 import asyncio
+import contextlib
 import statistics
 import tempfile
 import time
@@ -50,24 +54,27 @@ def qwen_half_b_config() -> models.ModelConfig:
                      num_heads=14, num_kv_heads=2, head_dim=64, tie_word_embeddings=True, eos_token_id=1)
 
 
-def measure_sync(cfg: models.ModelConfig, root: str) -> dict:
+def measure_sync(cfg: models.ModelConfig, root: str, num_servers: int, repeats: int) -> dict:
+  """Median seconds of each weight-sync mode (module docstring) and the policy's GB."""
   params = models.init_params(cfg, jax.random.key(0))
   first = weight_sync.write_version(cfg, params, root, version=0)
-  with local_servers.LocalServers(first, 1, ["--num-slots", "2", "--max-length", "64"]) as servers:
-    engine = rollout.SGLangEngine(servers.urls[0])
-    started = time.monotonic()
-    path = weight_sync.write_version(cfg, params, root, version=1)
-    written = time.monotonic()
-    asyncio.run(_sync_and_close(engine, path))
-    loaded = time.monotonic()
+  seconds = {mode: [] for mode in weight_sync.MODES}
+  with local_servers.LocalServers(first, num_servers, ["--num-slots", "2", "--max-length", "64"]) as servers:
+    for repeat in range(repeats):
+      for mode in sorted(seconds, reverse=repeat % 2 == 1):  # who goes first alternates
+        version = 1 + len(seconds["disk"]) + len(seconds["push"])
+        seconds[mode].append(asyncio.run(_sync(cfg, params, servers.urls, version, mode, root)))
   size = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))
-  return {"write_s": written - started, "load_s": loaded - written, "total_s": loaded - started, "gb": size / 1e9}
+  return {**{mode: statistics.median(s) for mode, s in seconds.items()}, "gb": size / 1e9}
 
 
-async def _sync_and_close(engine, path):
-  async with engine:
-    await weight_sync.sync_servers([engine], path, "1")
-    assert await engine.weight_version() == "1"
+async def _sync(cfg, params, urls, version: int, mode: str, root: str) -> float:
+  async with contextlib.AsyncExitStack() as stack:
+    engines = [await stack.enter_async_context(rollout.SGLangEngine(url)) for url in urls]
+    seconds = await weight_sync.send_version(cfg, params, engines, version, mode, root)
+    versions = await asyncio.gather(*(engine.weight_version() for engine in engines))
+    assert versions == [str(version)] * len(engines), versions
+  return seconds
 
 
 def workload(args, seed: int):
@@ -127,18 +134,23 @@ def main():
   parser.add_argument("--tool_ms", type=float, default=50.0)
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--router_only", action="store_true", help="skip the weight-sync table")
+  parser.add_argument("--sync_servers", type=int, default=2)
+  parser.add_argument("--sync_repeats", type=int, default=3)
   args = parser.parse_args()
   logging.set_verbosity(logging.INFO)
   if args.quick:
-    args.rollouts, args.slots, args.max_turn, args.repeats = 8, 2, 24, 1
+    args.rollouts, args.slots, args.max_turn, args.repeats, args.sync_repeats = 8, 2, 24, 1, 1
   configs = [] if args.router_only else [("tiny default", tiny_default_config())] + (
       [] if args.quick else [("Qwen2.5-0.5B shape", qwen_half_b_config())])
-  print("weight sync (write safetensors, then /update_weights_from_disk on one rstar-serve)")
-  print(f"{'model':<22}{'GB':>7}{'write s':>10}{'load s':>10}{'total s':>10}")
+  if configs:
+    print(f"weight sync to {args.sync_servers} rstar-serve, median of {args.sync_repeats} (disk: write safetensors "
+          "+ /update_weights_from_disk; push: /upload_weights chunks + /update_weights_from_upload)")
+    print(f"{'metric':<48}{'push':>8}{'disk':>8}")
   for name, cfg in configs:
     with tempfile.TemporaryDirectory() as root:
-      m = measure_sync(cfg, root)
-    print(f"{name:<22}{m['gb']:>7.3f}{m['write_s']:>10.2f}{m['load_s']:>10.2f}{m['total_s']:>10.2f}")
+      m = measure_sync(cfg, root, args.sync_servers, args.sync_repeats)
+    metric = f"sync seconds {name} ({m['gb']:.3f} GB)"
+    print(f"{metric:<48}{m['push']:>8.3f}{m['disk']:>8.3f}{m['disk'] / m['push']:>8.2f}x")
 
   cfg = tiny_default_config()
   max_length = args.prompt + args.max_turns * (args.max_turn + 3) + 1

@@ -129,12 +129,13 @@ def get_config(arg=None):
 
   # Where RL rollouts run (train/rollout_backend.py): "jax" in process (lockstep, bitwise repeatable),
   # or "sglang": SGLang-compatible servers at urls, or local_servers N `rstar-serve` processes started
-  # here; the weights go to them after every update through weight_sync_dir ("": WORKDIR/weight_sync),
-  # written in sync_dtype ("": the parameter dtype, so servers sample from exactly the trained policy).
+  # here; the weights go to them after every update by weight_sync: "disk" through weight_sync_dir
+  # ("": WORKDIR/weight_sync; any server) or "push" over HTTP (rstar-serve only: no shared filesystem),
+  # in sync_dtype ("": the parameter dtype, so servers sample from exactly the trained policy).
   # The router places a new rollout where its prompt + expected_response_tokens fits the free KV:
   # "mean" (the mean response finished so far), "budget" (the whole budget) or a number of tokens.
-  config.rollout = dict(backend="jax", urls=(), local_servers=0, api_key_file="", weight_sync_dir="",
-                        sync_dtype="", expected_response_tokens="mean")
+  config.rollout = dict(backend="jax", urls=(), local_servers=0, api_key_file="", weight_sync="disk",
+                        weight_sync_dir="", sync_dtype="", expected_response_tokens="mean")
 
   # The tool environment of the SFT traces, the rollouts and the evaluations (rollout.ToolEnvironment,
   # PAPER.md §11 rows 14-16), saved with each policy: the released code's by default; the paper's

@@ -87,7 +87,7 @@ def build_server(checkpoint: str, *, num_slots: int, max_length: int, num_device
                              prefill_chunk=prefill_chunk, seed=seed, mesh_rules=mesh_rules, vocab_limit=vocab_limit)
   return server_lib.GenerationServer(
       rollout.AsyncJaxEngine(engine), model_path=checkpoint, tokenizer=tokenizer,
-      load_weights=server_lib.hf_weight_loader(cfg, mesh_rules), weight_version=weight_version,
+      weights=server_lib.WeightLoader(cfg, mesh_rules), weight_version=weight_version,
       api_key=api_key, max_queued_requests=max_queued_requests)
 
 

@@ -120,12 +120,9 @@ def test_router_sim_quick_prints_every_policy_ratio_rows_and_the_ceiling():
 
 def test_serve_bench_quick_syncs_weights_and_compares_the_router():
   stdout = _run_quick("serve_bench.py")
-  sync = re.search(r"^tiny default\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", stdout, re.M)
-  assert sync, stdout
-  gb, write_s, load_s, total_s = map(float, sync.groups())
-  assert gb == pytest.approx(0.015, abs=0.001)  # 3.7M fp32 parameters
-  assert total_s == pytest.approx(write_s + load_s, abs=0.02)
-  _check_ratios(_table(stdout), {"tokens/s Router vs round_robin": True})
+  assert "sync seconds tiny default (0.015 GB)" in stdout, stdout  # 3.7M fp32 parameters
+  _check_ratios(_table(stdout), {"tokens/s Router vs round_robin": True,
+                                 "sync seconds tiny default (0.015 GB)": False})
 
 
 def test_flops_per_token_matches_hand_count(bench):

@@ -127,6 +127,8 @@ def test_the_router_response_estimate_takes_a_mode_or_a_number():
     (lambda c: c.update(job="ppo"), r"config.job='ppo' must be one of"),
     (lambda c: c.rollout.update(sync_dtype="fp8"),
      r"config.rollout.sync_dtype='fp8' must be one of \('', 'bfloat16', 'float32', 'float16'\)"),
+    (lambda c: c.rollout.update(weight_sync="nfs"),
+     r"config.rollout.weight_sync='nfs' must be one of \('disk', 'push'\) \('push' needs rstar-serve servers\)"),
     (lambda c: c.env.update(output_format="html"), r"config.env: output_format must be one of \('code', 'paper'\)"),
     (lambda c: c.rollout.update(expected_response_tokens="median"),
      r"config.rollout.expected_response_tokens='median' must be 'mean', 'budget' or a positive number"),
@@ -303,14 +305,15 @@ def test_the_eval_command_runs_a_suite_on_rollout_servers_as_in_process(smoke_ru
   assert overridden.returncode != 0 and "--samples: each benchmark of --suite sets its own" in overridden.stderr
 
 
-def test_rollouts_through_two_local_servers_give_the_in_process_metrics(smoke_run, tmp_path):
+@pytest.mark.parametrize("weight_sync", ["disk", "push"])
+def test_rollouts_through_two_local_servers_give_the_in_process_metrics(smoke_run, tmp_path, weight_sync):
   """config.rollout.backend='sglang' with 2 `rstar-serve` processes started per stage (weights synced
-  after every update): the same rollouts as the in-process engine, so the same metrics up to the
-  float rounding of another batch composition and device count; every sample carries the version of
-  the policy of its step."""
+  after every update, written and loaded or pushed): the same rollouts as the in-process engine, so
+  the same metrics up to the float rounding of another batch composition and device count; every
+  sample carries the version of the policy of its step."""
   reference, _ = smoke_run
   config = _smoke_config()
-  config.rollout.update(backend="sglang", local_servers=2)
+  config.rollout.update(backend="sglang", local_servers=2, weight_sync=weight_sync)
   run_lib.run(config, str(tmp_path), origin=ORIGIN)
   want = [r for r in metrics_lib.read_metrics(str(reference)) if "rl/step" in r]
   got = [r for r in metrics_lib.read_metrics(str(tmp_path)) if "rl/step" in r]
@@ -323,7 +326,9 @@ def test_rollouts_through_two_local_servers_give_the_in_process_metrics(smoke_ru
         assert row_got[key] == value, key
       else:
         np.testing.assert_allclose(row_got[key], value, rtol=1e-4, atol=1e-6, err_msg=key)
-  assert sorted(os.listdir(tmp_path / "weight_sync")) == ["v000003", "v000004"]  # the newest two
+  # written: the newest two versions; pushed: only each stage's first, which the servers start from
+  assert sorted(os.listdir(tmp_path / "weight_sync")) == (["v000003", "v000004"] if weight_sync == "disk" else
+                                                          ["v000002", "v000003"])
   assert not [p for p in os.popen("ps -eo args").read().splitlines() if "rstar_jax.serve" in p
               and str(tmp_path) in p], "a server outlived the run"
 

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import safetensors
+import safetensors.numpy
 import torch
 import transformers
 
@@ -104,6 +105,62 @@ def test_save_hf_sharded_writes_index_loadable_by_both(tmp_path):
   hf_model = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path)).eval()
   cfg2, params2 = models.load_hf(str(tmp_path))
   np.testing.assert_allclose(tiny_models.hf_logits(hf_model, ids), models.logits(cfg2, params2, ids), atol=1e-4)
+
+
+def test_tensor_groups_carry_what_save_hf_writes_and_build_the_same_params(tmp_path):
+  cfg = tiny_models.tiny_config("qwen3", tie_word_embeddings=False)
+  params = models.init_params(cfg, jax.random.key(9))
+  models.save_hf(cfg, params, str(tmp_path), dtype="bfloat16")
+  groups = list(models.hf_tensor_groups(cfg, params, max_bytes=4_000, dtype="bfloat16"))
+  written = {}
+  with safetensors.safe_open(str(tmp_path / "model.safetensors"), framework="numpy") as f:
+    written = {name: f.get_tensor(name) for name in f.keys()}
+  merged = {name: t for group in groups for name, t in group.items()}
+  assert len(groups) > 1 and sum(map(len, groups)) == len(merged) == len(written)
+  for name, tensor in written.items():
+    np.testing.assert_array_equal(merged[name], tensor, err_msg=name)
+  # every group but one holding a single larger tensor fits the bound
+  assert all(len(g) == 1 or sum(t.nbytes for t in g.values()) <= 4_000 for g in groups)
+  # through bytes (bf16 included) and back into params: those load_hf builds from the files
+  blobs = [safetensors.numpy.save(group) for group in groups]
+  received = {name: t for blob in blobs for name, t in models.read_safetensors_bytes(blob).items()}
+  cfg_disk, from_disk = models.load_hf(str(tmp_path))
+  from_bytes = models.params_from_hf_tensors(cfg_disk, received)
+  assert not received  # consumed as the parameters were built
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(from_disk), jax.tree.leaves(from_bytes)):
+    assert a.dtype == b.dtype == jnp.float32, path
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=str(path))
+
+
+def test_params_from_tensors_name_what_is_missing_extra_or_misshapen():
+  cfg = tiny_models.tiny_config("qwen3")
+  tensors = {name: t for group in models.hf_tensor_groups(cfg, models.init_params(cfg, jax.random.key(0)), 1 << 30)
+             for name, t in group.items()}
+  missing = {k: v for k, v in tensors.items() if k != "model.norm.weight"}
+  with pytest.raises(ValueError, match=r"upload: checkpoint is missing tensor\(s\) model.norm.weight"):
+    models.params_from_hf_tensors(cfg, missing, label="upload")
+  with pytest.raises(ValueError, match="unexpected tensor.*model.extra"):
+    models.params_from_hf_tensors(cfg, {**tensors, "model.extra": np.zeros(2, np.float32)})
+  with pytest.raises(ValueError, match=r"model.norm.weight has shape \[3\]"):
+    models.params_from_hf_tensors(cfg, {**tensors, "model.norm.weight": np.zeros(3, np.float32)})
+
+
+def _blob(header: bytes, data: bytes = b"") -> bytes:
+  return len(header).to_bytes(8, "little") + header + data
+
+
+@pytest.mark.parametrize("blob, message", [
+    (b"\x01", "shorter than the 8-byte header size"),
+    ((100).to_bytes(8, "little") + b"{}", "runs past"),
+    (_blob(b"[]"), "must be a JSON object"),
+    (_blob(b"{x}"), "not JSON"),
+    (_blob(b'{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}', bytes(8)),
+     r"data_offsets \[0, 4\] do not hold F32\[2\]"),
+    (_blob(b'{"a":{"dtype":"Q99","shape":[1],"data_offsets":[0,4]}}', bytes(4)), "malformed entry"),
+])
+def test_read_safetensors_bytes_refuses_malformed_blobs(blob, message):
+  with pytest.raises(ValueError, match=message):
+    models.read_safetensors_bytes(blob)
 
 
 def test_both_config_layouts_parse_alike(tmp_path):

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import safetensors
+import safetensors.numpy
 
 from rstar_jax import models
 from rstar_jax import rollout
@@ -278,6 +279,49 @@ def test_a_bf16_weight_version_serves_the_params_cast_to_bf16(url, tmp_path):
   cast = jax.tree.map(lambda x: x.astype(jnp.bfloat16).astype(x.dtype), params)  # the server computes in fp32
   assert answer["output_ids"] == _greedy_in_process(cast, PROMPT, 12).output_ids.tolist()
   assert answer["meta_info"]["weight_version"] == "v5"
+
+
+def test_pushed_weights_serve_as_written_ones_and_bad_uploads_are_refused(url):
+  async def push(params, version, **kwargs):
+    async with sglang_client.SGLangEngine(url) as engine:
+      return await weight_sync.push_version(CFG, params, [engine], version, **kwargs)
+
+  asyncio.run(push(_params(3), "p3", chunk_bytes=2_000))  # many chunks
+  answer = _call(url, "/generate", {"input_ids": PROMPT, "sampling_params": {"temperature": 0, "max_new_tokens": 12}})[1]
+  assert answer["output_ids"] == _greedy_in_process(_params(3), PROMPT, 12).output_ids.tolist()
+  assert answer["meta_info"]["weight_version"] == "p3" and answer["meta_info"]["cached_tokens"] == 0
+  assert _call(url, "/update_weights_from_upload", {"weight_version": "p3"})[0] == 400  # the upload was used up
+
+  tensors = {name: t for group in models.hf_tensor_groups(CFG, _params(4), 1 << 30) for name, t in group.items()}
+  def upload(version, chosen, query=True):
+    return _call(url, "/upload_weights" + (f"?weight_version={version}" if query else ""),
+                 raw=safetensors.numpy.save(chosen), headers={"Content-Type": "application/octet-stream"})
+
+  status, answer = upload("p4", tensors, query=False)
+  assert status == 400 and "weight_version" in answer["error"]["message"]
+  status, answer = _call(url, "/upload_weights?weight_version=p4", raw=b"not safetensors")
+  assert status == 400 and "not a safetensors blob" in answer["error"]["message"]
+  status, answer = _call(url, "/update_weights_from_upload", {"weight_version": "never"})
+  assert status == 400 and answer["success"] is False and "no tensors uploaded" in answer["message"]
+  assert _call(url, "/update_weights_from_upload", {"weight_version": 4})[0] == 400
+  # an incomplete upload is refused naming what is missing; a new version drops an earlier one's tensors
+  status, answer = upload("old", {"model.norm.weight": tensors["model.norm.weight"]})
+  assert status == 200 and answer["num_tensors"] == 1
+  partial = {k: v for k, v in tensors.items() if k != "model.norm.weight"}
+  status, answer = upload("p4", partial)
+  assert status == 200 and answer["num_tensors"] == len(partial)
+  status, answer = _call(url, "/update_weights_from_upload", {"weight_version": "p4"})
+  assert status == 400 and "missing tensor(s) model.norm.weight" in answer["message"]
+  assert _call(url, "/update_weights_from_upload", {"weight_version": "p4"})[0] == 400  # the upload was dropped
+  upload("p4", {**tensors, "model.norm.weight": np.zeros(3, np.float32)})  # misshapen
+  assert _call(url, "/update_weights_from_upload", {"weight_version": "p4"})[1]["message"].endswith(
+      "tensor model.norm.weight has shape [3], expected [%d]" % CFG.hidden_size)
+  assert _call(url, "/get_weight_version")[1] == {"weight_version": "p3"}  # nothing swapped
+  upload("p4", tensors)  # sent again whole: it goes through
+  assert _call(url, "/update_weights_from_upload", {"weight_version": "p4"})[0] == 200
+  answer = _call(url, "/generate", {"input_ids": PROMPT, "sampling_params": {"temperature": 0, "max_new_tokens": 12}})[1]
+  assert answer["output_ids"] == _greedy_in_process(_params(4), PROMPT, 12).output_ids.tolist()
+  assert answer["meta_info"]["weight_version"] == "p4"
 
 
 def test_api_key_and_the_loopback_rule(checkpoints, tmp_path):

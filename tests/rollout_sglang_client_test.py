@@ -3,16 +3,21 @@ real HTTP server on a loopback port:
   - `load()` of a two-rank (`--dp-size 2`) server: the sum over ranks, the capacity and
     max_running_requests of `/get_server_info` counted per rank, `/get_server_info` read once;
   - a turn SGLang ends "length" on a stop id (it checks the length first) comes back "stop", as
-    the in-process engine reports it.
+    the in-process engine reports it;
+  - weights pushed to a server without rstar-serve's upload route: an error saying to sync from disk.
   python -m pytest -q tests/rollout_sglang_client_test.py
 """
 import asyncio
 
+import jax
 import pytest
 from aiohttp import web
 
+from rstar_jax import models
 from rstar_jax import rollout
 from rstar_jax.rollout import sglang_client
+from rstar_jax.rollout import weight_sync
+from tests import tiny_models
 
 SERVER_INFO = {"dp_size": 2, "max_total_num_tokens": 1000, "max_running_requests": None,
                "internal_states": [{"max_running_requests": 48}, {"max_running_requests": 48}], "status": "ready"}
@@ -116,3 +121,11 @@ def test_a_length_finish_on_a_stop_token_is_a_stop(output_ids, finish, ignore_eo
   result, _ = _serve({"/generate": _answer(output_ids, finish)}, lambda engine: engine.generate(request),
                      eos_token_ids=(EOS,))
   assert result.finish_reason == expected and result.output_ids.tolist() == output_ids
+
+
+def test_pushing_weights_to_a_server_without_the_upload_route_says_to_sync_from_disk():
+  """SGLang answers 404 to /upload_weights: the error names the server and the way that works."""
+  cfg = tiny_models.tiny_config()
+  params = models.init_params(cfg, jax.random.key(0))
+  with pytest.raises(sglang_client.ServerError, match=r"HTTP 404: no /upload_weights route.*weight_sync='disk'"):
+    _serve({"/health": {}}, lambda engine: weight_sync.push_version(cfg, params, [engine], "1"))

@@ -16,8 +16,9 @@ gathers only that layer to the host.
 import dataclasses
 import functools
 import json
+import math
 import os
-from typing import Callable, NamedTuple
+from typing import Any, Callable, Iterator, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -112,6 +113,9 @@ class _Checkpoint:
       self._handles[file] = safe_open(file, framework="numpy")
     return self._handles[file]
 
+  def names(self):
+    return self.file_of.keys()
+
   def shape(self, name) -> tuple[int, ...]:
     return tuple(self._handle(name).get_slice(name).get_shape())
 
@@ -119,10 +123,26 @@ class _Checkpoint:
     return self._handle(name).get_tensor(name)
 
 
-def _check_tensors(cfg: ModelConfig, ckpt: _Checkpoint, path: str) -> None:
+class _InMemory:
+  """HF-named host arrays, read as a `_Checkpoint` is."""
+
+  def __init__(self, tensors: Mapping[str, np.ndarray]):
+    self._tensors = tensors
+
+  def names(self):
+    return self._tensors.keys()
+
+  def shape(self, name) -> tuple[int, ...]:
+    return tuple(self._tensors[name].shape)
+
+  def read(self, name) -> np.ndarray:
+    return self._tensors[name]
+
+
+def _check_tensors(cfg: ModelConfig, ckpt: _Checkpoint | _InMemory, path: str) -> None:
   """Errors naming missing, unexpected or wrongly shaped tensors."""
   expected = {name: spec.hf_shape for spec in _tensor_map(cfg) for name in _names(cfg, spec)}
-  present = {n for n in ckpt.file_of if not n.endswith(_IGNORED_SUFFIXES)}
+  present = {n for n in ckpt.names() if not n.endswith(_IGNORED_SUFFIXES)}
   if cfg.tie_word_embeddings:
     present.discard("lm_head.weight")  # some exporters also write the tied copy
   missing = sorted(set(expected) - present)
@@ -138,6 +158,46 @@ def _check_tensors(cfg: ModelConfig, ckpt: _Checkpoint, path: str) -> None:
     got = ckpt.shape(name)
     if got != shape:
       raise ValueError(f"{path}: tensor {name} has shape {list(got)}, expected {list(shape)}")
+
+
+# safetensors dtype names -> numpy dtypes (bfloat16 as JAX's numpy extension type)
+_SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": jnp.bfloat16,
+                       "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
+                       "BOOL": np.bool_}
+
+
+def read_safetensors_bytes(blob: bytes) -> dict[str, np.ndarray]:
+  """The tensors of a safetensors blob, as read-only views into it (bfloat16 included, which
+  `safetensors.numpy.load` refuses). Format: an 8-byte little-endian header size N, N bytes of JSON
+  {name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__"?}, then the data, offsets
+  relative to its start. ValueError naming what is malformed."""
+  if len(blob) < 8:
+    raise ValueError(f"{len(blob)} bytes: shorter than the 8-byte header size")
+  size = int.from_bytes(blob[:8], "little")
+  if 8 + size > len(blob):
+    raise ValueError(f"header of {size} bytes runs past the {len(blob)}-byte blob")
+  try:
+    header = json.loads(bytes(blob[8:8 + size]))
+  except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise ValueError(f"header is not JSON: {e}") from None
+  if not isinstance(header, dict):
+    raise ValueError(f"header must be a JSON object, got {type(header).__name__}")
+  data = memoryview(blob)[8 + size:]
+  tensors = {}
+  for name, entry in header.items():
+    if name == "__metadata__":
+      continue
+    try:
+      dtype = np.dtype(_SAFETENSORS_DTYPES[entry["dtype"]])
+      shape = tuple(int(d) for d in entry["shape"])
+      begin, end = (int(x) for x in entry["data_offsets"])
+    except (KeyError, TypeError, ValueError):
+      raise ValueError(f"tensor {name!r}: malformed entry {entry!r} (dtypes: {', '.join(_SAFETENSORS_DTYPES)})") from None
+    if not 0 <= begin <= end <= len(data) or end - begin != math.prod(shape) * dtype.itemsize:
+      raise ValueError(f"tensor {name!r}: data_offsets {[begin, end]} do not hold {entry['dtype']}{list(shape)} "
+                       f"within the {len(data)} data bytes")
+    tensors[name] = np.frombuffer(data[begin:end], dtype).reshape(shape)
+  return tensors
 
 
 def _set(tree: dict, path: tuple[str, ...], value) -> None:
@@ -160,11 +220,29 @@ def load_hf(path: str, dtype=jnp.float32, compute_dtype=None, mesh_rules: MeshRu
   run-time fields (remat, attention_chunk, scan_unroll), not in config.json. With mesh_rules each
   parameter is built directly in its NamedSharding, one shard at a time.
   """
-  param_dtype = jnp.dtype(dtype).name
-  cfg = read_hf_config(os.path.join(path, "config.json"), param_dtype=param_dtype,
+  cfg = read_hf_config(os.path.join(path, "config.json"), param_dtype=jnp.dtype(dtype).name,
                        dtype=jnp.dtype(compute_dtype or dtype).name, **run_time)
   ckpt = _Checkpoint(path)
   _check_tensors(cfg, ckpt, path)
+  return cfg, _build_params(cfg, ckpt, mesh_rules)
+
+
+def params_from_hf_tensors(cfg: ModelConfig, tensors: dict[str, np.ndarray],
+                           mesh_rules: MeshRules | None = None, label: str = "tensors"):
+  """The params of `cfg` (in cfg.param_dtype) from HF-named host arrays, as `load_hf` builds them
+  from files; ValueError naming missing, unexpected or wrongly shaped tensors (`label` says whose).
+  Once checked, `tensors` is consumed: each parameter's entries are removed as it is built, so the
+  host does not hold both whole copies at once."""
+  source = _InMemory(tensors)
+  _check_tensors(cfg, source, label)
+  return _build_params(cfg, source, mesh_rules, built=lambda names: [tensors.pop(n) for n in names])
+
+
+def _build_params(cfg: ModelConfig, ckpt: _Checkpoint | _InMemory, mesh_rules: MeshRules | None,
+                  built: Callable[[list[str]], Any] = lambda names: None):
+  """Each parameter built shard by shard in its sharding, in cfg.param_dtype, from checked tensors;
+  `built(names)` after each, with the HF names it was read from."""
+  param_dtype = jnp.dtype(cfg.param_dtype)
   shapes = param_shapes(cfg)
   shardings = (param_shardings(cfg, mesh_rules) if mesh_rules is not None
                else jax.tree.map(lambda _: jax.sharding.SingleDeviceSharding(jax.devices()[0]), shapes))
@@ -175,11 +253,12 @@ def load_hf(path: str, dtype=jnp.float32, compute_dtype=None, mesh_rules: MeshRu
     def shard(index, names=names, spec=spec):
       if spec.per_layer:
         rows = [spec.to_ours(ckpt.read(n))[index[1:]] for n in names[index[0]]]
-        return np.stack(rows).astype(jnp.dtype(param_dtype))
-      return np.ascontiguousarray(spec.to_ours(ckpt.read(names[0]))[index]).astype(jnp.dtype(param_dtype))
+        return np.stack(rows).astype(param_dtype)
+      return np.ascontiguousarray(spec.to_ours(ckpt.read(names[0]))[index]).astype(param_dtype)
 
     _set(params, spec.path, jax.make_array_from_callback(shape, _get(shardings, spec.path), shard))
-  return cfg, params
+    built(names)
+  return params
 
 
 def _to_host(x: jax.Array) -> np.ndarray:
@@ -223,19 +302,15 @@ def _host_tensor(piece: _Piece, writer: bool) -> np.ndarray | None:
   return np.ascontiguousarray(piece.spec.to_hf(x)) if writer else None
 
 
-def save_hf(cfg: ModelConfig, params, path: str, max_shard_bytes: int = 5 * 2**30, dtype=None) -> None:
-  """Writes config.json and safetensors that transformers' from_pretrained loads.
+def _host_group(group: list[_Piece], writer: bool) -> dict[str, np.ndarray | None]:
+  return {piece.name: _host_tensor(piece, writer) for piece in group}
 
-  One `model.safetensors` when the tensors fit in `max_shard_bytes`, else numbered shards plus
-  `model.safetensors.index.json`. dtype: the tensors' dtype (None: the parameter dtype, bit-exact);
-  config.json's torch_dtype names it. Stacked per-layer leaves are sliced, cast and gathered one
-  layer at a time, and each shard file is written once its tensors are gathered, so the writer's
-  host holds at most one shard file's tensors. Only process 0 writes (every process must call it);
-  each file is written under a temporary name and renamed, so a failed save leaves no partial file.
-  """
-  writer = jax.process_index() == 0
+
+def _piece_groups(cfg: ModelConfig, params, max_bytes: int, dtype) -> list[list[_Piece]]:
+  """The HF tensors of `params` in file order, grouped greedily into at most `max_bytes` each (a
+  larger tensor alone); ValueError for a parameter of the wrong shape."""
   shapes = param_shapes(cfg)
-  pieces: list[_Piece] = []  # in file order
+  pieces: list[_Piece] = []
   for spec in _tensor_map(cfg):
     leaf = _get(params, spec.path)
     if leaf.shape != _get(shapes, spec.path).shape:
@@ -248,17 +323,43 @@ def save_hf(cfg: ModelConfig, params, path: str, max_shard_bytes: int = 5 * 2**3
                   for name, layer in zip(_names(cfg, spec), layers))
   groups, size = [[]], 0
   for piece in pieces:
-    if groups[-1] and size + piece.nbytes > max_shard_bytes:
+    if groups[-1] and size + piece.nbytes > max_bytes:
       groups.append([])
       size = 0
     groups[-1].append(piece)
     size += piece.nbytes
+  return groups
+
+
+def hf_tensor_groups(cfg: ModelConfig, params, max_bytes: int, dtype=None) -> Iterator[dict[str, np.ndarray | None]]:
+  """The HF-named host tensors of `params` (what `save_hf` writes), in groups of at most
+  `max_bytes` (a larger tensor alone), each gathered as the iteration reaches it. In a
+  multi-process run every process iterates (the gathers are collective); the values are None on
+  every process but 0."""
+  writer = jax.process_index() == 0
+  for group in _piece_groups(cfg, params, max_bytes, dtype):
+    yield _host_group(group, writer)
+
+
+def save_hf(cfg: ModelConfig, params, path: str, max_shard_bytes: int = 5 * 2**30, dtype=None) -> None:
+  """Writes config.json and safetensors that transformers' from_pretrained loads.
+
+  One `model.safetensors` when the tensors fit in `max_shard_bytes`, else numbered shards plus
+  `model.safetensors.index.json`. dtype: the tensors' dtype (None: the parameter dtype, bit-exact);
+  config.json's torch_dtype names it. Stacked per-layer leaves are sliced, cast and gathered one
+  layer at a time, and each shard file is written once its tensors are gathered, so the writer's
+  host holds at most one shard file's tensors. Only process 0 writes (every process must call it);
+  each file is written under a temporary name and renamed, so a failed save leaves no partial file.
+  """
+  writer = jax.process_index() == 0
+  groups = _piece_groups(cfg, params, max_shard_bytes, dtype)
+  pieces = [piece for group in groups for piece in group]
   files = ([SINGLE_FILE] if len(groups) == 1 else
            [f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors" for i in range(len(groups))])
   if writer:
     os.makedirs(path, exist_ok=True)
   for file, group in zip(files, groups):
-    tensors = {piece.name: _host_tensor(piece, writer) for piece in group}
+    tensors = _host_group(group, writer)
     if writer:
       _atomic(os.path.join(path, file), lambda tmp, tensors=tensors: save_file(tensors, tmp, metadata={"format": "pt"}))
   if not writer:

@@ -1,6 +1,6 @@
 """An SGLang-compatible HTTP server over the JAX engine (SGLANG_API.md §7: SGLang 0.5.6's shapes).
 
-  server = GenerationServer(AsyncJaxEngine(engine), model_path=DIR, load_weights=hf_weight_loader(...))
+  server = GenerationServer(AsyncJaxEngine(engine), model_path=DIR, weights=WeightLoader(cfg, mesh_rules))
   web.run_app(server.app, host="127.0.0.1", port=30000)     # or `rstar-serve --checkpoint DIR`
 
 Routes:
@@ -19,6 +19,15 @@ Routes:
   POST /update_weights_from_disk  {model_path, weight_version?, abort_all_requests?}: loads the
                                 new weights beside decoding, then drains (or aborts) the requests in
                                 flight, swaps, drops the prefix cache and sets the version
+  POST /upload_weights?weight_version=V  (ours, not SGLang's) a safetensors blob of HF-named tensors,
+                                staged for version V (a new V drops what an earlier one staged);
+                                -> {success, weight_version, num_tensors, num_bytes} staged so far
+  POST /update_weights_from_upload  {weight_version, abort_all_requests?} (ours): swaps in the
+                                tensors staged for weight_version as /update_weights_from_disk does
+                                (400 naming what is missing or misshapen; either way the staged
+                                tensors are used up, freed as the parameters are built); the trainer pushes its
+                                policy this way without a filesystem the server shares
+                                (`rollout.weight_sync.push_version`)
   POST /pause_generation {mode: abort | in_place}, /continue_generation, /abort_request {rid, abort_all}
 Not served (400 "not supported"): /update_weights_from_tensor, /update_weights_from_distributed
 (they need torch on the trainer's side); top log-probs; penalties, min_new_tokens and constrained
@@ -73,6 +82,7 @@ from rstar_jax.rollout import sampling as sampling_lib
 
 VERSION = "rstar-jax-0.1"
 HEALTH_TIMEOUT_S = 20.0
+MAX_UPLOAD_BYTES = 4 << 30  # one /upload_weights body (Qwen3-14B's largest tensor is 1.6 GB in bf16)
 _OPEN_ROUTES = ("/health",)
 class RequestError(ValueError):
   """A request the server refuses: HTTP `status` with SGLang's error body."""
@@ -92,6 +102,29 @@ def _error(message: str, status: int) -> web.Response:
     return _json({"error": {"message": message}}, 400)
   return _json({"object": "error", "message": message, "type": str(status), "param": None, "code": status},
                status)
+
+
+def _update_fields(body: dict, version_required: bool) -> tuple[str | None, bool]:
+  """(weight_version, abort_all_requests) of a weight-update body, checked."""
+  version, abort_all = body.get("weight_version"), body.get("abort_all_requests", False)
+  if (version is not None or version_required) and not (isinstance(version, str) and version):
+    raise RequestError(f"weight_version must be a non-empty string, got {version!r}")
+  if not isinstance(abort_all, bool):
+    raise RequestError(f"abort_all_requests must be a boolean, got {abort_all!r}")
+  return version, abort_all
+
+
+async def _read_limited(request: web.Request, limit: int) -> bytes:
+  """The body, refused with 413 beyond `limit` bytes (the app's client_max_size is for JSON bodies)."""
+  if request.content_length is not None and request.content_length > limit:
+    raise RequestError(f"the body has {request.content_length} bytes, more than {limit}: send smaller chunks", 413)
+  chunks, size = [], 0
+  async for chunk in request.content.iter_chunked(1 << 20):
+    size += len(chunk)
+    if size > limit:
+      raise RequestError(f"the body has more than {limit} bytes: send smaller chunks", 413)
+    chunks.append(chunk)
+  return b"".join(chunks)
 
 
 def _is_int(value) -> bool:
@@ -169,14 +202,19 @@ class StopStringCheck:
     return next((stop for stop in self._stops if stop in text), None)
 
 
-def hf_weight_loader(cfg: models.ModelConfig, mesh_rules: models.MeshRules | None) -> Callable[[str], Any]:
-  """`load(path) -> params`: a Hugging Face checkpoint directory of the same architecture as
-  `cfg`, in cfg's dtypes and the engine's shardings, split by layer as the engine holds them
-  (so the split runs in the loading thread too); ValueError naming what differs."""
-  def load(path: str):
+class WeightLoader:
+  """New parameters for the served architecture `cfg`, in its dtypes and the engine's shardings,
+  split by layer as the engine holds them (so the split runs in the loading thread too), from a
+  Hugging Face directory or from uploaded HF-named tensors; ValueError naming what differs."""
+
+  def __init__(self, cfg: models.ModelConfig, mesh_rules: models.MeshRules | None):
+    self._cfg, self._mesh_rules = cfg, mesh_rules
+
+  def from_disk(self, path: str):
+    cfg = self._cfg
     try:
       loaded, params = models.load_hf(path, dtype=cfg.param_dtype, compute_dtype=cfg.dtype,
-                                      mesh_rules=mesh_rules, remat=cfg.remat)
+                                      mesh_rules=self._mesh_rules, remat=cfg.remat)
     except (OSError, ValueError, KeyError) as e:
       raise ValueError(f"cannot load weights from {path!r}: {e}") from None
     fields = ("model_type", "vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
@@ -186,7 +224,20 @@ def hf_weight_loader(cfg: models.ModelConfig, mesh_rules: models.MeshRules | Non
     if differ:
       raise ValueError(f"the weights at {path!r} are another architecture: {', '.join(differ)}")
     return models.split_layers(params)
-  return load
+
+  def from_tensors(self, tensors: dict[str, np.ndarray], label: str):
+    return models.split_layers(models.params_from_hf_tensors(self._cfg, tensors, self._mesh_rules, label))
+
+
+@dataclasses.dataclass
+class _Upload:
+  """Tensors uploaded for one weight version, not yet swapped in."""
+  version: str | None = None
+  tensors: dict = dataclasses.field(default_factory=dict)
+
+  @property
+  def num_bytes(self) -> int:
+    return sum(t.nbytes for t in self.tensors.values())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -272,14 +323,15 @@ class GenerationServer:
   """The aiohttp application over one `AsyncJaxEngine` (module docstring)."""
 
   def __init__(self, engine: jax_engine.AsyncJaxEngine, *, model_path: str,
-               load_weights: Callable[[str], Any], tokenizer: tokenization.Tokenizer | None = None,
+               weights: WeightLoader, tokenizer: tokenization.Tokenizer | None = None,
                weight_version: str = "default", api_key: str | None = None, max_queued_requests: int = 1024):
     if api_key is not None and not api_key.strip():
       raise ValueError("api_key must be a non-empty string (or None for no key)")
     self.engine = engine
     self.model_path = model_path
     self.weight_version = weight_version
-    self._load_weights = load_weights
+    self._weights = weights
+    self._upload = _Upload()
     self._tokenizer = tokenizer
     self._authorization = None if api_key is None else f"Bearer {api_key.strip()}".encode()
     self._max_queued = max_queued_requests
@@ -307,6 +359,8 @@ class GenerationServer:
       routes.add_get(path, self._weight_version)
     routes.add_route("*", "/flush_cache", self._flush_cache)
     routes.add_post("/update_weights_from_disk", self._update_weights)
+    routes.add_post("/upload_weights", self._upload_weights)
+    routes.add_post("/update_weights_from_upload", self._update_weights_from_upload)
     routes.add_post("/pause_generation", self._pause)
     routes.add_post("/continue_generation", self._continue)
     routes.add_post("/abort_request", self._abort_request)
@@ -627,17 +681,43 @@ class GenerationServer:
 
   async def _update_weights(self, request: web.Request) -> web.Response:
     body = await self._body(request)
-    path, version = body.get("model_path"), body.get("weight_version")
-    abort_all = body.get("abort_all_requests", False)
+    path = body.get("model_path")
     if not isinstance(path, str) or not path:
       raise RequestError("model_path must be a non-empty string")
-    if version is not None and not isinstance(version, str):
-      raise RequestError(f"weight_version must be a string, got {version!r}")
-    if not isinstance(abort_all, bool):
-      raise RequestError(f"abort_all_requests must be a boolean, got {abort_all!r}")
+    version, abort_all = _update_fields(body, version_required=False)
+    return await self._replace_weights(functools.partial(self._weights.from_disk, path), version, abort_all)
+
+  async def _upload_weights(self, request: web.Request) -> web.Response:
+    version = request.query.get("weight_version", "")
+    if not version:
+      raise RequestError("weight_version (a query parameter) must name the version the tensors belong to")
+    blob = await _read_limited(request, MAX_UPLOAD_BYTES)
+    try:
+      tensors = await asyncio.to_thread(models.read_safetensors_bytes, blob)
+    except ValueError as e:
+      raise RequestError(f"the body is not a safetensors blob: {e}") from None
+    if version != self._upload.version:  # a new version: what an earlier one left is dropped
+      self._upload = _Upload(version)
+    self._upload.tensors.update(tensors)
+    return _json({"success": True, "weight_version": version, "num_tensors": len(self._upload.tensors),
+                  "num_bytes": self._upload.num_bytes})
+
+  async def _update_weights_from_upload(self, request: web.Request) -> web.Response:
+    version, abort_all = _update_fields(await self._body(request), version_required=True)
+    if version != self._upload.version:
+      return _json({"success": False, "num_paused_requests": 0, "message": f"no tensors uploaded for "
+                    f"weight_version {version!r} (uploaded: {self._upload.version!r})"}, 400)
+    upload, self._upload = self._upload, _Upload()  # consumed as the parameters are built
+    return await self._replace_weights(
+        functools.partial(self._weights.from_tensors, upload.tensors, f"the upload of {version!r} (dropped)"),
+        version, abort_all)
+
+  async def _replace_weights(self, load: Callable[[], Any], version: str | None, abort_all: bool) -> web.Response:
+    """Builds the new parameters beside decoding, then drains (or aborts) the requests in flight,
+    swaps, drops the prefix cache and sets the version; 400 with the loader's message."""
     async with self._weights_lock:
       try:
-        params = await asyncio.to_thread(self._load_weights, path)  # beside decoding
+        params = await asyncio.to_thread(load)
       except ValueError as e:
         return _json({"success": False, "message": str(e), "num_paused_requests": 0}, 400)
       self._accepting.clear()

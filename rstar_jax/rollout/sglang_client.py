@@ -162,15 +162,17 @@ class SGLangEngine:
       self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers)
     return self._session
 
-  async def call(self, method: str, path: str, body: dict | None = None, retries: int | None = None) -> Any:
-    """The JSON (or text) answer of one route, with retries (module docstring)."""
+  async def call(self, method: str, path: str, body: dict | None = None, retries: int | None = None, *,
+                 data: bytes | None = None, query: dict | None = None) -> Any:
+    """The JSON (or text) answer of one route, with retries (module docstring); the request
+    carries `body` as JSON, or `data` as raw bytes, and `query` in the URL."""
     retries = self._retries if retries is None else retries
     attempt, busy = 0, 0
     while True:
       if attempt + busy and body is not None and "rid" in body:  # a resend must not clash with the first
         body = {**body, "rid": f"{body['rid'].split('#a')[0]}#a{attempt + busy}"}
       try:
-        async with self._client().request(method, self.url + path, json=body) as response:
+        async with self._client().request(method, self.url + path, json=body, data=data, params=query) as response:
           text = await response.text()
           if response.status == 503:  # full for now: wait, without using up the retries
             busy += 1
@@ -270,6 +272,16 @@ class SGLangEngine:
     if weight_version is not None:
       body["weight_version"] = weight_version
     return await self.call("POST", "/update_weights_from_disk", body)
+
+  async def upload_weights(self, blob: bytes, weight_version: str) -> dict:
+    """Stages a safetensors blob of HF-named tensors for `weight_version` (rstar-serve's
+    /upload_weights; SGLang has no such route)."""
+    return await self.call("POST", "/upload_weights", data=blob, query={"weight_version": weight_version})
+
+  async def update_weights_from_upload(self, weight_version: str, abort_all_requests: bool = False) -> dict:
+    """Swaps in the tensors staged for `weight_version` (rstar-serve's /update_weights_from_upload)."""
+    return await self.call("POST", "/update_weights_from_upload",
+                           {"weight_version": weight_version, "abort_all_requests": abort_all_requests})
 
   async def weight_version(self) -> str:
     return (await self.call("GET", "/weight_version"))["weight_version"]

@@ -1,9 +1,12 @@
 """Weight sync with versions: the trainer writes its policy where the servers can read it, then
 each server loads it (`/update_weights_from_disk`), drops its prefix cache and tags the samples
-that follow with the version (SGLANG_API.md §3).
+that follow with the version (SGLANG_API.md §3). To `rstar-serve` servers the trainer can instead
+push the tensors over HTTP, with no shared filesystem and no file written or read back.
 
   path = write_version(cfg, params, "runs/x/weights", version=7)    # runs/x/weights/v000007
   await sync_servers(router.engines, path, "7")
+  await push_version(cfg, params, router.engines, "7")              # rstar-serve only
+  await send_version(cfg, params, router.engines, 7, mode, "runs/x/weights")  # either
 
 A version directory is written whole under a temporary name and renamed into place, so a server
 never reads a half-written one; only the newest `keep` versions stay on disk. With
@@ -16,6 +19,7 @@ import time
 from typing import Sequence
 
 import jax
+from safetensors import numpy as safetensors_numpy
 
 from rstar_jax import models
 from rstar_jax.rollout import sglang_client
@@ -60,3 +64,67 @@ async def sync_servers(engines: Sequence[sglang_client.SGLangEngine], path: str,
   await asyncio.gather(*(engine.update_weights_from_disk(path, version, abort_all_requests)
                          for engine in engines))
   return time.monotonic() - start
+
+
+PUSH_CHUNK_BYTES = 256 << 20
+MODES = ("disk", "push")
+
+
+async def send_version(cfg: models.ModelConfig, params, engines: Sequence[sglang_client.SGLangEngine],
+                       version: int, mode: str, root: str, dtype=None, abort_all_requests: bool = False) -> float:
+  """Version `version` of `params` to every server, by `mode`: "disk" writes root/vNNNNNN
+  (`write_version`) and has each server load it (`sync_servers`), "push" sends it over HTTP
+  (`push_version`); returns the seconds it took. Every process of a multi-process run calls it,
+  with `engines` empty on all but process 0."""
+  start = time.monotonic()
+  if mode == "push":
+    await push_version(cfg, params, engines, str(version), dtype=dtype, abort_all_requests=abort_all_requests)
+  elif mode == "disk":
+    path = await asyncio.to_thread(write_version, cfg, params, root, version, dtype=dtype)
+    await sync_servers(engines, path, str(version), abort_all_requests)
+  else:
+    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+  return time.monotonic() - start
+
+
+async def push_version(cfg: models.ModelConfig, params, engines: Sequence[sglang_client.SGLangEngine],
+                       version: str, dtype=None, chunk_bytes: int = PUSH_CHUNK_BYTES,
+                       abort_all_requests: bool = False) -> float:
+  """Sends `params` to every server as safetensors blobs of HF-named tensors of about
+  `chunk_bytes` each (`/upload_weights`; the next chunk is gathered and serialized while one
+  travels), then has each swap them in (`/update_weights_from_upload`, which drains or aborts as
+  `sync_servers`); returns the seconds it took. dtype: as `write_version`'s. In a multi-process run
+  every process calls it (the gathers are collective), with `engines` empty on all but process 0.
+
+  Raises:
+    sglang_client.ServerError: a server refused the tensors; a server without the upload route (SGLang)
+      is named, with the way that works for it.
+  """
+  start = time.monotonic()
+  groups = models.hf_tensor_groups(cfg, params, chunk_bytes, dtype)
+  sending = None
+  try:
+    while (group := await asyncio.to_thread(next, groups, None)) is not None:
+      blob = await asyncio.to_thread(safetensors_numpy.save, group) if engines else b""
+      if sending is not None:
+        await sending
+      sending = asyncio.gather(*(_upload(engine, blob, version) for engine in engines))
+    if sending is not None:
+      await sending
+  except BaseException:
+    if sending is not None:
+      sending.cancel()
+    raise
+  await asyncio.gather(*(engine.update_weights_from_upload(version, abort_all_requests) for engine in engines))
+  return time.monotonic() - start
+
+
+async def _upload(engine: sglang_client.SGLangEngine, blob: bytes, version: str) -> None:
+  try:
+    await engine.upload_weights(blob, version)
+  except sglang_client.ServerError as e:
+    if e.status == 404:
+      raise sglang_client.ServerError(engine.url, 404, "no /upload_weights route: only rstar-serve takes pushed "
+                                      "weights; sync an SGLang server from disk (config.rollout.weight_sync="
+                                      "'disk')") from None
+    raise

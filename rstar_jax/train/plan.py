@@ -235,7 +235,8 @@ def make_plan(config: ml_collections.ConfigDict, origin: str = "") -> dict[str, 
     plan["sft_update_bytes"] = dataclasses.asdict(memory) | {"total": memory.total}
   rollout_config = config.rollout
   plan["rollout"] = dict(backend=rollout_config.backend, urls=list(rollout_config.urls),
-                         local_servers=rollout_config.local_servers, weight_sync_dir=rollout_config.weight_sync_dir)
+                         local_servers=rollout_config.local_servers, weight_sync=rollout_config.weight_sync,
+                         weight_sync_dir=rollout_config.weight_sync_dir)
   plan["evaluates_in_process"] = bool(config.eval.num_problems)
   limits = None if config.sandbox.url else evaluate.sandbox_limits(config.sandbox.timeout_s, config.sandbox.cpu_s)
   plan["sandbox"] = dict(url=config.sandbox.url or None,

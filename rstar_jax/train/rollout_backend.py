@@ -12,17 +12,18 @@ config.rollout:
     context at least the stage's prompt + budget; or
   local_servers: N > 0 starts N `rstar-serve` processes on this machine per stage (context
     max_length, `rl.num_slots` slots each, the run's seed) and stops them at its end, also on failure;
-  api_key_file: the servers' API key; weight_sync_dir: where versions are written ("" :
-    WORKDIR/weight_sync), readable by every server; sync_dtype: the dtype they are written in
-    ("": the parameter dtype; "bfloat16" halves an fp32 policy's write for bf16 servers);
+  api_key_file: the servers' API key; weight_sync: "disk" (each version written to
+    weight_sync_dir, "": WORKDIR/weight_sync, readable by every server, which loads it) or "push"
+    (sent over HTTP in chunks: `rstar-serve` servers only, no shared filesystem, no file; local
+    servers still start from a written version); sync_dtype: the dtype versions are sent in
+    ("": the parameter dtype; "bfloat16" halves an fp32 policy's bytes for bf16 servers);
   expected_response_tokens: the response a new rollout is expected to generate: with its prompt,
     the free KV a server needs to take it (`rollout.ResponseEstimate`): "mean" (the mean response
     finished so far), "budget" (the whole budget) or a number of tokens.
-Weight versions: version v is the policy after v RL updates; the servers load
-weight_sync_dir/v{v:06d} (`rollout.weight_sync`) and tag every sample with "v", so a rollout's
-`weight_versions` name the policy that produced it.
+Weight versions: version v is the policy after v RL updates; the servers load it (from
+weight_sync_dir/v{v:06d}, or pushed; `rollout.weight_sync`) and tag every sample with "v", so a
+rollout's `weight_versions` name the policy that produced it.
 """
-import asyncio
 import contextlib
 import os
 import time
@@ -99,29 +100,27 @@ class ServerBackend:
   def stage(self, params, max_length: int, version: int):
     """Servers serving version `version` of `params` for the block. In a multi-process run every
     process enters it (the weights are gathered from all) and process 0 drives the servers."""
-    os.makedirs(self._sync_dir, exist_ok=True)
-    path = weight_sync.write_version(self._cfg, params, self._sync_dir, version, dtype=self._sync_dtype)
-    if not distributed.is_writer():
-      yield self
-      return
+    local_servers = self._config.rollout.local_servers
     with contextlib.ExitStack() as stack:
-      urls = list(self._config.rollout.urls)
-      if self._config.rollout.local_servers:
-        args = ["--num-slots", str(self._config.rl.num_slots), "--max-length", str(max_length),
-                "--seed", str(self._config.seed), "--vocab-limit", str(self._vocab_limit),
-                "--weight-version", str(version)]
-        if self._config.rollout.api_key_file:
-          args += ["--api-key-file", self._config.rollout.api_key_file]
-        servers = stack.enter_context(local_servers_lib.LocalServers(
-            path, self._config.rollout.local_servers, args, log_dir=self._log_dir))
-        urls = servers.urls
-      self._router = rollout.Router.from_urls(
-          urls, api_key=self._api_key, eos_token_ids=self._cfg.eos_token_ids,
-          expected_response_tokens=expected_response_tokens(self._config.rollout.expected_response_tokens))
-      stack.callback(lambda: self._runtime.run(self._router.close()))
-      self._runtime.run(self._router.__aenter__())
-      if not self._config.rollout.local_servers:
-        self._runtime.run(weight_sync.sync_servers(self._router.engines, path, str(version)))
+      if distributed.is_writer():
+        urls = list(self._config.rollout.urls)
+        if local_servers:  # they start from a written version (multi-process runs have none)
+          args = ["--num-slots", str(self._config.rl.num_slots), "--max-length", str(max_length),
+                  "--seed", str(self._config.seed), "--vocab-limit", str(self._vocab_limit),
+                  "--weight-version", str(version)]
+          if self._config.rollout.api_key_file:
+            args += ["--api-key-file", self._config.rollout.api_key_file]
+          servers = stack.enter_context(local_servers_lib.LocalServers(
+              weight_sync.write_version(self._cfg, params, self._sync_dir, version, dtype=self._sync_dtype),
+              local_servers, args, log_dir=self._log_dir))
+          urls = servers.urls
+        self._router = rollout.Router.from_urls(
+            urls, api_key=self._api_key, eos_token_ids=self._cfg.eos_token_ids,
+            expected_response_tokens=expected_response_tokens(self._config.rollout.expected_response_tokens))
+        stack.callback(lambda: self._runtime.run(self._router.close()))
+        self._runtime.run(self._router.__aenter__())
+      if not local_servers:
+        self.sync(params, version)
       yield self
 
   def engine(self) -> rollout.Router:
@@ -129,18 +128,15 @@ class ServerBackend:
     return self._router
 
   def sync(self, params, version: int) -> float:
-    """Writes version `version` and loads it on every server; the seconds both took."""
+    """Sends version `version` to every server (written and loaded, or pushed); the seconds it took."""
     return self._runtime.run(self.sync_async(params, version))
 
   async def sync_async(self, params, version: int, abort_all_requests: bool = False) -> float:
     """`sync` from inside the runtime's loop; `abort_all_requests`: the servers abort the turns in
     flight (the client resubmits them, to continue on the new weights) instead of draining them."""
-    start = time.monotonic()
-    path = await asyncio.to_thread(weight_sync.write_version, self._cfg, params, self._sync_dir, version,
-                                   dtype=self._sync_dtype)
-    if distributed.is_writer():
-      await weight_sync.sync_servers(self._router.engines, path, str(version), abort_all_requests)
-    return time.monotonic() - start
+    return await weight_sync.send_version(
+        self._cfg, params, self._router.engines if distributed.is_writer() else [], version,
+        self._config.rollout.weight_sync, self._sync_dir, dtype=self._sync_dtype, abort_all_requests=abort_all_requests)
 
 
 def make_backend(config: ml_collections.ConfigDict, workdir: str, cfg: models.ModelConfig,

@@ -20,6 +20,7 @@ from rstar_jax import rewards
 from rstar_jax import rl
 from rstar_jax import rollout
 from rstar_jax import sandbox
+from rstar_jax.rollout import weight_sync
 from rstar_jax.sandbox import isolation
 from rstar_jax.train import distributed
 from rstar_jax.train import rollout_backend
@@ -108,6 +109,8 @@ def _validate_rollout(config: ml_collections.ConfigDict, origin: str) -> None:
             "of them (servers to use, or a number to start here)", origin)
   require(config, "rollout.api_key_file", lambda v: not v or os.path.isfile(v),
           "is not a file (the rollout servers' API key)", origin)
+  require(config, "rollout.weight_sync", lambda v: v in weight_sync.MODES,
+          f"must be one of {weight_sync.MODES} ('push' needs rstar-serve servers)", origin)
   require(config, "rollout.sync_dtype", lambda v: v in rollout_backend.SYNC_DTYPES,
           f"must be one of {rollout_backend.SYNC_DTYPES} (the dtype weight versions are written in; '': the "
           "parameter dtype)", origin)
