@@ -4,7 +4,8 @@
   python benchmarks/serve_bench.py --quick         # small sizes, for a smoke run
 
 1. Weight sync (`rollout.weight_sync.send_version`) to `--sync_servers` servers, both ways on the
-   same servers, alternating over `--sync_repeats` rounds (medians): "disk" writes version v as
+   same servers, an untimed round, then alternating over `--sync_repeats` rounds (medians): as in
+   an RL job's later steps, not its first sync (compiles, fresh pages). "disk" writes version v as
    safetensors (`write_version`), then every server loads it (`/update_weights_from_disk`: read,
    shard, swap, prefix cache dropped); "push" sends the tensors over HTTP in 256 MiB chunks
    (`push_version`: gather and serialize a chunk while the last travels), then every server swaps
@@ -59,11 +60,14 @@ def measure_sync(cfg: models.ModelConfig, root: str, num_servers: int, repeats: 
   params = models.init_params(cfg, jax.random.key(0))
   first = weight_sync.write_version(cfg, params, root, version=0)
   seconds = {mode: [] for mode in weight_sync.MODES}
+  version = 0
   with local_servers.LocalServers(first, num_servers, ["--num-slots", "2", "--max-length", "64"]) as servers:
-    for repeat in range(repeats):
+    for repeat in range(-1, repeats):  # an untimed round first: both sides' first syncs compile and fault pages in
       for mode in sorted(seconds, reverse=repeat % 2 == 1):  # who goes first alternates
-        version = 1 + len(seconds["disk"]) + len(seconds["push"])
-        seconds[mode].append(asyncio.run(_sync(cfg, params, servers.urls, version, mode, root)))
+        version += 1
+        took = asyncio.run(_sync(cfg, params, servers.urls, version, mode, root))
+        if repeat >= 0:
+          seconds[mode].append(took)
   size = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))
   return {**{mode: statistics.median(s) for mode, s in seconds.items()}, "gb": size / 1e9}
 

@@ -121,8 +121,15 @@ def test_tensor_groups_carry_what_save_hf_writes_and_build_the_same_params(tmp_p
     np.testing.assert_array_equal(merged[name], tensor, err_msg=name)
   # every group but one holding a single larger tensor fits the bound
   assert all(len(g) == 1 or sum(t.nbytes for t in g.values()) <= 4_000 for g in groups)
-  # through bytes (bf16 included) and back into params: those load_hf builds from the files
-  blobs = [safetensors.numpy.save(group) for group in groups]
+  # our blob pieces joined are a file safetensors reads, bf16 included
+  blobs = [b"".join(models.safetensors_parts(group)) for group in groups]
+  (tmp_path / "pushed.safetensors").write_bytes(blobs[0])
+  with safetensors.safe_open(str(tmp_path / "pushed.safetensors"), framework="numpy") as f:
+    assert sorted(f.keys()) == sorted(groups[0])
+    for name in f.keys():
+      assert f.get_tensor(name).dtype == groups[0][name].dtype == jnp.bfloat16
+      np.testing.assert_array_equal(f.get_tensor(name), groups[0][name], err_msg=name)
+  # and back into params: those load_hf builds from the files
   received = {name: t for blob in blobs for name, t in models.read_safetensors_bytes(blob).items()}
   cfg_disk, from_disk = models.load_hf(str(tmp_path))
   from_bytes = models.params_from_hf_tensors(cfg_disk, received)
@@ -143,6 +150,24 @@ def test_params_from_tensors_name_what_is_missing_extra_or_misshapen():
     models.params_from_hf_tensors(cfg, {**tensors, "model.extra": np.zeros(2, np.float32)})
   with pytest.raises(ValueError, match=r"model.norm.weight has shape \[3\]"):
     models.params_from_hf_tensors(cfg, {**tensors, "model.norm.weight": np.zeros(3, np.float32)})
+
+
+def test_safetensors_parts_name_an_unsupported_dtype_and_read_back_what_safetensors_writes():
+  with pytest.raises(ValueError, match="tensor 'c': dtype complex64 has no safetensors name"):
+    models.safetensors_parts({"c": np.zeros(2, np.complex64)})
+  tensors = {"i": np.arange(6, dtype=np.int64).reshape(2, 3), "b": np.array([True, False]),
+             "f": np.arange(6, dtype=np.float16).reshape(2, 3), "empty": np.zeros((0, 4), np.uint8)}
+  ours = b"".join(models.safetensors_parts(tensors))
+  for blob in (safetensors.numpy.save(tensors), ours):
+    back = models.read_safetensors_bytes(blob)
+    assert sorted(back) == sorted(tensors)
+    for name, t in tensors.items():
+      assert back[name].dtype == t.dtype and back[name].shape == t.shape
+      np.testing.assert_array_equal(back[name], t, err_msg=name)
+  assert {k: v.tolist() for k, v in safetensors.numpy.load(ours).items()} == {k: v.tolist() for k, v in tensors.items()}
+  # a Fortran-ordered array goes in C order (safetensors.numpy.save writes its memory order instead)
+  fortran = np.asfortranarray(tensors["f"])
+  assert models.read_safetensors_bytes(b"".join(models.safetensors_parts({"f": fortran})))["f"].tolist() == fortran.tolist()
 
 
 def _blob(header: bytes, data: bytes = b"") -> bytes:

@@ -166,6 +166,24 @@ _SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, 
                        "BOOL": np.bool_}
 
 
+def safetensors_parts(tensors: Mapping[str, np.ndarray]) -> list[bytes | memoryview]:
+  """A safetensors blob of `tensors` in pieces that share the arrays' memory (no copy of the data):
+  the 8-byte header size, the JSON header (space-padded to a multiple of 8 bytes), then each
+  tensor's bytes in C order. Joined, they are a file that safetensors reads; ValueError for a dtype
+  safetensors has no name for."""
+  arrays = {name: np.ascontiguousarray(t) for name, t in tensors.items()}
+  names = {np.dtype(v): k for k, v in _SAFETENSORS_DTYPES.items()}
+  header, offset = {}, 0
+  for name, t in arrays.items():
+    if t.dtype not in names:
+      raise ValueError(f"tensor {name!r}: dtype {t.dtype} has no safetensors name ({', '.join(_SAFETENSORS_DTYPES)})")
+    header[name] = {"dtype": names[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + t.nbytes]}
+    offset += t.nbytes
+  text = json.dumps(header, separators=(",", ":")).encode()
+  text += b" " * (-len(text) % 8)
+  return [len(text).to_bytes(8, "little"), text] + [memoryview(t.reshape(-1).view(np.uint8)) for t in arrays.values()]
+
+
 def read_safetensors_bytes(blob: bytes) -> dict[str, np.ndarray]:
   """The tensors of a safetensors blob, as read-only views into it (bfloat16 included, which
   `safetensors.numpy.load` refuses). Format: an 8-byte little-endian header size N, N bytes of JSON

@@ -128,6 +128,11 @@ def join_parts(parts: list[jax_engine.GenerateResult], rid: str, prompt_tokens: 
       parts[-1].finish_reason, prompt_tokens, parts[0].cached_tokens, tuple(versions))
 
 
+async def _stream(parts: Sequence[bytes | memoryview]):
+  for part in parts:
+    yield part
+
+
 class SGLangEngine:
   """`await generate(request)` against one SGLang-compatible server (module docstring)."""
 
@@ -163,16 +168,19 @@ class SGLangEngine:
     return self._session
 
   async def call(self, method: str, path: str, body: dict | None = None, retries: int | None = None, *,
-                 data: bytes | None = None, query: dict | None = None) -> Any:
+                 parts: Sequence[bytes | memoryview] | None = None, query: dict | None = None) -> Any:
     """The JSON (or text) answer of one route, with retries (module docstring); the request
-    carries `body` as JSON, or `data` as raw bytes, and `query` in the URL."""
+    carries `body` as JSON, or the bytes of `parts` one after another (streamed, not joined), and
+    `query` in the URL."""
     retries = self._retries if retries is None else retries
     attempt, busy = 0, 0
     while True:
       if attempt + busy and body is not None and "rid" in body:  # a resend must not clash with the first
         body = {**body, "rid": f"{body['rid'].split('#a')[0]}#a{attempt + busy}"}
       try:
-        async with self._client().request(method, self.url + path, json=body, data=data, params=query) as response:
+        raw = {} if parts is None else {"data": _stream(parts), "headers": {
+            "Content-Type": "application/octet-stream", "Content-Length": str(sum(len(p) for p in parts))}}
+        async with self._client().request(method, self.url + path, json=body, params=query, **raw) as response:
           text = await response.text()
           if response.status == 503:  # full for now: wait, without using up the retries
             busy += 1
@@ -273,10 +281,10 @@ class SGLangEngine:
       body["weight_version"] = weight_version
     return await self.call("POST", "/update_weights_from_disk", body)
 
-  async def upload_weights(self, blob: bytes, weight_version: str) -> dict:
-    """Stages a safetensors blob of HF-named tensors for `weight_version` (rstar-serve's
-    /upload_weights; SGLang has no such route)."""
-    return await self.call("POST", "/upload_weights", data=blob, query={"weight_version": weight_version})
+  async def upload_weights(self, parts: Sequence[bytes | memoryview], weight_version: str) -> dict:
+    """Stages a safetensors blob of HF-named tensors (`models.safetensors_parts`) for
+    `weight_version` (rstar-serve's /upload_weights; SGLang has no such route)."""
+    return await self.call("POST", "/upload_weights", parts=parts, query={"weight_version": weight_version})
 
   async def update_weights_from_upload(self, weight_version: str, abort_all_requests: bool = False) -> dict:
     """Swaps in the tensors staged for `weight_version` (rstar-serve's /update_weights_from_upload)."""

@@ -19,7 +19,6 @@ import time
 from typing import Sequence
 
 import jax
-from safetensors import numpy as safetensors_numpy
 
 from rstar_jax import models
 from rstar_jax.rollout import sglang_client
@@ -91,8 +90,8 @@ async def push_version(cfg: models.ModelConfig, params, engines: Sequence[sglang
                        version: str, dtype=None, chunk_bytes: int = PUSH_CHUNK_BYTES,
                        abort_all_requests: bool = False) -> float:
   """Sends `params` to every server as safetensors blobs of HF-named tensors of about
-  `chunk_bytes` each (`/upload_weights`; the next chunk is gathered and serialized while one
-  travels), then has each swap them in (`/update_weights_from_upload`, which drains or aborts as
+  `chunk_bytes` each (`/upload_weights`, streamed from the gathered arrays without a copy; the
+  next chunk is gathered while one travels), then has each swap them in (`/update_weights_from_upload`, which drains or aborts as
   `sync_servers`); returns the seconds it took. dtype: as `write_version`'s. In a multi-process run
   every process calls it (the gathers are collective), with `engines` empty on all but process 0.
 
@@ -105,10 +104,10 @@ async def push_version(cfg: models.ModelConfig, params, engines: Sequence[sglang
   sending = None
   try:
     while (group := await asyncio.to_thread(next, groups, None)) is not None:
-      blob = await asyncio.to_thread(safetensors_numpy.save, group) if engines else b""
+      parts = models.safetensors_parts(group) if engines else []
       if sending is not None:
         await sending
-      sending = asyncio.gather(*(_upload(engine, blob, version) for engine in engines))
+      sending = asyncio.gather(*(_upload(engine, parts, version) for engine in engines))
     if sending is not None:
       await sending
   except BaseException:
@@ -119,9 +118,9 @@ async def push_version(cfg: models.ModelConfig, params, engines: Sequence[sglang
   return time.monotonic() - start
 
 
-async def _upload(engine: sglang_client.SGLangEngine, blob: bytes, version: str) -> None:
+async def _upload(engine: sglang_client.SGLangEngine, parts: list, version: str) -> None:
   try:
-    await engine.upload_weights(blob, version)
+    await engine.upload_weights(parts, version)
   except sglang_client.ServerError as e:
     if e.status == 404:
       raise sglang_client.ServerError(engine.url, 404, "no /upload_weights route: only rstar-serve takes pushed "
