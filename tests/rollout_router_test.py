@@ -1,10 +1,12 @@
 """The KV-budget router: placement by hand-computed cases, and live over two `rstar-serve`
 processes: multi-turn rollouts stay on their server, spread over both, equal the in-process
-engine, and survive a server killed mid-rollout.
+engine, and survive a server killed mid-rollout; and a rollout moved off a failed server is
+placed before the new rollouts waiting at the router (two scripted loopback servers).
   python -m pytest -q tests/rollout_router_test.py
 """
 import asyncio
 
+from aiohttp import web
 import jax
 import pytest
 
@@ -169,3 +171,92 @@ def test_new_rollouts_wait_at_the_router_while_the_server_queue_is_full(checkpoi
     outcomes = asyncio.run(main())
     assert [len(ids) for ids, _ in outcomes] == [len(p) + TURN_TOKENS + len(ENV_IDS) for p in prompts]
     assert router.rollouts_per_server == [3]
+
+
+class _ScriptedServer:
+  """A loopback server in SGLang 0.5.23's shapes that answers each /generate when the test says:
+  `release(rid)` answers it, `fail(rid)` answers 502. `arrivals` lists the rids in order."""
+
+  def __init__(self, capacity: int):
+    self.capacity, self.arrivals, self.running = capacity, [], 0
+    self._answers: dict[str, asyncio.Future] = {}
+
+  async def start(self) -> str:
+    app = web.Application()
+    app.router.add_get("/v1/loads", self._loads)
+    app.router.add_post("/generate", self._generate)
+    self._runner = web.AppRunner(app)
+    await self._runner.setup()
+    site = web.TCPSite(self._runner, "127.0.0.1", 0)
+    await site.start()
+    return f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # pylint: disable=protected-access
+
+  async def stop(self) -> None:
+    await self._runner.cleanup()
+
+  async def _loads(self, _request):
+    return web.json_response({"version": "0.5.23", "loads": [
+        {"dp_rank": 0, "num_running_reqs": self.running, "num_waiting_reqs": 0, "num_used_tokens": 0,
+         "max_total_num_tokens": self.capacity, "max_running_requests": 1}]})
+
+  async def _generate(self, request):
+    body = await request.json()
+    rid = body["rid"].split("#")[0]
+    self.arrivals.append(rid)
+    self.running += 1
+    try:
+      status = await self._future(rid)
+    finally:
+      self.running -= 1
+    if status != 200:
+      return web.json_response({"error": {"message": "down"}}, status=status)
+    return web.json_response({"output_ids": [11], "meta_info": {
+        "id": rid, "finish_reason": {"type": "length", "length": 1}, "prompt_tokens": len(body["input_ids"]),
+        "completion_tokens": 1, "cached_tokens": 0, "output_token_logprobs": [[-0.5, 11, None]]}})
+
+  def _future(self, rid: str) -> asyncio.Future:
+    return self._answers.setdefault(rid, asyncio.get_running_loop().create_future())
+
+  def release(self, rid: str, status: int = 200) -> None:
+    self._future(rid).set_result(status)
+
+
+def test_a_rollout_moved_off_a_failed_server_goes_before_the_new_rollouts_waiting():
+  """Server a fails rollout x's turn while new rollouts y1..y3 wait at the router for server b's one
+  slot: x is placed before all of them."""
+  async def scenario():
+    a, b = _ScriptedServer(capacity=2000), _ScriptedServer(capacity=1000)
+    urls = [await a.start(), await b.start()]
+    router = rollout.Router.from_urls(urls, retries=0, poll_interval_s=0.02, health_interval_s=60.0)
+    request = lambda rid: rollout.GenerateRequest(rid, [1, 2, 3], rollout.SamplingParams(max_new_tokens=4))  # noqa: E731
+    async def arrived(server, count):
+      while len(server.arrivals) < count:
+        await asyncio.sleep(0.01)
+    try:
+      async with router:
+        x = asyncio.ensure_future(router.generate(request("x")))      # the most free tokens: a
+        await arrived(a, 1)
+        hold = asyncio.ensure_future(router.generate(request("hold")))  # a is at its cap: b
+        await arrived(b, 1)
+        new = []
+        for rid in ("y1", "y2", "y3"):  # both at their cap: they wait at the router, in order
+          new.append(asyncio.ensure_future(router.generate(request(rid))))
+          await asyncio.sleep(0.05)
+        a.release("x", status=502)  # x's turn fails: a is down, x is placed again
+        while router.moved_turns == 0:
+          await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        for done in range(4):  # b's slot frees, one rollout at a time
+          b.release(b.arrivals[done])
+          await arrived(b, done + 2)
+        b.release(b.arrivals[4])
+        results = await asyncio.gather(x, hold, *new)
+    finally:
+      await a.stop()
+      await b.stop()
+    return a.arrivals, b.arrivals, results, router.moved_turns
+
+  a_arrivals, b_arrivals, results, moved = asyncio.run(scenario())
+  assert a_arrivals == ["x"] and moved == 1
+  assert b_arrivals == ["hold", "x", "y1", "y2", "y3"]
+  assert [r.output_ids.tolist() for r in results] == [[11]] * 5

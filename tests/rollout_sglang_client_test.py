@@ -35,13 +35,14 @@ V0_4_9_GET_LOAD = {"load": 320}  # rank 0 only
 
 def _serve(routes: dict, use, **engine_kwargs):
   """`await use(engine)` with an SGLangEngine on a loopback server answering `routes` (path -> JSON,
-  to GET and POST; others 404); returns (its result, how many times each route was asked)."""
+  or an aiohttp handler; to GET and POST; others 404); returns (its result, how many times each
+  route was asked)."""
   asked = {path: 0 for path in routes}
 
   def handler(path):
-    async def answer(_request):
+    async def answer(request):
       asked[path] += 1
-      return web.json_response(routes[path])
+      return await routes[path](request) if callable(routes[path]) else web.json_response(routes[path])
     return answer
 
   async def main():
@@ -54,7 +55,7 @@ def _serve(routes: dict, use, **engine_kwargs):
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # pylint: disable=protected-access
     try:
-      async with sglang_client.SGLangEngine(f"http://127.0.0.1:{port}", retries=0, **engine_kwargs) as engine:
+      async with sglang_client.SGLangEngine(f"http://127.0.0.1:{port}", **{"retries": 0, **engine_kwargs}) as engine:
         return await use(engine)
     finally:
       await runner.cleanup()
@@ -129,3 +130,20 @@ def test_pushing_weights_to_a_server_without_the_upload_route_says_to_sync_from_
   params = models.init_params(cfg, jax.random.key(0))
   with pytest.raises(sglang_client.ServerError, match=r"HTTP 404: no /upload_weights route.*weight_sync='disk'"):
     _serve({"/health": {}}, lambda engine: weight_sync.push_version(cfg, params, [engine], "1"))
+
+
+def test_a_server_answering_502_is_unavailable_once_the_retries_are_spent():
+  """502/504 are a gateway's "the server is gone": retried, then ServerUnavailable (the router moves
+  the rollout), not ServerError (a request the server refused)."""
+  rids = []
+
+  async def gateway(request):
+    rids.append((await request.json())["rid"])
+    return web.json_response({"message": "bad gateway"}, status=502)
+
+  def generate(engine):
+    return engine.generate(rollout.GenerateRequest("r", [1, 2], rollout.SamplingParams(max_new_tokens=2)))
+
+  with pytest.raises(sglang_client.ServerUnavailable, match="no answer after 3 tries"):
+    _serve({"/generate": gateway}, generate, retries=2, backoff_s=0.01)
+  assert rids == ["r", "r#a1", "r#a2"]  # each resend under a fresh rid

@@ -20,7 +20,8 @@ simulation `benchmarks/router_sim.py` shares):
     never held back;
   - a server that stops answering (the client's retries spent) is marked down and probed every
     `health_interval_s`; its rollouts move to another server, resubmitting the turn that failed
-    (its ids are the rollout up to its last turn boundary), so none is lost.
+    (its ids are the rollout up to its last turn boundary), so none is lost; they are placed
+    before any new rollout (none is placed while a moved one waits).
 Why no reservations: SGLang's admission already guards its cache (it sets output room aside for
 every request it admits and retracts on overflow). What a router adds is to keep the server's
 first-come-first-served queue short, so that a rollout's next turn is not queued behind new
@@ -158,6 +159,7 @@ class Router:
     self._last_poll = -float("inf")
     self._changed = asyncio.Condition()
     self._placing = asyncio.Lock()  # one placement at a time, oldest first (asyncio.Lock is FIFO)
+    self._moved_waiting = 0  # rollouts moved off a failed server, waiting to be placed again
     self._rollout = contextvars.ContextVar(f"rollout_{id(self)}", default=None)
     self.moved_turns = 0
 
@@ -238,19 +240,24 @@ class Router:
     (re-estimated on every try: rollouts ending meanwhile change the mean) and a short queue,
     waiting for one. New rollouts are placed one at a time in the order they asked, so a change
     wakes one placement, not every waiting rollout; a rollout moved off a failed server (`moved`)
-    does not queue behind them: it competes only with the first."""
-    if moved:
-      return await self._place_now(rollout, length, budget)
-    async with self._placing:
-      await self._place_now(rollout, length, budget)
+    goes before all of them: no new rollout is placed while one waits."""
+    if not moved:
+      async with self._placing:
+        return await self._place_now(rollout, length, budget, moved)
+    self._moved_waiting += 1
+    try:
+      await self._place_now(rollout, length, budget, moved)
+    finally:  # no await from here to the caller counting the turn in flight: the slot stays ours
+      self._moved_waiting -= 1
 
-  async def _place_now(self, rollout: _Rollout, length: int, budget: int | None) -> None:
+  async def _place_now(self, rollout: _Rollout, length: int, budget: int | None, moved: bool) -> None:
     waited_since = time.monotonic()
     while True:
       await self.refresh()
       largest = max([s.capacity for s in self._servers if s.healthy], default=0)
       footprint = self._estimate.footprint(length, budget, largest)
-      choice = choose_server([s.view(self._max_in_flight) for s in self._servers], footprint, self._max_waiting)
+      choice = (None if self._moved_waiting and not moved else
+                choose_server([s.view(self._max_in_flight) for s in self._servers], footprint, self._max_waiting))
       if choice is not None:
         rollout.server = choice
         self._servers[choice].placed_tokens += footprint

@@ -55,10 +55,6 @@ class ServerLoad:
   capacity_tokens: int
   max_running: int
 
-  @property
-  def free_tokens(self) -> int:
-    return self.capacity_tokens - self.used_tokens
-
 
 def _error_message(body: Any, text: str) -> str:
   """SGLang's `error` is an object with `message`, or a string (0.5.23), or `message` at the top."""
@@ -186,7 +182,7 @@ class SGLangEngine:
             busy += 1
             await asyncio.sleep(min(self._backoff_s * 2 ** min(busy, 8), _MAX_BUSY_WAIT_S))
             continue
-          if response.status in _RETRIED_STATUS and attempt < retries:
+          if response.status in _RETRIED_STATUS:  # once the retries are spent: ServerUnavailable
             raise aiohttp.ClientResponseError(response.request_info, (), status=response.status)
           try:
             data = await response.json(content_type=None) if text.strip() else None
