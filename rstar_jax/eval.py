@@ -39,6 +39,7 @@ from rstar_jax import data
 from rstar_jax import models
 from rstar_jax import rewards
 from rstar_jax import rollout
+from rstar_jax.rollout import server as server_lib
 from rstar_jax.rollout import weight_sync
 from rstar_jax.sandbox import config as sandbox_config
 from rstar_jax.sandbox import isolation, processes
@@ -141,13 +142,13 @@ def _check_flags() -> None:
 
 
 def _served_eos_ids(tokenizer) -> tuple[int, ...]:
-  """The ids the policy's servers end a turn at: config.json's eos_token_id, else the tokenizer's
-  EOS (as rstar-serve chooses); a config.json this package cannot read falls back to the latter."""
+  """The ids the policy's servers end a turn at, as rstar-serve chooses them
+  (`server.served_eos_ids`); a config.json this package cannot read counts as one without EOS."""
   try:
     eos = models.read_hf_config(os.path.join(_POLICY.value, "config.json")).eos_token_ids
   except (OSError, ValueError):
     eos = ()
-  return eos or (tokenizer.eos_id,)
+  return server_lib.served_eos_ids(eos, tokenizer)
 
 
 @contextlib.contextmanager

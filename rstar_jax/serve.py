@@ -81,7 +81,7 @@ def build_server(checkpoint: str, *, num_slots: int, max_length: int, num_device
   cfg, params = models.load_hf(checkpoint, dtype=jnp.dtype(dtype), mesh_rules=mesh_rules)
   tokenizer = (chat.HFTokenizer.from_dir(checkpoint)
                if os.path.isfile(os.path.join(checkpoint, "tokenizer.json")) else None)
-  eos = cfg.eos_token_ids or ((tokenizer.eos_id,) if tokenizer is not None else ())
+  eos = server_lib.served_eos_ids(cfg.eos_token_ids, tokenizer)
   vocab_limit = vocab_limit or (tokenizer.vocab_size if tokenizer is not None else None)
   engine = rollout.JaxEngine(cfg, params, num_slots=num_slots, max_length=max_length, eos_token_ids=eos,
                              prefill_chunk=prefill_chunk, seed=seed, mesh_rules=mesh_rules, vocab_limit=vocab_limit)

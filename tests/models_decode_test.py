@@ -137,6 +137,11 @@ def test_split_layers_compute_what_the_stacked_parameters_compute():
   assert isinstance(split["layers"], tuple) and len(split["layers"]) == CFG.num_layers
   assert models.split_layers(split) is split
   np.testing.assert_array_equal(split["layers"][1]["mlp"]["up_proj_kernel"], params["layers"]["mlp"]["up_proj_kernel"][1])
+  given_up = dict(params)
+  consumed = models.split_layers(given_up, consume=True)  # the same arrays, the stacked ones dropped
+  assert "layers" not in given_up and jax.tree.structure(consumed) == jax.tree.structure(split)
+  for a, b in zip(jax.tree.leaves(consumed), jax.tree.leaves(split)):
+    np.testing.assert_array_equal(a, b)
   ids = tiny_models.random_ids((2, 9), seed=50)
   np.testing.assert_allclose(models.logits(CFG, split, ids), models.logits(CFG, params, ids), atol=1e-6)
   caches = [models.init_cache(CFG, 2, 16) for _ in range(2)]

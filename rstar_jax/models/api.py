@@ -84,9 +84,12 @@ def _check_tokens(cfg: ModelConfig, input_ids, what: str) -> None:
       raise ValueError(f"{what} holds ids in [{low}, {high}], outside the vocabulary [0, {cfg.vocab_size})")
 
 
-def split_layers(params):
+def split_layers(params, consume: bool = False):
   """The same parameters with "layers" a tuple of per-layer trees (layer l: the stacked arrays'
   slice l, in the stacked array's sharding less its layer axis); already split ones unchanged.
+  consume: the caller gives `params` up (its "layers" entry is taken out), and each stacked array
+  is dropped once sliced, so the split needs one array's worth of memory beside the parameters,
+  not a second copy of every layer (servers loading new weights).
 
   Every entry point takes either form and computes the same function; split ones run the blocks
   in a Python loop over their own arrays (`qwen.call_layerwise`), multiplied in place, which the
@@ -107,7 +110,16 @@ def split_layers(params):
         sharding.mesh, jax.sharding.PartitionSpec(*sharding.spec[1:])))
 
   num_layers = jax.tree.leaves(params["layers"])[0].shape[0]
-  return {**params, "layers": layer_trees(params["layers"], num_layers, take)}
+  if not consume:
+    return {**params, "layers": layer_trees(params["layers"], num_layers, take)}
+  stacked, treedef = jax.tree.flatten(params.pop("layers"))
+  sliced = []
+  for i in range(len(stacked)):
+    x, stacked[i] = stacked[i], None
+    sliced.append([take(x, layer) for layer in range(num_layers)])
+    del x
+  return {**params, "layers": tuple(jax.tree.unflatten(treedef, [leaf[layer] for leaf in sliced])
+                                    for layer in range(num_layers))}
 
 
 def _decoder(cfg, params, tokens, ctx, cache, mesh_rules):

@@ -271,7 +271,8 @@ def _build_params(cfg: ModelConfig, ckpt: _Checkpoint | _InMemory, mesh_rules: M
     def shard(index, names=names, spec=spec):
       if spec.per_layer:
         rows = [spec.to_ours(ckpt.read(n))[index[1:]] for n in names[index[0]]]
-        return np.stack(rows).astype(param_dtype)
+        return np.stack(rows).astype(param_dtype, copy=False)
+      # a copy: the array may view an upload's body, which a device array must not keep alive
       return np.ascontiguousarray(spec.to_ours(ckpt.read(names[0]))[index]).astype(param_dtype)
 
     _set(params, spec.path, jax.make_array_from_callback(shape, _get(shardings, spec.path), shard))

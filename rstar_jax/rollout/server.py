@@ -68,7 +68,7 @@ import hmac
 import json
 import time
 import uuid
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -202,6 +202,12 @@ class StopStringCheck:
     return next((stop for stop in self._stops if stop in text), None)
 
 
+def served_eos_ids(config_eos: Sequence[int], tokenizer: tokenization.Tokenizer | None) -> tuple[int, ...]:
+  """The ids `rstar-serve` ends a turn at: the checkpoint config's eos_token_id, else the
+  tokenizer's EOS, else none."""
+  return tuple(config_eos) or ((tokenizer.eos_id,) if tokenizer is not None else ())
+
+
 class WeightLoader:
   """New parameters for the served architecture `cfg`, in its dtypes and the engine's shardings,
   split by layer as the engine holds them (so the split runs in the loading thread too), from a
@@ -223,10 +229,11 @@ class WeightLoader:
               if getattr(loaded, f) != getattr(cfg, f)]
     if differ:
       raise ValueError(f"the weights at {path!r} are another architecture: {', '.join(differ)}")
-    return models.split_layers(params)
+    return models.split_layers(params, consume=True)
 
   def from_tensors(self, tensors: dict[str, np.ndarray], label: str):
-    return models.split_layers(models.params_from_hf_tensors(self._cfg, tensors, self._mesh_rules, label))
+    return models.split_layers(models.params_from_hf_tensors(self._cfg, tensors, self._mesh_rules, label),
+                               consume=True)
 
 
 @dataclasses.dataclass
