@@ -155,7 +155,7 @@ def main():
     with tempfile.TemporaryDirectory() as root:
       m = measure_sync(cfg, root, args.sync_servers, args.sync_repeats)
     metric = f"sync seconds {name} ({m['gb']:.3f} GB)"
-    print(f"{metric:<48}{m['push']:>8.3f}{m['disk']:>8.3f}{m['disk'] / m['push']:>8.2f}x")
+    print(f"{metric:<48}{m['push']:>8.4g}{m['disk']:>8.4g}{m['disk'] / m['push']:>8.2f}x")
 
   cfg = tiny_default_config()
   max_length = args.prompt + args.max_turns * (args.max_turn + 3) + 1

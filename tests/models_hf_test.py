@@ -112,7 +112,6 @@ def test_tensor_groups_carry_what_save_hf_writes_and_build_the_same_params(tmp_p
   params = models.init_params(cfg, jax.random.key(9))
   models.save_hf(cfg, params, str(tmp_path), dtype="bfloat16")
   groups = list(models.hf_tensor_groups(cfg, params, max_bytes=4_000, dtype="bfloat16"))
-  written = {}
   with safetensors.safe_open(str(tmp_path / "model.safetensors"), framework="numpy") as f:
     written = {name: f.get_tensor(name) for name in f.keys()}
   merged = {name: t for group in groups for name, t in group.items()}

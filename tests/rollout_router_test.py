@@ -256,7 +256,7 @@ def test_a_rollout_moved_off_a_failed_server_goes_before_the_new_rollouts_waitin
       await b.stop()
     return a.arrivals, b.arrivals, results, router.moved_turns
 
-  a_arrivals, b_arrivals, results, moved = asyncio.run(scenario())
+  a_arrivals, b_arrivals, results, moved = asyncio.run(asyncio.wait_for(scenario(), 60))  # fails, not hangs
   assert a_arrivals == ["x"] and moved == 1
   assert b_arrivals == ["hold", "x", "y1", "y2", "y3"]
   assert [r.output_ids.tolist() for r in results] == [[11]] * 5

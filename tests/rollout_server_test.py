@@ -287,10 +287,15 @@ def test_pushed_weights_serve_as_written_ones_and_bad_uploads_are_refused(url):
       return await weight_sync.push_version(CFG, params, [engine], version, **kwargs)
 
   asyncio.run(push(_params(3), "p3", chunk_bytes=2_000))  # many chunks
+  with pytest.MonkeyPatch.context() as patch:  # a tensor larger than one upload may be: named, nothing sent
+    patch.setattr(server, "MAX_UPLOAD_BYTES", 1_000)
+    with pytest.raises(ValueError, match=r"tensor 'model.embed_tokens.weight' is \d+ bytes, more than one upload"):
+      asyncio.run(push(_params(4), "too-big", chunk_bytes=2_000))
   answer = _call(url, "/generate", {"input_ids": PROMPT, "sampling_params": {"temperature": 0, "max_new_tokens": 12}})[1]
   assert answer["output_ids"] == _greedy_in_process(_params(3), PROMPT, 12).output_ids.tolist()
   assert answer["meta_info"]["weight_version"] == "p3" and answer["meta_info"]["cached_tokens"] == 0
-  assert _call(url, "/update_weights_from_upload", {"weight_version": "p3"})[0] == 400  # the upload was used up
+  status, answer = _call(url, "/update_weights_from_upload", {"weight_version": "p3"})  # a resent commit
+  assert status == 200 and answer["message"] == "Already serving weight_version 'p3'."
 
   tensors = {name: t for group in models.hf_tensor_groups(CFG, _params(4), 1 << 30) for name, t in group.items()}
   def upload(version, chosen, query=True):
@@ -313,9 +318,12 @@ def test_pushed_weights_serve_as_written_ones_and_bad_uploads_are_refused(url):
   status, answer = _call(url, "/update_weights_from_upload", {"weight_version": "p4"})
   assert status == 400 and "missing tensor(s) model.norm.weight" in answer["message"]
   assert _call(url, "/update_weights_from_upload", {"weight_version": "p4"})[0] == 400  # the upload was dropped
-  upload("p4", {**tensors, "model.norm.weight": np.zeros(3, np.float32)})  # misshapen
-  assert _call(url, "/update_weights_from_upload", {"weight_version": "p4"})[1]["message"].endswith(
-      "tensor model.norm.weight has shape [3], expected [%d]" % CFG.hidden_size)
+  # refused at the upload: a tensor of another shape, or one the served model has no place for
+  status, answer = upload("p4", {"model.norm.weight": np.zeros(3, np.float32)})
+  assert status == 400 and answer["error"]["message"] == (
+      f"tensor 'model.norm.weight' has shape [3], the served model's is [{CFG.hidden_size}]")
+  status, answer = upload("p4", {"model.layers.99.mlp.up_proj.weight": np.zeros(3, np.float32)})
+  assert status == 400 and "'model.layers.99.mlp.up_proj.weight' is not a tensor of the served" in answer["error"]["message"]
   assert _call(url, "/get_weight_version")[1] == {"weight_version": "p3"}  # nothing swapped
   upload("p4", tensors)  # sent again whole: it goes through
   assert _call(url, "/update_weights_from_upload", {"weight_version": "p4"})[0] == 200

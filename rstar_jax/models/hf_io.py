@@ -139,9 +139,14 @@ class _InMemory:
     return self._tensors[name]
 
 
+def hf_tensor_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+  """The HF name and shape of every tensor a checkpoint of `cfg` holds."""
+  return {name: spec.hf_shape for spec in _tensor_map(cfg) for name in _names(cfg, spec)}
+
+
 def _check_tensors(cfg: ModelConfig, ckpt: _Checkpoint | _InMemory, path: str) -> None:
   """Errors naming missing, unexpected or wrongly shaped tensors."""
-  expected = {name: spec.hf_shape for spec in _tensor_map(cfg) for name in _names(cfg, spec)}
+  expected = hf_tensor_shapes(cfg)
   present = {n for n in ckpt.names() if not n.endswith(_IGNORED_SUFFIXES)}
   if cfg.tie_word_embeddings:
     present.discard("lm_head.weight")  # some exporters also write the tied copy

@@ -21,11 +21,14 @@ Routes:
                                 flight, swaps, drops the prefix cache and sets the version
   POST /upload_weights?weight_version=V  (ours, not SGLang's) a safetensors blob of HF-named tensors,
                                 staged for version V (a new V drops what an earlier one staged);
-                                -> {success, weight_version, num_tensors, num_bytes} staged so far
+                                -> {success, weight_version, num_tensors, num_bytes} staged so far;
+                                400 naming a tensor the served model has no place for or of
+                                another shape, 413 beyond MAX_UPLOAD_BYTES
   POST /update_weights_from_upload  {weight_version, abort_all_requests?} (ours): swaps in the
                                 tensors staged for weight_version as /update_weights_from_disk does
-                                (400 naming what is missing or misshapen; either way the staged
-                                tensors are used up, freed as the parameters are built); the trainer pushes its
+                                (400 naming what is missing; either way the staged tensors are
+                                used up, freed as the parameters are built; asked again for the
+                                version it serves: 200); the trainer pushes its
                                 policy this way without a filesystem the server shares
                                 (`rollout.weight_sync.push_version`)
   POST /pause_generation {mode: abort | in_place}, /continue_generation, /abort_request {rid, abort_all}
@@ -55,7 +58,8 @@ started is sent as `data: {"error": {"message": ...}}` before `[DONE]`; a client
 has its requests aborted.
 
 Errors are SGLang's: 400 `{"error": {"message": ...}}` naming the field, for bad JSON the
-`{"object": "error", ...}` shape, 503 when more than `max_queued_requests` wait; a handler never
+`{"object": "error", ...}` shape, 503 when more than `max_queued_requests` wait, 413 for a body
+over its route's limit; a handler never
 takes the server down. With `api_key`, every route but /health needs `Authorization: Bearer KEY`.
 KV load: the engine's cache has num_slots x max_length positions (`max_total_num_tokens`);
 `num_used_tokens` counts the positions the running requests have written, as SGLang counts its
@@ -107,24 +111,33 @@ def _error(message: str, status: int) -> web.Response:
 def _update_fields(body: dict, version_required: bool) -> tuple[str | None, bool]:
   """(weight_version, abort_all_requests) of a weight-update body, checked."""
   version, abort_all = body.get("weight_version"), body.get("abort_all_requests", False)
-  if (version is not None or version_required) and not (isinstance(version, str) and version):
+  if version_required and not (isinstance(version, str) and version):
     raise RequestError(f"weight_version must be a non-empty string, got {version!r}")
+  if version is not None and not isinstance(version, str):
+    raise RequestError(f"weight_version must be a string, got {version!r}")
   if not isinstance(abort_all, bool):
     raise RequestError(f"abort_all_requests must be a boolean, got {abort_all!r}")
   return version, abort_all
 
 
-async def _read_limited(request: web.Request, limit: int) -> bytes:
+async def _read_limited(request: web.Request, limit: int) -> bytearray:
   """The body, refused with 413 beyond `limit` bytes (the app's client_max_size is for JSON bodies)."""
-  if request.content_length is not None and request.content_length > limit:
-    raise RequestError(f"the body has {request.content_length} bytes, more than {limit}: send smaller chunks", 413)
-  chunks, size = [], 0
+  expected = request.content_length
+  if expected is not None and expected > limit:
+    raise RequestError(f"the body has {expected} bytes, more than {limit}: send smaller chunks", 413)
+  body, size = bytearray(expected or 0), 0  # filled in place when the length is known: one copy of the body
+  cap = limit if expected is None else expected
   async for chunk in request.content.iter_chunked(1 << 20):
+    if size + len(chunk) > cap:
+      raise RequestError(f"the body has more than {cap} bytes", 413)
+    if expected is None:
+      body += chunk
+    else:
+      body[size:size + len(chunk)] = chunk
     size += len(chunk)
-    if size > limit:
-      raise RequestError(f"the body has more than {limit} bytes: send smaller chunks", 413)
-    chunks.append(chunk)
-  return b"".join(chunks)
+  if expected is not None and size != expected:
+    raise RequestError(f"the body ended after {size} of its {expected} bytes")
+  return body
 
 
 def _is_int(value) -> bool:
@@ -215,6 +228,7 @@ class WeightLoader:
 
   def __init__(self, cfg: models.ModelConfig, mesh_rules: models.MeshRules | None):
     self._cfg, self._mesh_rules = cfg, mesh_rules
+    self._expected = models.hf_tensor_shapes(cfg)
 
   def from_disk(self, path: str):
     cfg = self._cfg
@@ -230,6 +244,17 @@ class WeightLoader:
     if differ:
       raise ValueError(f"the weights at {path!r} are another architecture: {', '.join(differ)}")
     return models.split_layers(params, consume=True)
+
+  def check_upload(self, tensors: dict[str, np.ndarray]) -> None:
+    """RequestError naming an uploaded tensor the served architecture has no place for, or whose
+    shape differs (so a wrong push is refused at its first chunk, and an upload holds at most one
+    model's tensors)."""
+    for name, tensor in tensors.items():
+      want = self._expected.get(name)
+      if want is None:
+        raise RequestError(f"tensor {name!r} is not a tensor of the served {self._cfg.model_type} model")
+      if tuple(tensor.shape) != want:
+        raise RequestError(f"tensor {name!r} has shape {list(tensor.shape)}, the served model's is {list(want)}")
 
   def from_tensors(self, tensors: dict[str, np.ndarray], label: str):
     return models.split_layers(models.params_from_hf_tensors(self._cfg, tensors, self._mesh_rules, label),
@@ -692,7 +717,10 @@ class GenerationServer:
     if not isinstance(path, str) or not path:
       raise RequestError("model_path must be a non-empty string")
     version, abort_all = _update_fields(body, version_required=False)
-    return await self._replace_weights(functools.partial(self._weights.from_disk, path), version, abort_all)
+    response = await self._replace_weights(functools.partial(self._weights.from_disk, path), version, abort_all)
+    if response.status == 200:
+      self._upload = _Upload()  # tensors a failed push left are no use now
+    return response
 
   async def _upload_weights(self, request: web.Request) -> web.Response:
     version = request.query.get("weight_version", "")
@@ -703,6 +731,7 @@ class GenerationServer:
       tensors = await asyncio.to_thread(models.read_safetensors_bytes, blob)
     except ValueError as e:
       raise RequestError(f"the body is not a safetensors blob: {e}") from None
+    self._weights.check_upload(tensors)
     if version != self._upload.version:  # a new version: what an earlier one left is dropped
       self._upload = _Upload(version)
     self._upload.tensors.update(tensors)
@@ -712,12 +741,16 @@ class GenerationServer:
   async def _update_weights_from_upload(self, request: web.Request) -> web.Response:
     version, abort_all = _update_fields(await self._body(request), version_required=True)
     if version != self._upload.version:
+      async with self._weights_lock:  # a swap to it in progress (a resent request's first) ends first
+        if version == self.weight_version:
+          return _json({"success": True, "message": f"Already serving weight_version {version!r}.",
+                        "num_paused_requests": 0})
       return _json({"success": False, "num_paused_requests": 0, "message": f"no tensors uploaded for "
                     f"weight_version {version!r} (uploaded: {self._upload.version!r})"}, 400)
     upload, self._upload = self._upload, _Upload()  # consumed as the parameters are built
-    return await self._replace_weights(
-        functools.partial(self._weights.from_tensors, upload.tensors, f"the upload of {version!r} (dropped)"),
-        version, abort_all)
+    load = functools.partial(self._weights.from_tensors, upload.tensors, f"the upload of {version!r} (dropped)")
+    # shielded: a client that hangs up does not stop a swap that has used the upload up
+    return await asyncio.shield(self._replace_weights(load, version, abort_all))
 
   async def _replace_weights(self, load: Callable[[], Any], version: str | None, abort_all: bool) -> web.Response:
     """Builds the new parameters beside decoding, then drains (or aborts) the requests in flight,
@@ -766,4 +799,4 @@ class GenerationServer:
 
   async def _not_supported(self, _request) -> web.Response:
     return _json({"success": False, "message": "not supported: write safetensors and call "
-                                               "/update_weights_from_disk"}, 400)
+                                               "/update_weights_from_disk, or push them to /upload_weights"}, 400)

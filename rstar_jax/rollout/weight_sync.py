@@ -21,6 +21,7 @@ from typing import Sequence
 import jax
 
 from rstar_jax import models
+from rstar_jax.rollout import server as server_lib
 from rstar_jax.rollout import sglang_client
 
 
@@ -91,31 +92,56 @@ async def push_version(cfg: models.ModelConfig, params, engines: Sequence[sglang
                        abort_all_requests: bool = False) -> float:
   """Sends `params` to every server as safetensors blobs of HF-named tensors of about
   `chunk_bytes` each (`/upload_weights`, streamed from the gathered arrays without a copy; the
-  next chunk is gathered while one travels), then has each swap them in (`/update_weights_from_upload`, which drains or aborts as
-  `sync_servers`); returns the seconds it took. dtype: as `write_version`'s. In a multi-process run
-  every process calls it (the gathers are collective), with `engines` empty on all but process 0.
+  next chunk is gathered while one travels), then has each swap them in (`/update_weights_from_upload`,
+  which drains or aborts as `sync_servers`); returns the seconds it took. dtype: as `write_version`'s.
+  In a multi-process run every process calls it (the gathers are collective), with `engines` empty
+  on all but process 0, which gathers every chunk even after a failed upload before raising.
 
   Raises:
-    sglang_client.ServerError: a server refused the tensors; a server without the upload route (SGLang)
-      is named, with the way that works for it.
+    sglang_client.ServerError: a server refused the tensors; a server without the upload route
+      (SGLang) is named, with the way that works for it.
+    sglang_client.ServerUnavailable: a server did not answer.
+    ValueError: a tensor larger than one upload may be (`server.MAX_UPLOAD_BYTES`).
   """
   start = time.monotonic()
+  sending: list[asyncio.Task] = []
+  error = None
   groups = models.hf_tensor_groups(cfg, params, chunk_bytes, dtype)
-  sending = None
-  try:
-    while (group := await asyncio.to_thread(next, groups, None)) is not None:
-      parts = models.safetensors_parts(group) if engines else []
-      if sending is not None:
-        await sending
-      sending = asyncio.gather(*(_upload(engine, parts, version) for engine in engines))
-    if sending is not None:
-      await sending
-  except BaseException:
-    if sending is not None:
-      sending.cancel()
-    raise
+  while (group := await asyncio.to_thread(next, groups, None)) is not None:
+    if error is not None or not engines:
+      continue  # the other processes' gathers still need this one
+    parts = models.safetensors_parts(group)
+    size = sum(len(part) for part in parts)
+    try:
+      if size > server_lib.MAX_UPLOAD_BYTES:
+        raise ValueError(f"tensor {next(iter(group))!r} is {size} bytes, more than one upload may be "
+                         f"({server_lib.MAX_UPLOAD_BYTES}): sync from disk (config.rollout.weight_sync='disk')")
+      await _finish(sending)
+      sending = [asyncio.ensure_future(_upload(engine, parts, version)) for engine in engines]
+    except (ValueError, sglang_client.ServerError, sglang_client.ServerUnavailable) as e:
+      error = e
+      await _cancel(sending)
+  if error is None:
+    await _finish(sending)
+  else:
+    raise error
   await asyncio.gather(*(engine.update_weights_from_upload(version, abort_all_requests) for engine in engines))
   return time.monotonic() - start
+
+
+async def _finish(tasks: list[asyncio.Task]) -> None:
+  """Waits for every task; on the first error cancels the others and raises it."""
+  try:
+    await asyncio.gather(*tasks)
+  except BaseException:
+    await _cancel(tasks)
+    raise
+
+
+async def _cancel(tasks: list[asyncio.Task]) -> None:
+  for task in tasks:
+    task.cancel()
+  await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _upload(engine: sglang_client.SGLangEngine, parts: list, version: str) -> None:
