@@ -74,6 +74,11 @@ def test_tiny_default_plan_on_this_machine():
   assert p["rl_update_bytes"]["activations"] is None  # remat "none" keeps every intermediate
   text = plan.format_plan(p)
   assert "activations not estimated" in text and "rollouts: in process" in text
+  config.rollout.update(backend="sglang", local_servers=2)
+  assert "rollouts: 2 local rstar-serve processes, weights through WORKDIR/weight_sync" in plan.format_plan(
+      plan.make_plan(config))
+  config.rollout.weight_sync = "push"
+  assert "rollouts: 2 local rstar-serve processes, weights pushed over HTTP" in plan.format_plan(plan.make_plan(config))
 
 
 @pytest.mark.parametrize("mesh, message", [

@@ -292,7 +292,9 @@ def format_plan(plan: dict[str, Any]) -> str:
   r = plan["rollout"]
   lines.append("rollouts: " + ("in process (JAX engine on the trainer's devices)" if r["backend"] == "jax" else
                                f"{r['local_servers']} local rstar-serve processes" if r["local_servers"] else
-                               f"{len(r['urls'])} SGLang-compatible servers: {', '.join(r['urls'])}"))
+                               f"{len(r['urls'])} SGLang-compatible servers: {', '.join(r['urls'])}")
+               + ("" if r["backend"] == "jax" else ", weights pushed over HTTP" if r["weight_sync"] == "push" else
+                  f", weights through {r['weight_sync_dir'] or 'WORKDIR/weight_sync'}"))
   s = plan["sandbox"]
   lines.append("sandbox: " + (s["url"] or f"in process, {s['in_process_workers']} workers, runs limited to "
                                          f"{s['timeout_s']:g} s wall-clock and {s['cpu_s']} CPU s per process"))
