@@ -169,6 +169,7 @@ def _check_tensors(cfg: ModelConfig, ckpt: _Checkpoint | _InMemory, path: str) -
 _SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": jnp.bfloat16,
                        "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
                        "BOOL": np.bool_}
+_SAFETENSORS_NAMES = {np.dtype(v): k for k, v in _SAFETENSORS_DTYPES.items()}
 
 
 def safetensors_parts(tensors: Mapping[str, np.ndarray]) -> list[bytes | memoryview]:
@@ -177,12 +178,11 @@ def safetensors_parts(tensors: Mapping[str, np.ndarray]) -> list[bytes | memoryv
   tensor's bytes in C order. Joined, they are a file that safetensors reads; ValueError for a dtype
   safetensors has no name for."""
   arrays = {name: np.ascontiguousarray(t) for name, t in tensors.items()}
-  names = {np.dtype(v): k for k, v in _SAFETENSORS_DTYPES.items()}
   header, offset = {}, 0
   for name, t in arrays.items():
-    if t.dtype not in names:
+    if t.dtype not in _SAFETENSORS_NAMES:
       raise ValueError(f"tensor {name!r}: dtype {t.dtype} has no safetensors name ({', '.join(_SAFETENSORS_DTYPES)})")
-    header[name] = {"dtype": names[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + t.nbytes]}
+    header[name] = {"dtype": _SAFETENSORS_NAMES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + t.nbytes]}
     offset += t.nbytes
   text = json.dumps(header, separators=(",", ":")).encode()
   text += b" " * (-len(text) % 8)

@@ -112,15 +112,17 @@ async def push_version(cfg: models.ModelConfig, params, engines: Sequence[sglang
       continue  # the other processes' gathers still need this one
     parts = models.safetensors_parts(group)
     size = sum(len(part) for part in parts)
-    try:
-      if size > server_lib.MAX_UPLOAD_BYTES:
-        raise ValueError(f"tensor {next(iter(group))!r} is {size} bytes, more than one upload may be "
+    if size > server_lib.MAX_UPLOAD_BYTES:
+      error = ValueError(f"tensor {next(iter(group))!r} is {size} bytes, more than one upload may be "
                          f"({server_lib.MAX_UPLOAD_BYTES}): sync from disk (config.rollout.weight_sync='disk')")
-      await _finish(sending)
-      sending = [asyncio.ensure_future(_upload(engine, parts, version)) for engine in engines]
-    except (ValueError, sglang_client.ServerError, sglang_client.ServerUnavailable) as e:
-      error = e
       await _cancel(sending)
+      continue
+    try:
+      await _finish(sending)
+    except (sglang_client.ServerError, sglang_client.ServerUnavailable) as e:
+      error = e
+      continue
+    sending = [asyncio.ensure_future(_upload(engine, parts, version)) for engine in engines]
   if error is None:
     await _finish(sending)
   else:
